@@ -1,0 +1,1 @@
+//! ONNX export of medmae models without libtorch.

@@ -1,0 +1,95 @@
+//! The in-memory volume: channel-first voxel data plus its physical geometry.
+
+use ndarray::Array4;
+
+/// A (possibly multi-channel) image volume in memory.
+///
+/// `data` is channel-first `(C, X, Y, Z)` in voxel index order (i, j, k) of the source file; 2-D images have `Z = 1`.
+/// `affine` maps voxel indices (i, j, k, 1) to RAS+ world millimetres (the NIfTI/nibabel convention). MetaImage's
+/// LPS geometry is converted on load, so every volume speaks RAS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    /// Voxel data, `(C, X, Y, Z)`.
+    pub data: Array4<f32>,
+    /// 4x4 voxel-to-RAS affine (row-major).
+    pub affine: [[f64; 4]; 4],
+}
+
+impl Volume {
+    /// Build a volume from data and an affine.
+    pub fn new(data: Array4<f32>, affine: [[f64; 4]; 4]) -> Self {
+        Self { data, affine }
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.data.shape()[0]
+    }
+
+    /// Spatial shape `(X, Y, Z)`.
+    pub fn spatial_shape(&self) -> [usize; 3] {
+        let s = self.data.shape();
+        [s[1], s[2], s[3]]
+    }
+
+    /// Voxel spacing in mm: the column norms of the affine's 3x3 part.
+    pub fn spacing(&self) -> [f64; 3] {
+        let a = &self.affine;
+        let mut out = [0.0; 3];
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = (a[0][j] * a[0][j] + a[1][j] * a[1][j] + a[2][j] * a[2][j]).sqrt();
+        }
+        out
+    }
+
+    /// World position (RAS mm) of voxel (0, 0, 0).
+    pub fn origin(&self) -> [f64; 3] {
+        [self.affine[0][3], self.affine[1][3], self.affine[2][3]]
+    }
+
+    /// Direction cosines: the affine's 3x3 part with unit columns (columns = voxel axes).
+    pub fn direction(&self) -> [[f64; 3]; 3] {
+        let sp = self.spacing();
+        let mut d = [[0.0; 3]; 3];
+        for (r, row) in d.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = if sp[c] > 0.0 { self.affine[r][c] / sp[c] } else { 0.0 };
+            }
+        }
+        d
+    }
+
+    /// Affine from spacing, origin and direction (columns = voxel axes), all in RAS.
+    pub fn affine_from(spacing: [f64; 3], origin: [f64; 3], direction: [[f64; 3]; 3]) -> [[f64; 4]; 4] {
+        let mut a = [[0.0; 4]; 4];
+        for r in 0..3 {
+            for c in 0..3 {
+                a[r][c] = direction[r][c] * spacing[c];
+            }
+            a[r][3] = origin[r];
+        }
+        a[3][3] = 1.0;
+        a
+    }
+
+    /// The identity-direction affine for a spacing (origin 0).
+    pub fn diag_affine(spacing: [f64; 3]) -> [[f64; 4]; 4] {
+        Self::affine_from(spacing, [0.0; 3], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spacing_origin_direction_roundtrip() {
+        let dir = [[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]];
+        let a = Volume::affine_from([1.5, 2.0, 3.0], [10.0, -5.0, 2.5], dir);
+        let v = Volume::new(Array4::zeros((1, 2, 3, 4)), a);
+        assert_eq!(v.spacing(), [1.5, 2.0, 3.0]);
+        assert_eq!(v.origin(), [10.0, -5.0, 2.5]);
+        assert_eq!(v.direction(), dir);
+        assert_eq!(v.spatial_shape(), [2, 3, 4]);
+    }
+}

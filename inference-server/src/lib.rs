@@ -1,0 +1,1 @@
+//! The hospital-side inference server.

@@ -1,0 +1,1 @@
+//! tch implementations of medmae's networks; parameter names follow `spec::weights` exactly.

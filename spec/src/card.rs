@@ -1,0 +1,116 @@
+//! `model.json`: the card that travels with every checkpoint and ONNX export (architecture, preprocessing, labels,
+//! inference defaults), so the exporter and the server need no other configuration.
+
+use imaging::transforms::TransformSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ModelConfig, SpecError};
+
+/// How logits become a label map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputActivation {
+    /// Mutually exclusive classes: softmax, argmax (class 0 = background).
+    #[default]
+    Softmax,
+    /// Overlapping channels (BraTS TC/WT/ET): sigmoid, threshold 0.5 per channel.
+    Sigmoid,
+}
+
+/// Sliding-window defaults for inference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSpec {
+    /// Window size per spatial axis (the model's input size).
+    pub roi_size: Vec<usize>,
+    /// Fractional overlap of windows.
+    #[serde(default = "default_overlap")]
+    pub overlap: f64,
+    /// Window blending: "gaussian" or "constant".
+    #[serde(default = "default_mode")]
+    pub blend: String,
+    /// Windows per forward call.
+    #[serde(default = "default_sw_batch")]
+    pub sw_batch_size: usize,
+    /// Logit activation.
+    #[serde(default)]
+    pub activation: OutputActivation,
+}
+
+fn default_overlap() -> f64 {
+    0.5
+}
+fn default_mode() -> String {
+    "gaussian".into()
+}
+fn default_sw_batch() -> usize {
+    4
+}
+
+/// The contents of `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelCard {
+    /// Format version of this card.
+    pub format_version: u32,
+    /// medmae version that wrote it.
+    pub medmae_version: String,
+    /// Architecture.
+    pub model: ModelConfig,
+    /// Deterministic preprocessing applied to every input (training and serving).
+    pub preprocessing: Vec<TransformSpec>,
+    /// Label names, index = output channel (segmentation models).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Sliding-window defaults (segmentation models).
+    #[serde(default)]
+    pub inference: Option<InferenceSpec>,
+}
+
+/// Current card format version.
+pub const CARD_FORMAT_VERSION: u32 = 1;
+
+impl ModelCard {
+    /// A card for a model with this crate's version.
+    pub fn new(model: ModelConfig, preprocessing: Vec<TransformSpec>, labels: Vec<String>, inference: Option<InferenceSpec>) -> Self {
+        Self { format_version: CARD_FORMAT_VERSION, medmae_version: env!("CARGO_PKG_VERSION").into(), model, preprocessing, labels, inference }
+    }
+
+    /// Check the card as a whole: model config, no random transform in the preprocessing, labels vs outputs.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let e = |field: &str, msg: String| SpecError { field: field.into(), msg };
+        if self.format_version != CARD_FORMAT_VERSION {
+            return Err(e("format_version", format!("expected {CARD_FORMAT_VERSION}, got {}", self.format_version)));
+        }
+        self.model.validate()?;
+        if let Some(t) = self.preprocessing.iter().find(|t| t.is_random()) {
+            return Err(e("preprocessing", format!("{} is a random transform; preprocessing must be deterministic", t.name())));
+        }
+        if let ModelConfig::Unetr(u) = &self.model {
+            if !self.labels.is_empty() && self.labels.len() != u.out_channels {
+                return Err(e("labels", format!("{} names for {} output channels", self.labels.len(), u.out_channels)));
+            }
+            let inf = self.inference.as_ref().ok_or_else(|| e("inference", "segmentation models need sliding-window defaults".into()))?;
+            if inf.roi_size != u.encoder.img_size {
+                return Err(e("inference.roi_size", format!("{:?} differs from the model input size {:?}", inf.roi_size, u.encoder.img_size)));
+            }
+            if !(0.0..1.0).contains(&inf.overlap) {
+                return Err(e("inference.overlap", format!("must be in [0, 1), got {}", inf.overlap)));
+            }
+            if inf.blend != "gaussian" && inf.blend != "constant" {
+                return Err(e("inference.blend", format!("expected \"gaussian\" or \"constant\", got {:?}", inf.blend)));
+            }
+            if inf.sw_batch_size == 0 {
+                return Err(e("inference.sw_batch_size", "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parse and validate `model.json` text.
+    pub fn from_json(text: &str) -> Result<Self, SpecError> {
+        let card: ModelCard = serde_json::from_str(text).map_err(|err| SpecError { field: "model.json".into(), msg: err.to_string() })?;
+        card.validate()?;
+        Ok(card)
+    }
+}

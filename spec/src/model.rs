@@ -1,0 +1,398 @@
+//! Architecture configs for the ViT encoder, MAE and UNETR, 2-D and 3-D, with validation that names the field.
+
+use serde::{Deserialize, Serialize};
+
+/// A config value that is missing, inconsistent or out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("model config field `{field}`: {msg}")]
+pub struct SpecError {
+    /// Dotted path of the field.
+    pub field: String,
+    /// What was expected.
+    pub msg: String,
+}
+
+fn err(field: &str, msg: impl Into<String>) -> SpecError {
+    SpecError { field: field.to_string(), msg: msg.into() }
+}
+
+/// Parameter naming and small numeric conventions of the ViT encoder.
+///
+/// `Timm` is SelfMedMAE's layout (and medmae's default): cls token, qkv bias, LayerNorm eps 1e-6, blocks named
+/// `norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2` under `encoder.`. `Monai` is MONAI's `ViT`: no cls token,
+/// blocks named `norm1, attn.qkv, attn.out_proj, norm2, mlp.linear1, mlp.linear2` under `vit.`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VitStyle {
+    /// SelfMedMAE / timm names.
+    #[default]
+    Timm,
+    /// MONAI names.
+    Monai,
+}
+
+/// The ViT encoder shared by MAE and UNETR.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VitConfig {
+    /// 2 or 3.
+    pub spatial_dims: usize,
+    /// Input channels (modalities).
+    pub in_channels: usize,
+    /// Input size per spatial axis (h, w[, d]).
+    pub img_size: Vec<usize>,
+    /// Patch size per spatial axis.
+    pub patch_size: Vec<usize>,
+    /// Token width.
+    pub embed_dim: usize,
+    /// Number of transformer blocks.
+    pub depth: usize,
+    /// Attention heads.
+    pub num_heads: usize,
+    /// MLP hidden width = embed_dim * mlp_ratio.
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+    /// Bias on the fused qkv projection.
+    #[serde(default = "yes")]
+    pub qkv_bias: bool,
+    /// LayerNorm epsilon.
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+    /// Prepend a cls token (SelfMedMAE) or not (MONAI).
+    #[serde(default = "yes")]
+    pub cls_token: bool,
+    /// Parameter naming.
+    #[serde(default)]
+    pub style: VitStyle,
+    /// Stochastic depth rate (training only).
+    #[serde(default)]
+    pub drop_path_rate: f64,
+}
+
+fn default_mlp_ratio() -> f64 {
+    4.0
+}
+fn default_ln_eps() -> f64 {
+    1e-6
+}
+fn yes() -> bool {
+    true
+}
+
+impl VitConfig {
+    /// Patch grid per axis.
+    pub fn grid(&self) -> Vec<usize> {
+        self.img_size.iter().zip(&self.patch_size).map(|(i, p)| i / p).collect()
+    }
+    /// Number of patch tokens (without cls).
+    pub fn num_patches(&self) -> usize {
+        self.grid().iter().product()
+    }
+    /// Voxels in one patch.
+    pub fn patch_volume(&self) -> usize {
+        self.patch_size.iter().product()
+    }
+    /// MLP hidden width.
+    pub fn mlp_dim(&self) -> usize {
+        (self.embed_dim as f64 * self.mlp_ratio).round() as usize
+    }
+
+    /// Check every field; `prefix` is the dotted path of this config in its parent.
+    pub fn validate(&self, prefix: &str) -> Result<(), SpecError> {
+        let f = |name: &str| format!("{prefix}.{name}");
+        if self.spatial_dims != 2 && self.spatial_dims != 3 {
+            return Err(err(&f("spatial_dims"), format!("expected 2 or 3, got {}", self.spatial_dims)));
+        }
+        if self.in_channels == 0 {
+            return Err(err(&f("in_channels"), "must be at least 1"));
+        }
+        for (name, v) in [("img_size", &self.img_size), ("patch_size", &self.patch_size)] {
+            if v.len() != self.spatial_dims {
+                return Err(err(&f(name), format!("expected {} values (one per spatial axis), got {}", self.spatial_dims, v.len())));
+            }
+            if v.contains(&0) {
+                return Err(err(&f(name), "values must be positive"));
+            }
+        }
+        for (ax, (i, p)) in self.img_size.iter().zip(&self.patch_size).enumerate() {
+            if i % p != 0 {
+                return Err(err(&f("img_size"), format!("axis {ax}: size {i} is not divisible by patch size {p}")));
+            }
+        }
+        if self.embed_dim == 0 || self.depth == 0 || self.num_heads == 0 {
+            return Err(err(&f("embed_dim/depth/num_heads"), "must be positive"));
+        }
+        if self.embed_dim % self.num_heads != 0 {
+            return Err(err(&f("embed_dim"), format!("{} is not divisible by num_heads {}", self.embed_dim, self.num_heads)));
+        }
+        if !(self.mlp_ratio > 0.0 && self.mlp_ratio.is_finite()) {
+            return Err(err(&f("mlp_ratio"), "must be a positive number"));
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
+            return Err(err(&f("layer_norm_eps"), "must be in (0, 1)"));
+        }
+        if !(0.0..1.0).contains(&self.drop_path_rate) {
+            return Err(err(&f("drop_path_rate"), "must be in [0, 1)"));
+        }
+        Ok(())
+    }
+
+    /// The sincos table needs embed_dim divisible by 4 (2-D) or 6 (3-D).
+    pub fn validate_sincos(&self, field: &str) -> Result<(), SpecError> {
+        let m = 2 * self.spatial_dims;
+        if self.embed_dim % m != 0 {
+            return Err(err(field, format!("{}-D sincos position embedding needs a width divisible by {m}, got {}", self.spatial_dims, self.embed_dim)));
+        }
+        Ok(())
+    }
+}
+
+/// Reconstruction target of the MAE decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ReconLoss {
+    /// MSE on masked patches' pixels, optionally per-patch normalised (norm_pix_loss), plus an optional FFT-spectrum
+    /// amplitude term on the reconstructed image weighted by `fft_weight`.
+    Mse {
+        /// Normalise each target patch (non-affine LayerNorm, biased variance, eps 1e-6).
+        #[serde(default = "yes")]
+        norm_pix_loss: bool,
+        /// Weight of the spectral amplitude loss (0 disables it).
+        #[serde(default)]
+        fft_weight: f64,
+    },
+    /// SelfMedMAE's Fourier-feature regression (`FourierMSELossv2`): the head predicts sin/cos features of raw values.
+    Fourier {
+        /// Fourier feature width per voxel (E); must be divisible by 2·in_channels.
+        #[serde(default = "default_fourier_dim")]
+        embed_dim: usize,
+        /// Temperature T < 1; frequencies are 2π / T^(k/K).
+        #[serde(default = "default_fourier_temp")]
+        temperature: f64,
+    },
+}
+
+fn default_fourier_dim() -> usize {
+    24
+}
+fn default_fourier_temp() -> f64 {
+    0.01
+}
+
+impl Default for ReconLoss {
+    fn default() -> Self {
+        ReconLoss::Mse { norm_pix_loss: true, fft_weight: 0.0 }
+    }
+}
+
+/// Masked autoencoder: ViT encoder on visible patches, light decoder with its own width and sincos table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaeConfig {
+    /// Encoder (style must be timm; pos-embed is the fixed sincos table).
+    pub encoder: VitConfig,
+    /// Decoder width.
+    pub decoder_embed_dim: usize,
+    /// Decoder depth.
+    pub decoder_depth: usize,
+    /// Decoder heads.
+    pub decoder_num_heads: usize,
+    /// Fraction of patches removed.
+    #[serde(default = "default_mask_ratio")]
+    pub mask_ratio: f64,
+    /// Reconstruction loss.
+    #[serde(default)]
+    pub loss: ReconLoss,
+}
+
+fn default_mask_ratio() -> f64 {
+    0.75
+}
+
+impl MaeConfig {
+    /// Values per token produced by the decoder head.
+    pub fn head_dim(&self) -> usize {
+        let pv = self.encoder.patch_volume();
+        match self.loss {
+            ReconLoss::Mse { .. } => pv * self.encoder.in_channels,
+            ReconLoss::Fourier { embed_dim, .. } => pv * embed_dim,
+        }
+    }
+    /// Decoder as a ViT config (for widths and heads).
+    pub fn decoder_vit(&self) -> VitConfig {
+        VitConfig {
+            embed_dim: self.decoder_embed_dim,
+            depth: self.decoder_depth,
+            num_heads: self.decoder_num_heads,
+            drop_path_rate: 0.0,
+            ..self.encoder.clone()
+        }
+    }
+    /// Number of patches kept visible: floor(L·(1−ratio)) computed in f64.
+    pub fn len_keep(&self) -> usize {
+        (self.encoder.num_patches() as f64 * (1.0 - self.mask_ratio)) as usize
+    }
+
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.encoder.validate("mae.encoder")?;
+        if self.encoder.style != VitStyle::Timm || !self.encoder.cls_token {
+            return Err(err("mae.encoder.style", "the MAE encoder uses the timm layout with a cls token"));
+        }
+        self.encoder.validate_sincos("mae.encoder.embed_dim")?;
+        self.decoder_vit().validate("mae.decoder")?;
+        self.decoder_vit().validate_sincos("mae.decoder_embed_dim")?;
+        if !(self.mask_ratio > 0.0 && self.mask_ratio < 1.0) {
+            return Err(err("mae.mask_ratio", format!("must be in (0, 1), got {}", self.mask_ratio)));
+        }
+        if self.len_keep() == 0 {
+            return Err(err("mae.mask_ratio", "keeps no patch visible at this image/patch size"));
+        }
+        match &self.loss {
+            ReconLoss::Mse { fft_weight, .. } => {
+                if !(*fft_weight >= 0.0 && fft_weight.is_finite()) {
+                    return Err(err("mae.loss.fft_weight", "must be a non-negative number"));
+                }
+            }
+            ReconLoss::Fourier { embed_dim, temperature } => {
+                let c2 = 2 * self.encoder.in_channels;
+                if *embed_dim == 0 || embed_dim % c2 != 0 {
+                    return Err(err("mae.loss.embed_dim", format!("must be a positive multiple of 2·in_channels = {c2}, got {embed_dim}")));
+                }
+                if !(*temperature > 0.0 && *temperature < 1.0) {
+                    return Err(err("mae.loss.temperature", format!("must be in (0, 1), got {temperature}")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// UNETR: ViT encoder with skips from three hidden states, MONAI's conv/deconv residual decoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnetrConfig {
+    /// Encoder; patch size must be 16 on every axis (four ×2 upsamplings).
+    pub encoder: VitConfig,
+    /// Output classes (channels of the logits).
+    pub out_channels: usize,
+    /// Decoder base width.
+    #[serde(default = "default_feature_size")]
+    pub feature_size: usize,
+    /// 0-based block indices whose outputs feed encoder2/3/4 (MONAI: 3, 6, 9).
+    #[serde(default = "default_skips")]
+    pub skip_layers: [usize; 3],
+}
+
+fn default_feature_size() -> usize {
+    16
+}
+fn default_skips() -> [usize; 3] {
+    [3, 6, 9]
+}
+
+impl UnetrConfig {
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        self.encoder.validate("unetr.encoder")?;
+        if self.encoder.patch_size.iter().any(|&p| p != 16) {
+            return Err(err("unetr.encoder.patch_size", format!("UNETR's decoder upsamples 4 times by 2, so the patch size must be 16 on every axis, got {:?}", self.encoder.patch_size)));
+        }
+        if self.out_channels == 0 || self.feature_size == 0 {
+            return Err(err("unetr.out_channels/feature_size", "must be positive"));
+        }
+        if self.encoder.style == VitStyle::Monai && self.encoder.cls_token {
+            return Err(err("unetr.encoder.cls_token", "MONAI's ViT has no cls token; set cls_token: false with style: monai"));
+        }
+        let [a, b, c] = self.skip_layers;
+        if !(a < b && b < c && c < self.encoder.depth) {
+            return Err(err("unetr.skip_layers", format!("must be increasing block indices below depth {}, got {:?}", self.encoder.depth, self.skip_layers)));
+        }
+        Ok(())
+    }
+}
+
+/// A model of any kind, as stored in `model.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelConfig {
+    /// Masked autoencoder (pretraining).
+    Mae(MaeConfig),
+    /// UNETR segmentation.
+    Unetr(UnetrConfig),
+}
+
+impl ModelConfig {
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        match self {
+            ModelConfig::Mae(m) => m.validate(),
+            ModelConfig::Unetr(u) => u.validate(),
+        }
+    }
+    /// The encoder config.
+    pub fn encoder(&self) -> &VitConfig {
+        match self {
+            ModelConfig::Mae(m) => &m.encoder,
+            ModelConfig::Unetr(u) => &u.encoder,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn vit3d() -> VitConfig {
+        VitConfig {
+            spatial_dims: 3,
+            in_channels: 1,
+            img_size: vec![32, 32, 32],
+            patch_size: vec![16, 16, 16],
+            embed_dim: 48,
+            depth: 4,
+            num_heads: 4,
+            mlp_ratio: 4.0,
+            qkv_bias: true,
+            layer_norm_eps: 1e-6,
+            cls_token: true,
+            style: VitStyle::Timm,
+            drop_path_rate: 0.0,
+        }
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let mut v = vit3d();
+        v.img_size = vec![30, 32, 32];
+        let e = v.validate("x").unwrap_err();
+        assert_eq!(e.field, "x.img_size");
+        assert!(e.msg.contains("not divisible"));
+        let mut v = vit3d();
+        v.embed_dim = 40;
+        assert_eq!(v.validate_sincos("f").unwrap_err().field, "f");
+        let u = UnetrConfig { encoder: vit3d(), out_channels: 2, feature_size: 8, skip_layers: [0, 1, 4] };
+        assert_eq!(u.validate().unwrap_err().field, "unetr.skip_layers");
+    }
+
+    #[test]
+    fn len_keep_truncates() {
+        let mut e = vit3d();
+        e.patch_size = vec![8, 8, 8];
+        let m = MaeConfig { encoder: e, decoder_embed_dim: 24, decoder_depth: 1, decoder_num_heads: 2, mask_ratio: 0.75, loss: ReconLoss::default() };
+        assert_eq!(m.len_keep(), 16);
+        assert_eq!(m.head_dim(), 512);
+        m.validate().unwrap();
+    }
+
+    #[test]
+    fn json_roundtrip_with_defaults() {
+        let j = r#"{"kind":"unetr","encoder":{"spatial_dims":2,"in_channels":1,"img_size":[64,64],"patch_size":[16,16],"embed_dim":64,"depth":4,"num_heads":4},"out_channels":3,"skip_layers":[0,1,2]}"#;
+        let m: ModelConfig = serde_json::from_str(j).unwrap();
+        m.validate().unwrap();
+        let back: ModelConfig = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(m, back);
+        let bad = j.replace("\"depth\"", "\"dept\"");
+        assert!(serde_json::from_str::<ModelConfig>(&bad).is_err());
+    }
+}
