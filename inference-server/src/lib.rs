@@ -1,1 +1,21 @@
-//! The hospital-side inference server.
+//! The hospital-side inference server: `medmae-serve` (KServe v2 + `medmae.v1.Segmentation` over tonic, on ONNX
+//! Runtime or tract) and the `medmae-client` library it ships with.
+//!
+//! Layout: `proto` (generated gRPC code), `model` (ONNX metadata and the model repository), `backend` (the inference
+//! engines behind one trait), `pipeline` (volume → mask, the same code the offline path calls), `kserve` and
+//! `segment` (the two gRPC services), `ops` (auth, admission, metrics), `config` and `server` (wiring), `client`.
+
+pub mod backend;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod kserve;
+pub mod model;
+pub mod ops;
+pub mod pipeline;
+pub mod proto;
+pub mod segment;
+pub mod server;
+pub mod state;
+
+pub use error::ServeError;

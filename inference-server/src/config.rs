@@ -1,0 +1,299 @@
+//! `medmae-serve` configuration: command-line flags, environment variables (`MEDMAE_SERVE_*`) and an optional TOML
+//! file, resolved once (flag > env > file > default) into the validated [`ServerConfig`] that is injected everywhere.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::backend::{BackendKind, BackendOptions};
+
+/// Default gRPC message limit: 256 MiB (gRPC's own default of 4 MiB is smaller than one 128³ float volume).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Default voxel limit per uploaded volume or tensor (all channels): 2^28 ≈ 268 M (a 645³ single-channel volume).
+pub const DEFAULT_MAX_VOXELS: u64 = 1 << 28;
+
+/// Command-line flags (each also readable from the environment variable shown in `--help`).
+#[derive(Debug, Clone, Default, Parser)]
+#[command(name = "medmae-serve", version, about = "gRPC segmentation server: KServe v2 + medmae.v1.Segmentation on ONNX Runtime or tract")]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys, e.g. `model_repository = "models"`).
+    #[arg(long, env = "MEDMAE_SERVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Model repository: one folder per model holding `model.onnx` or `<version>/model.onnx`.
+    #[arg(long, env = "MEDMAE_SERVE_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:8001; port 0 = any free port].
+    #[arg(long, env = "MEDMAE_SERVE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus `/metrics` HTTP listen address [default: 127.0.0.1:8002; "off" disables].
+    #[arg(long, env = "MEDMAE_SERVE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Inference engine: ort or tract [default: ort].
+    #[arg(long, env = "MEDMAE_SERVE_BACKEND")]
+    pub backend: Option<BackendKind>,
+    /// Intra-op threads per model (0 = engine default) [default: 0].
+    #[arg(long, env = "MEDMAE_SERVE_THREADS")]
+    pub threads: Option<usize>,
+    /// Use the CUDA execution provider (ort backend, `cuda` build); falls back to CPU with a warning.
+    #[arg(long, env = "MEDMAE_SERVE_GPU")]
+    pub gpu: Option<bool>,
+    /// ONNX Runtime shared library (`libonnxruntime.so`) for the ort backend.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_library: Option<PathBuf>,
+    /// TLS certificate chain (PEM); enables TLS together with --tls-key.
+    #[arg(long, env = "MEDMAE_SERVE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "MEDMAE_SERVE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for client certificates; enables mutual TLS (clients without a valid certificate are refused).
+    #[arg(long, env = "MEDMAE_SERVE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// File of accepted bearer tokens, one per line; when set every RPC needs `authorization: Bearer <token>`.
+    #[arg(long, env = "MEDMAE_SERVE_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
+    /// Largest gRPC message accepted or sent, bytes [default: 268435456 = 256 MiB].
+    #[arg(long, env = "MEDMAE_SERVE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Largest volume or tensor, in voxels over all channels [default: 268435456].
+    #[arg(long, env = "MEDMAE_SERVE_MAX_VOXELS")]
+    pub max_voxels: Option<u64>,
+    /// Largest segmentation upload, bytes [default: 1 GiB].
+    #[arg(long, env = "MEDMAE_SERVE_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Per-request deadline in seconds (queueing + compute) [default: 600].
+    #[arg(long, env = "MEDMAE_SERVE_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<f64>,
+    /// Requests computing at once [default: 2].
+    #[arg(long, env = "MEDMAE_SERVE_MAX_CONCURRENT")]
+    pub max_concurrent: Option<usize>,
+    /// Requests waiting beyond those; more get RESOURCE_EXHAUSTED [default: 16].
+    #[arg(long, env = "MEDMAE_SERVE_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// On SIGTERM/SIGINT, seconds to let in-flight requests finish [default: 30].
+    #[arg(long, env = "MEDMAE_SERVE_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<f64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "MEDMAE_SERVE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The same settings as read from the TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    model_repository: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<String>,
+    backend: Option<BackendKind>,
+    threads: Option<usize>,
+    gpu: Option<bool>,
+    ort_library: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    auth_tokens: Option<PathBuf>,
+    max_message_bytes: Option<usize>,
+    max_voxels: Option<u64>,
+    max_upload_bytes: Option<u64>,
+    request_timeout: Option<f64>,
+    max_concurrent: Option<usize>,
+    max_queue: Option<usize>,
+    drain_timeout: Option<f64>,
+    log_format: Option<String>,
+}
+
+/// TLS files.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+    /// Client CA (PEM) for mutual TLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest gRPC message (decode and encode).
+    pub max_message_bytes: usize,
+    /// Largest volume/tensor in voxels (all channels).
+    pub max_voxels: u64,
+    /// Largest segmentation upload in bytes.
+    pub max_upload_bytes: u64,
+    /// Deadline per request.
+    pub request_timeout: Duration,
+    /// Concurrent computations.
+    pub max_concurrent: usize,
+    /// Queue length.
+    pub max_queue: usize,
+}
+
+/// The resolved, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Model repository.
+    pub model_repository: PathBuf,
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Metrics address (None = disabled).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Engine settings.
+    pub backend: BackendOptions,
+    /// TLS (None = plaintext).
+    pub tls: Option<TlsConfig>,
+    /// Token file (None = no auth).
+    pub auth_tokens: Option<PathBuf>,
+    /// Limits.
+    pub limits: Limits,
+    /// Drain timeout.
+    pub drain_timeout: Duration,
+    /// JSON logs.
+    pub json_logs: bool,
+}
+
+/// A setting that is missing, unreadable or out of range.
+#[derive(Debug, thiserror::Error)]
+#[error("config `{field}`: {msg}")]
+pub struct ConfigError {
+    /// Setting name.
+    pub field: String,
+    /// What was expected.
+    pub msg: String,
+}
+
+fn cerr(field: &str, msg: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), msg: msg.into() }
+}
+
+fn seconds(field: &str, v: f64) -> Result<Duration, ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(cerr(field, format!("must be a positive number of seconds, got {v}")))
+    }
+}
+
+fn existing(field: &str, p: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
+    match p {
+        Some(p) if !p.exists() => Err(cerr(field, format!("{} does not exist", p.display()))),
+        other => Ok(other),
+    }
+}
+
+impl ServerConfig {
+    /// Resolve flags (already merged with env by clap) over the TOML file named by `--config`, then defaults.
+    pub fn resolve(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(p) => Self::read_file(p)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(args, file)
+    }
+
+    fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| cerr("config", format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| cerr("config", format!("{}: {e}", path.display())))
+    }
+
+    /// Merge flags over file values and validate.
+    pub fn merge(a: ServeArgs, f: FileConfig) -> Result<Self, ConfigError> {
+        let model_repository = a.model_repository.or(f.model_repository).ok_or_else(|| cerr("model_repository", "required (--model-repository DIR)"))?;
+        if !model_repository.is_dir() {
+            return Err(cerr("model_repository", format!("{} is not a directory", model_repository.display())));
+        }
+        let listen = a.listen.or(f.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8001)));
+        let metrics_listen = match a.metrics_listen.or(f.metrics_listen).as_deref() {
+            Some("off") => None,
+            Some(s) => Some(s.parse().map_err(|e| cerr("metrics_listen", format!("{s:?}: {e} (expected host:port or \"off\")")))?),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8002))),
+        };
+        let backend = BackendOptions {
+            kind: a.backend.or(f.backend).unwrap_or(BackendKind::Ort),
+            threads: a.threads.or(f.threads).unwrap_or(0),
+            use_gpu: a.gpu.or(f.gpu).unwrap_or(false),
+            ort_library: existing("ort_library", a.ort_library.or(f.ort_library))?,
+        };
+        let tls = match (existing("tls_cert", a.tls_cert.or(f.tls_cert))?, existing("tls_key", a.tls_key.or(f.tls_key))?) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key, client_ca: existing("tls_client_ca", a.tls_client_ca.or(f.tls_client_ca))? }),
+            (None, None) => {
+                if a.tls_client_ca.is_some() || f.tls_client_ca.is_some() {
+                    return Err(cerr("tls_client_ca", "mutual TLS needs tls_cert and tls_key too"));
+                }
+                None
+            }
+            _ => return Err(cerr("tls_cert", "tls_cert and tls_key must be given together")),
+        };
+        let auth_tokens = existing("auth_tokens", a.auth_tokens.or(f.auth_tokens))?;
+        let max_message_bytes = a.max_message_bytes.or(f.max_message_bytes).unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if max_message_bytes < 1 << 20 {
+            return Err(cerr("max_message_bytes", format!("must be at least 1 MiB, got {max_message_bytes}")));
+        }
+        let max_voxels = a.max_voxels.or(f.max_voxels).unwrap_or(DEFAULT_MAX_VOXELS);
+        let max_upload_bytes = a.max_upload_bytes.or(f.max_upload_bytes).unwrap_or(1 << 30);
+        let max_concurrent = a.max_concurrent.or(f.max_concurrent).unwrap_or(2);
+        if max_voxels == 0 || max_upload_bytes == 0 || max_concurrent == 0 {
+            return Err(cerr("max_voxels/max_upload_bytes/max_concurrent", "must be positive"));
+        }
+        let limits = Limits {
+            max_message_bytes,
+            max_voxels,
+            max_upload_bytes,
+            request_timeout: seconds("request_timeout", a.request_timeout.or(f.request_timeout).unwrap_or(600.0))?,
+            max_concurrent,
+            max_queue: a.max_queue.or(f.max_queue).unwrap_or(16),
+        };
+        let drain_timeout = seconds("drain_timeout", a.drain_timeout.or(f.drain_timeout).unwrap_or(30.0))?;
+        let json_logs = match a.log_format.or(f.log_format).as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(o) => return Err(cerr("log_format", format!("expected \"text\" or \"json\", got {o:?}"))),
+        };
+        Ok(Self { model_repository, listen, metrics_listen, backend, tls, auth_tokens, limits, drain_timeout, json_logs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut v = vec!["medmae-serve"];
+        v.extend_from_slice(extra);
+        ServeArgs::try_parse_from(v).unwrap()
+    }
+
+    #[test]
+    fn flags_override_file_and_defaults_apply() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().to_str().unwrap().to_string();
+        let file: FileConfig = toml::from_str(&format!("model_repository = {repo:?}\nbackend = \"tract\"\nmax_queue = 3\nmetrics_listen = \"off\"\n")).unwrap();
+        let c = ServerConfig::merge(args(&["--max-queue", "5"]), file.clone()).unwrap();
+        assert_eq!(c.backend.kind, BackendKind::Tract);
+        assert_eq!(c.limits.max_queue, 5);
+        assert_eq!(c.limits.max_message_bytes, 256 << 20);
+        assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.listen.port(), 8001);
+        let c = ServerConfig::merge(args(&["--backend", "ort", "--listen", "127.0.0.1:0"]), file).unwrap();
+        assert_eq!((c.backend.kind, c.listen.port()), (BackendKind::Ort, 0));
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().to_str().unwrap();
+        let e = ServerConfig::merge(args(&[]), FileConfig::default()).unwrap_err();
+        assert_eq!(e.field, "model_repository");
+        let e = ServerConfig::merge(args(&["--model-repository", repo, "--tls-cert", repo]), FileConfig::default()).unwrap_err();
+        assert_eq!(e.field, "tls_cert");
+        let e = ServerConfig::merge(args(&["--model-repository", repo, "--request-timeout", "-1"]), FileConfig::default()).unwrap_err();
+        assert_eq!(e.field, "request_timeout");
+        assert!(ServeArgs::try_parse_from(["medmae-serve", "--backend", "onnx"]).is_err());
+        assert!(toml::from_str::<FileConfig>("listen_addr = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,180 @@
+//! Models as the server sees them: the facts read from an ONNX file's metadata (`info`), and the repository of
+//! loaded models with their backends (`repository`).
+
+pub mod onnx;
+pub mod repository;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use imaging::transforms::TransformSpec;
+use serde::de::DeserializeOwned;
+use spec::InferenceSpec;
+
+use crate::error::ServeError;
+use onnx::{OnnxSummary, TensorInfo, ONNX_FLOAT};
+
+pub use repository::{Model, Repository};
+
+/// What a loaded model is: tensors, geometry and (for segmentation models) how to pre- and post-process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Folder name in the repository.
+    pub name: String,
+    /// Version folder name ("1" when the model file sits directly in the model folder).
+    pub version: String,
+    /// The ONNX file.
+    pub path: PathBuf,
+    /// `medmae.kind` ("unetr", "mae", ...) or "onnx" for a model without medmae metadata.
+    pub kind: String,
+    /// 2 or 3.
+    pub spatial_dims: usize,
+    /// Model input size per spatial axis.
+    pub roi_size: Vec<usize>,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Label names (index = output channel); may be empty.
+    pub labels: Vec<String>,
+    /// Deterministic preprocessing to apply to uploaded volumes.
+    pub preprocessing: Vec<TransformSpec>,
+    /// Sliding-window defaults; `None` for models that are not segmentation models.
+    pub inference: Option<InferenceSpec>,
+    /// medmae version that exported the model (empty if unknown).
+    pub medmae_version: String,
+    /// The graph input.
+    pub input: TensorInfo,
+    /// The graph output used (the first one).
+    pub output: TensorInfo,
+    /// Every `metadata_props` entry.
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn model_err(path: &Path, msg: impl Into<String>) -> ServeError {
+    ServeError::Model { path: path.into(), msg: msg.into() }
+}
+
+fn json_prop<T: DeserializeOwned>(meta: &BTreeMap<String, String>, key: &str, path: &Path) -> Result<Option<T>, ServeError> {
+    meta.get(key).map(|v| serde_json::from_str(v).map_err(|e| model_err(path, format!("metadata {key}: {e}")))).transpose()
+}
+
+fn required<T: DeserializeOwned>(meta: &BTreeMap<String, String>, key: &str, path: &Path) -> Result<T, ServeError> {
+    json_prop(meta, key, path)?.ok_or_else(|| model_err(path, format!("metadata {key} is missing")))
+}
+
+impl ModelInfo {
+    /// Build from an ONNX summary; checks that metadata and graph agree.
+    pub fn from_summary(name: &str, version: &str, path: &Path, s: OnnxSummary) -> Result<Self, ServeError> {
+        let [input] = <[TensorInfo; 1]>::try_from(s.inputs).map_err(|v| model_err(path, format!("expected exactly one graph input, found {}", v.len())))?;
+        let output = s.outputs.into_iter().next().ok_or_else(|| model_err(path, "the graph has no output"))?;
+        for t in [&input, &output] {
+            if t.elem_type != ONNX_FLOAT {
+                return Err(model_err(path, format!("tensor {:?} has ONNX element type {}, expected 1 (float32)", t.name, t.elem_type)));
+            }
+        }
+        let meta = s.metadata;
+        let fixed = |d: &i64| usize::try_from(*d).ok();
+        let (kind, spatial_dims, roi_size, in_channels, out_channels) = if meta.contains_key("medmae.kind") {
+            let spatial_dims: usize = required(&meta, "medmae.spatial_dims", path)?;
+            let roi: Vec<usize> = required(&meta, "medmae.roi_size", path)?;
+            (meta["medmae.kind"].clone(), spatial_dims, roi, required(&meta, "medmae.in_channels", path)?, required(&meta, "medmae.out_channels", path)?)
+        } else {
+            let sd = input.dims.len().saturating_sub(2);
+            let roi: Option<Vec<usize>> = input.dims.iter().skip(2).map(fixed).collect();
+            let roi = roi.ok_or_else(|| model_err(path, format!("input {:?} has symbolic spatial dims {:?} and no medmae.roi_size metadata", input.name, input.dims)))?;
+            let c = input.dims.get(1).and_then(fixed).ok_or_else(|| model_err(path, "input channel axis is not fixed"))?;
+            let k = output.dims.get(1).and_then(fixed).ok_or_else(|| model_err(path, "output channel axis is not fixed"))?;
+            ("onnx".to_string(), sd, roi, c, k)
+        };
+        if !(spatial_dims == 2 || spatial_dims == 3) || roi_size.len() != spatial_dims || roi_size.contains(&0) {
+            return Err(model_err(path, format!("expected 2 or 3 spatial dims with a positive roi per axis, got spatial_dims {spatial_dims}, roi {roi_size:?}")));
+        }
+        let mut want = vec![-1, in_channels as i64];
+        want.extend(roi_size.iter().map(|&r| r as i64));
+        let agrees = input.dims.len() == want.len() && input.dims.iter().zip(&want).skip(1).all(|(&d, &w)| d == -1 || d == w);
+        if !agrees {
+            return Err(model_err(path, format!("input {:?} has dims {:?}, metadata says [N, {in_channels}, {roi_size:?}]", input.name, input.dims)));
+        }
+        let labels: Vec<String> = json_prop(&meta, "medmae.labels", path)?.unwrap_or_default();
+        if !labels.is_empty() && labels.len() != out_channels {
+            return Err(model_err(path, format!("metadata medmae.labels has {} names for {out_channels} output channels", labels.len())));
+        }
+        let preprocessing: Vec<TransformSpec> = json_prop(&meta, "medmae.preprocessing", path)?.unwrap_or_default();
+        if let Some(t) = preprocessing.iter().find(|t| t.is_random()) {
+            return Err(model_err(path, format!("metadata medmae.preprocessing contains the random transform {}", t.name())));
+        }
+        let inference: Option<InferenceSpec> = json_prop(&meta, "medmae.inference", path)?;
+        if let Some(inf) = &inference {
+            if inf.roi_size != roi_size {
+                return Err(model_err(path, format!("metadata medmae.inference.roi_size {:?} differs from medmae.roi_size {roi_size:?}", inf.roi_size)));
+            }
+        }
+        let medmae_version = meta.get("medmae.version").cloned().unwrap_or_default();
+        Ok(Self { name: name.into(), version: version.into(), path: path.into(), kind, spatial_dims, roi_size, in_channels, out_channels, labels, preprocessing, inference, medmae_version, input, output, metadata: meta })
+    }
+
+    /// Label name for an output channel (falls back to `label_<i>`).
+    pub fn label_name(&self, i: usize) -> String {
+        self.labels.get(i).cloned().unwrap_or_else(|| format!("label_{i}"))
+    }
+
+    /// The model input shape for a batch of `n` windows.
+    pub fn input_shape(&self, n: usize) -> Vec<usize> {
+        let mut s = vec![n, self.in_channels];
+        s.extend(&self.roi_size);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(meta: &[(&str, &str)]) -> OnnxSummary {
+        OnnxSummary {
+            inputs: vec![TensorInfo { name: "input".into(), elem_type: 1, dims: vec![-1, 1, 8, 8, 8] }],
+            outputs: vec![TensorInfo { name: "logits".into(), elem_type: 1, dims: vec![-1, 2, 8, 8, 8] }],
+            metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    const META: [(&str, &str); 8] = [
+        ("medmae.kind", "unetr"),
+        ("medmae.spatial_dims", "3"),
+        ("medmae.roi_size", "[8,8,8]"),
+        ("medmae.in_channels", "1"),
+        ("medmae.out_channels", "2"),
+        ("medmae.labels", r#"["background","organ"]"#),
+        ("medmae.preprocessing", r#"[{"name":"ScaleIntensityRange","a_min":0,"a_max":100,"b_min":0,"b_max":1,"clip":true}]"#),
+        ("medmae.inference", r#"{"roi_size":[8,8,8],"overlap":0.25}"#),
+    ];
+
+    #[test]
+    fn medmae_metadata_is_read_and_checked() {
+        let p = Path::new("m/1/model.onnx");
+        let i = ModelInfo::from_summary("m", "1", p, summary(&META)).unwrap();
+        assert_eq!(i.roi_size, vec![8, 8, 8]);
+        assert_eq!(i.label_name(1), "organ");
+        assert_eq!(i.inference.as_ref().unwrap().overlap, 0.25);
+        assert_eq!(i.input_shape(4), vec![4, 1, 8, 8, 8]);
+
+        let mut bad = META;
+        bad[2] = ("medmae.roi_size", "[8,8,16]");
+        let e = ModelInfo::from_summary("m", "1", p, summary(&bad)).unwrap_err().to_string();
+        assert!(e.contains("m/1/model.onnx") && e.contains("dims"), "{e}");
+        let mut bad = META;
+        bad[5] = ("medmae.labels", r#"["a"]"#);
+        assert!(ModelInfo::from_summary("m", "1", p, summary(&bad)).unwrap_err().to_string().contains("medmae.labels"));
+        let mut bad = META;
+        bad[6] = ("medmae.preprocessing", r#"[{"name":"RandFlip","spatial_axis":0}]"#);
+        assert!(ModelInfo::from_summary("m", "1", p, summary(&bad)).unwrap_err().to_string().contains("RandFlip"));
+    }
+
+    #[test]
+    fn plain_onnx_reads_geometry_from_the_graph() {
+        let i = ModelInfo::from_summary("m", "1", Path::new("x.onnx"), summary(&[])).unwrap();
+        assert_eq!((i.kind.as_str(), i.spatial_dims, i.in_channels, i.out_channels), ("onnx", 3, 1, 2));
+        assert!(i.inference.is_none());
+    }
+}

@@ -1,0 +1,88 @@
+//! The state every service shares, and the one path by which requests reach a backend: admission, a blocking
+//! worker thread and the request deadline.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Limits;
+use crate::error::{code_label, ServeError};
+use crate::model::Repository;
+use crate::ops::{Admission, Metrics};
+
+/// Shared by the gRPC services.
+pub struct Shared {
+    /// Loaded models.
+    pub repo: Arc<Repository>,
+    /// Concurrency gate.
+    pub admission: Admission,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Limits.
+    pub limits: Limits,
+    /// Set once shutdown starts (ServerReady turns false).
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    /// Bundle the parts.
+    pub fn new(repo: Arc<Repository>, metrics: Arc<Metrics>, limits: Limits) -> Self {
+        let admission = Admission::new(limits.max_concurrent, limits.max_queue, metrics.clone());
+        Self { repo, admission, metrics, limits, draining: AtomicBool::new(false) }
+    }
+
+    /// True until shutdown starts.
+    pub fn ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Metrics label for a requested model name: itself if known, "" if none given, "_unknown" otherwise (so
+    /// arbitrary client strings cannot grow the label set).
+    pub fn model_label(&self, name: &str) -> String {
+        if name.is_empty() {
+            String::new()
+        } else if self.repo.get(name, "").is_ok() {
+            name.to_string()
+        } else {
+            "_unknown".to_string()
+        }
+    }
+
+    /// Run blocking work `f` in a compute slot on a worker thread.
+    pub async fn compute<T, F>(&self, f: F) -> Result<T, ServeError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, ServeError> + Send + 'static,
+    {
+        let permit = self.admission.acquire().await?;
+        let handle = tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            f()
+        });
+        handle.await.map_err(|e| ServeError::Internal(format!("worker thread failed: {e}")))?
+    }
+
+    /// Apply the request deadline to `fut`, log and record the outcome.
+    pub async fn instrument<T>(&self, service: &str, method: &str, model: &str, fut: impl Future<Output = Result<T, ServeError>>) -> Result<T, tonic::Status> {
+        let start = Instant::now();
+        let timeout = self.limits.request_timeout;
+        let result = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ServeError::Deadline(timeout.as_secs_f64())),
+        };
+        let secs = start.elapsed().as_secs_f64();
+        let label = self.model_label(model);
+        match &result {
+            Ok(_) => {
+                self.metrics.record(service, method, &label, "ok", secs);
+                tracing::info!(service, method, model = %label, status = "ok", seconds = secs, "request finished");
+            }
+            Err(e) => {
+                self.metrics.record(service, method, &label, e.metric_label(), secs);
+                tracing::warn!(service, method, model = %label, status = code_label(e.code()), seconds = secs, error = %e, "request failed");
+            }
+        }
+        result.map_err(tonic::Status::from)
+    }
+}
