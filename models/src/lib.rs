@@ -1,1 +1,27 @@
-//! tch implementations of medmae's networks; parameter names follow `spec::weights` exactly.
+//! tch (libtorch) implementations of medmae's networks: the ViT encoder, the masked autoencoder (MAE) and UNETR,
+//! 2-D and 3-D through one code path, with their losses and checkpoint I/O.
+//!
+//! Every parameter name and shape equals `spec::expected_weights` (the contract with the exporter), so a model built
+//! on a fresh `nn::VarStore` can load any checkpoint written by medmae, SelfMedMAE (timm style) or MONAI (monai
+//! style). Formulations follow `MODEL_NOTES.md`; the tests compare each network against PyTorch/MONAI references.
+//!
+//! Choices for 2-D (documented here because they differ from SelfMedMAE's 2-D MAE): medmae uses He et al.'s layout —
+//! channel-last patchify, column-first 2-D sincos table — and keeps the bias on `encoder_to_decoder`; the norm-pix
+//! target uses the biased variance in 2-D and 3-D alike (`spec::ReconLoss::Mse`).
+
+pub mod blocks;
+pub mod checkpoint;
+pub mod error;
+pub mod layers;
+pub mod losses;
+pub mod mae;
+pub mod pos_embed;
+pub mod unetr;
+pub mod vit;
+
+pub use checkpoint::{init_unetr_from_mae, load, save, LoadReport};
+pub use error::{ModelError, Result};
+pub use losses::{dice_ce_loss, dice_loss, DiceCeOptions};
+pub use mae::{patchify, random_masking, unpatchify, Mae, MaeOutput, Masking};
+pub use unetr::Unetr;
+pub use vit::Vit;
