@@ -1,6 +1,14 @@
 //! medmae's shared, pure-Rust imaging pipeline (no libtorch, no async): used identically by training and serving.
 
+pub mod datasets;
 pub mod error;
+pub mod loader;
+pub mod metrics;
+pub mod prepare;
+pub mod pseudo3d;
+pub mod slices;
+pub mod sliding;
+pub mod synthetic;
 pub mod transforms;
 pub mod volume;
 
