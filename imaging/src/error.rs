@@ -41,6 +41,67 @@ pub enum ImagingError {
     /// Arrays whose shapes do not fit together.
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// A file that ends before the data its header promises.
+    #[error("{path}: truncated: expected at least {expected} bytes of {what}, found {found}")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// What was being read (header, voxel data, ...).
+        what: String,
+        /// Bytes needed.
+        expected: u64,
+        /// Bytes available.
+        found: u64,
+    },
+    /// A header field that is missing or has an invalid value.
+    #[error("{path}: header field `{field}`: {msg}")]
+    HeaderField {
+        /// The file.
+        path: PathBuf,
+        /// The field name as spelled by the format.
+        field: String,
+        /// What is wrong and what was expected.
+        msg: String,
+    },
+    /// A data file named by a header that does not exist or cannot be opened.
+    #[error("{header}: data file {data} is missing: {source}")]
+    MissingDataFile {
+        /// The header file that names the data file.
+        header: PathBuf,
+        /// The data file.
+        data: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A compressed (gzip/zlib) stream that cannot be decoded.
+    #[error("{path}: corrupt {codec} stream: {msg}")]
+    Compression {
+        /// The file.
+        path: PathBuf,
+        /// `gzip` or `zlib`.
+        codec: String,
+        /// The decoder's message.
+        msg: String,
+    },
+    /// A size implied by a header that overflows or exceeds a configured limit.
+    #[error("{path}: {msg}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The size and the limit.
+        msg: String,
+    },
+    /// Per-channel files that cannot be stacked (different shape or geometry).
+    #[error("channel files {first} and {other} do not match: {msg}")]
+    ChannelMismatch {
+        /// The first file (the reference).
+        first: PathBuf,
+        /// The file that differs.
+        other: PathBuf,
+        /// What differs.
+        msg: String,
+    },
 }
 
 impl ImagingError {

@@ -2,6 +2,7 @@
 
 pub mod datasets;
 pub mod error;
+pub mod io;
 pub mod loader;
 pub mod metrics;
 pub mod prepare;

@@ -1,0 +1,1 @@
+//! Unit tests of the NIfTI reader and writer.
