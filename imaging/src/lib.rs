@@ -5,8 +5,10 @@ pub mod error;
 pub mod io;
 pub mod loader;
 pub mod metrics;
+pub mod orient;
 pub mod prepare;
 pub mod pseudo3d;
+pub mod sample;
 pub mod slices;
 pub mod sliding;
 pub mod synthetic;
@@ -14,4 +16,5 @@ pub mod transforms;
 pub mod volume;
 
 pub use error::{ImagingError, Result};
+pub use sample::{Rng, Sample};
 pub use volume::Volume;

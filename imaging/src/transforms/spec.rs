@@ -55,6 +55,9 @@ fn one_usize() -> usize {
 fn three() -> usize {
     3
 }
+fn four() -> u32 {
+    4
+}
 fn axes01() -> [usize; 2] {
     [0, 1]
 }
@@ -177,9 +180,12 @@ pub enum TransformSpec {
     },
     /// BraTS labels {1: NCR, 2: ED, 4 (or 3): ET} → channels TC, WT, ET (MONAI `ConvertToMultiChannelBasedOnBratsClasses`).
     ConvertToMultiChannelBasedOnBratsClasses {
-        /// Unused placeholder so the variant serialises as a map.
+        /// Unused placeholder kept so older configs still parse.
         #[serde(default = "yes", skip_serializing)]
         enabled: bool,
+        /// Label of the enhancing tumour: 4 (BraTS 2018–2022, MONAI's default) or 3 (BraTS 2023).
+        #[serde(default = "four")]
+        et_label: u32,
     },
 }
 

@@ -1,0 +1,267 @@
+//! Small dense linear algebra on 3x3 / 4x4 affines (f64), enough for orientation and resampling geometry.
+//!
+//! Everything is fixed-size and allocation-free; singular inputs return `None` so callers can name what failed.
+
+/// A 4x4 homogeneous affine, row-major.
+pub type Mat4 = [[f64; 4]; 4];
+/// A 3x3 matrix, row-major.
+pub type Mat3 = [[f64; 3]; 3];
+
+/// The 4x4 identity.
+pub fn identity4() -> Mat4 {
+    let mut m = [[0.0; 4]; 4];
+    for (i, row) in m.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    m
+}
+
+/// `a @ b` for 4x4 matrices.
+pub fn matmul4(a: &Mat4, b: &Mat4) -> Mat4 {
+    let mut out = [[0.0; 4]; 4];
+    for (i, row) in out.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (0..4).map(|k| a[i][k] * b[k][j]).sum();
+        }
+    }
+    out
+}
+
+/// `a @ b` for 3x3 matrices.
+pub fn matmul3(a: &Mat3, b: &Mat3) -> Mat3 {
+    let mut out = [[0.0; 3]; 3];
+    for (i, row) in out.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (0..3).map(|k| a[i][k] * b[k][j]).sum();
+        }
+    }
+    out
+}
+
+/// Transpose of a 3x3 matrix.
+pub fn transpose3(a: &Mat3) -> Mat3 {
+    let mut t = [[0.0; 3]; 3];
+    for (i, row) in a.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            t[j][i] = *v;
+        }
+    }
+    t
+}
+
+/// The upper-left 3x3 block of an affine.
+pub fn linear_part(a: &Mat4) -> Mat3 {
+    let mut m = [[0.0; 3]; 3];
+    for (i, row) in m.iter_mut().enumerate() {
+        row.copy_from_slice(&a[i][..3]);
+    }
+    m
+}
+
+/// `a⁻¹ @ b` by Gaussian elimination with partial pivoting (what `numpy.linalg.solve` computes); `None` if `a` is
+/// singular.
+pub fn solve4(a: &Mat4, b: &Mat4) -> Option<Mat4> {
+    let mut m = *a;
+    let mut x = *b;
+    for col in 0..4 {
+        let pivot = (col..4).max_by(|&i, &j| m[i][col].abs().total_cmp(&m[j][col].abs()))?;
+        if m[pivot][col] == 0.0 || !m[pivot][col].is_finite() {
+            return None;
+        }
+        m.swap(col, pivot);
+        x.swap(col, pivot);
+        for row in col + 1..4 {
+            let f = m[row][col] * (1.0 / m[col][col]);
+            if f != 0.0 {
+                for k in col..4 {
+                    m[row][k] -= f * m[col][k];
+                }
+                for k in 0..4 {
+                    x[row][k] -= f * x[col][k];
+                }
+            }
+        }
+    }
+    // Back substitution column by column, subtracting the solved unknowns from the bottom up and multiplying by
+    // the reciprocal pivot: the order OpenBLAS (numpy's LAPACK) uses, so results agree bit for bit on simple grids.
+    for col in 0..4 {
+        for k in (0..4).rev() {
+            x[k][col] *= 1.0 / m[k][k];
+            for row in 0..k {
+                x[row][col] -= x[k][col] * m[row][k];
+            }
+        }
+    }
+    Some(x)
+}
+
+/// Inverse of a 4x4 matrix; `None` if singular.
+pub fn inv4(a: &Mat4) -> Option<Mat4> {
+    solve4(a, &identity4())
+}
+
+/// Translation affine by `t` voxels.
+pub fn translate(t: [f64; 3]) -> Mat4 {
+    let mut m = identity4();
+    for (row, v) in m.iter_mut().zip(t) {
+        row[3] = v;
+    }
+    m
+}
+
+/// Apply an affine to a point.
+pub fn apply(a: &Mat4, p: [f64; 3]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = a[i][0] * p[0] + a[i][1] * p[1] + a[i][2] * p[2] + a[i][3];
+    }
+    out
+}
+
+/// Column norms of the 3x3 part (voxel sizes), with zero norms replaced by 1 (MONAI `affine_to_spacing`).
+pub fn column_norms(a: &Mat4) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for (j, o) in out.iter_mut().enumerate() {
+        let n = (0..3).map(|i| a[i][j] * a[i][j]).sum::<f64>().sqrt();
+        *o = if n == 0.0 { 1.0 } else { n };
+    }
+    out
+}
+
+/// Upper Cholesky factor `U` with `Uᵀ U = s` of a symmetric positive definite matrix; `None` if not positive definite.
+pub fn cholesky_upper(s: &Mat3) -> Option<Mat3> {
+    let mut l = [[0.0; 3]; 3];
+    for i in 0..3 {
+        for j in 0..=i {
+            let sum: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
+            if i == j {
+                let d = s[i][i] - sum;
+                if d <= 0.0 || !d.is_finite() {
+                    return None;
+                }
+                l[i][j] = d.sqrt();
+            } else {
+                l[i][j] = (s[i][j] - sum) / l[j][j];
+            }
+        }
+    }
+    Some(transpose3(&l))
+}
+
+/// Inverse of an upper-triangular 3x3 matrix with nonzero diagonal.
+pub fn inv_upper3(u: &Mat3) -> Mat3 {
+    let mut inv = [[0.0; 3]; 3];
+    for col in 0..3 {
+        for row in (0..=col).rev() {
+            let rhs = if row == col { 1.0 } else { 0.0 };
+            let s: f64 = (row + 1..=col).map(|k| u[row][k] * inv[k][col]).sum();
+            inv[row][col] = (rhs - s) / u[row][row];
+        }
+    }
+    inv
+}
+
+/// Eigen-decomposition of a symmetric 3x3 matrix by cyclic Jacobi rotations: eigenvalues and eigenvectors (as the
+/// columns of the returned matrix), in no particular order.
+pub fn sym_eig3(s: &Mat3) -> ([f64; 3], Mat3) {
+    let mut a = *s;
+    let mut v = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    for _sweep in 0..64 {
+        let off = a[0][1] * a[0][1] + a[0][2] * a[0][2] + a[1][2] * a[1][2];
+        let diag = a[0][0] * a[0][0] + a[1][1] * a[1][1] + a[2][2] * a[2][2];
+        if off <= f64::EPSILON * f64::EPSILON * diag || off == 0.0 {
+            break;
+        }
+        for (p, q) in [(0usize, 1usize), (0, 2), (1, 2)] {
+            if a[p][q] == 0.0 {
+                continue;
+            }
+            // Rotation angle that zeroes a[p][q] (Golub & Van Loan, symmetric Schur decomposition).
+            let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+            let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+            let t = if theta == 0.0 { 1.0 } else { t };
+            let c = 1.0 / (t * t + 1.0).sqrt();
+            let sn = t * c;
+            for k in 0..3 {
+                let akp = a[k][p];
+                let akq = a[k][q];
+                a[k][p] = c * akp - sn * akq;
+                a[k][q] = sn * akp + c * akq;
+            }
+            for k in 0..3 {
+                let apk = a[p][k];
+                let aqk = a[q][k];
+                a[p][k] = c * apk - sn * aqk;
+                a[q][k] = sn * apk + c * aqk;
+            }
+            for row in v.iter_mut() {
+                let vp = row[p];
+                let vq = row[q];
+                row[p] = c * vp - sn * vq;
+                row[q] = sn * vp + c * vq;
+            }
+        }
+    }
+    ([a[0][0], a[1][1], a[2][2]], v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &Mat4, b: &Mat4, tol: f64) -> bool {
+        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() <= tol)
+    }
+
+    #[test]
+    fn solve_and_inverse() {
+        let a = [[0.0, 2.0, 0.5, 3.0], [1.5, 0.0, 0.2, -1.0], [0.1, 0.3, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]];
+        let inv = inv4(&a).unwrap();
+        assert!(close(&matmul4(&a, &inv), &identity4(), 1e-12));
+        let b = translate([1.0, 2.0, 3.0]);
+        let x = solve4(&a, &b).unwrap();
+        assert!(close(&matmul4(&a, &x), &b, 1e-12));
+        let mut sing = a;
+        sing[1] = sing[0];
+        assert!(inv4(&sing).is_none());
+    }
+
+    #[test]
+    fn cholesky_reconstructs() {
+        let s = [[4.0, 2.0, 0.6], [2.0, 5.0, 1.0], [0.6, 1.0, 3.0]];
+        let u = cholesky_upper(&s).unwrap();
+        let r = matmul3(&transpose3(&u), &u);
+        for i in 0..3 {
+            for j in 0..3 {
+                assert!((r[i][j] - s[i][j]).abs() < 1e-12);
+            }
+            for j in 0..i {
+                assert_eq!(u[i][j], 0.0);
+            }
+        }
+        let ui = inv_upper3(&u);
+        let id = matmul3(&u, &ui);
+        for (i, row) in id.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12);
+            }
+        }
+        assert!(cholesky_upper(&[[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).is_none());
+    }
+
+    #[test]
+    fn jacobi_eigen() {
+        let s = [[2.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 5.0]];
+        let (w, v) = sym_eig3(&s);
+        let mut sorted = w;
+        sorted.sort_by(f64::total_cmp);
+        assert!((sorted[0] - 1.0).abs() < 1e-12 && (sorted[1] - 3.0).abs() < 1e-12 && (sorted[2] - 5.0).abs() < 1e-12);
+        for k in 0..3 {
+            let col = [v[0][k], v[1][k], v[2][k]];
+            for i in 0..3 {
+                let sv: f64 = (0..3).map(|j| s[i][j] * col[j]).sum();
+                assert!((sv - w[k] * col[i]).abs() < 1e-12);
+            }
+        }
+    }
+}
