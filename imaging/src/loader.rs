@@ -20,9 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::datasets::Case;
 use crate::error::{ImagingError, Result};
-use crate::slices::SliceRecord;
 use crate::synthetic::case_seed;
 use crate::transforms::{Compose, TransformSpec};
 use crate::volume::Volume;
@@ -43,7 +41,8 @@ pub trait SampleSource: Send + Sync + 'static {
     fn identity(&self, index: usize) -> Option<String>;
 }
 
-fn file_identity(p: &Path) -> String {
+/// The identity of a file for cache keys: canonical path, size and modification time.
+pub fn file_identity(p: &Path) -> String {
     let meta = std::fs::metadata(p).ok();
     let size = meta.as_ref().map_or(0, |m| m.len());
     let mtime = meta
@@ -54,68 +53,14 @@ fn file_identity(p: &Path) -> String {
     format!("{}|{size}|{mtime}", abs.display())
 }
 
-fn item<T>(items: &[T], index: usize) -> Result<&T> {
+/// `items[index]` or an error naming the index.
+pub(crate) fn item<T>(items: &[T], index: usize) -> Result<&T> {
     items.get(index).ok_or_else(|| {
         ImagingError::config(
             "index",
             format!("item {index} is outside 0..{}", items.len()),
         )
     })
-}
-
-/// NIfTI/MetaImage cases of a datalist.
-#[derive(Debug, Clone)]
-pub struct CaseSource(pub Vec<Case>);
-
-impl SampleSource for CaseSource {
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn load(&self, index: usize) -> Result<Sample> {
-        item(&self.0, index)?.load()
-    }
-    fn identity(&self, index: usize) -> Option<String> {
-        let c = self.0.get(index)?;
-        Some(
-            c.images
-                .iter()
-                .chain(&c.label)
-                .map(|p| file_identity(p))
-                .collect::<Vec<_>>()
-                .join(";"),
-        )
-    }
-}
-
-/// PNG/`.npy` slices of a manifest (the 2-D path), loaded as true-2D samples (see [`crate::pseudo3d`]).
-#[derive(Debug, Clone)]
-pub struct SliceSource {
-    /// Manifest rows.
-    pub records: Vec<SliceRecord>,
-    /// The folder the manifest's paths are relative to.
-    pub root: PathBuf,
-}
-
-impl SampleSource for SliceSource {
-    fn len(&self) -> usize {
-        self.records.len()
-    }
-    fn load(&self, index: usize) -> Result<Sample> {
-        let (image, label) =
-            crate::pseudo3d::load_slice_sample(item(&self.records, index)?, &self.root)?;
-        Ok(Sample { image, label })
-    }
-    fn identity(&self, index: usize) -> Option<String> {
-        let r = self.records.get(index)?;
-        Some(
-            r.image_files
-                .iter()
-                .chain(&r.label_file)
-                .map(|f| file_identity(&self.root.join(f)))
-                .collect::<Vec<_>>()
-                .join(";"),
-        )
-    }
 }
 
 /// Rank and world size of a distributed run (PyTorch `DistributedSampler` semantics).
@@ -412,6 +357,17 @@ pub struct Loader<S: SampleSource> {
     shared: Arc<Shared<S>>,
 }
 
+impl<S: SampleSource> std::fmt::Debug for Loader<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("items", &self.shared.source.len())
+            .field("deterministic", &self.shared.deterministic)
+            .field("random", &self.shared.random)
+            .field("cfg", &self.shared.cfg)
+            .finish()
+    }
+}
+
 impl<S: SampleSource> Loader<S> {
     /// A loader applying `transforms`: the leading deterministic ones are cached, the rest run every epoch.
     pub fn new(source: S, transforms: &[TransformSpec], cfg: LoaderConfig) -> Result<Self> {
@@ -573,82 +529,5 @@ impl<S: SampleSource> Drop for EpochIter<S> {
         for h in self.workers.drain(..) {
             let _ = h.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sharding_covers_every_item_once_or_pads() {
-        for (n, w) in [(10, 3), (9, 3), (7, 4), (2, 4), (1, 1)] {
-            for drop_last in [false, true] {
-                let mut all = Vec::new();
-                let mut lens = Vec::new();
-                for rank in 0..w {
-                    let s = shard_indices(
-                        n,
-                        true,
-                        9,
-                        4,
-                        &Shard {
-                            rank,
-                            world_size: w,
-                            drop_last,
-                        },
-                    )
-                    .unwrap();
-                    lens.push(s.len());
-                    all.extend(s);
-                }
-                assert!(
-                    lens.iter().all(|&l| l == lens[0]),
-                    "equal shard sizes {lens:?}"
-                );
-                let mut uniq = all.clone();
-                uniq.sort_unstable();
-                uniq.dedup();
-                if drop_last {
-                    assert_eq!(all.len(), n / w * w);
-                    assert_eq!(uniq.len(), all.len(), "no repeats");
-                } else {
-                    assert_eq!(all.len(), n.div_ceil(w) * w);
-                    assert_eq!(uniq, (0..n).collect::<Vec<_>>(), "every item at least once");
-                    assert!(all.len() - n < w, "padding is less than one item per rank");
-                }
-            }
-        }
-        assert!(shard_indices(
-            5,
-            true,
-            0,
-            0,
-            &Shard {
-                rank: 2,
-                world_size: 2,
-                drop_last: false
-            }
-        )
-        .is_err());
-        let a = shard_indices(20, true, 1, 0, &Shard::default()).unwrap();
-        assert_ne!(
-            a,
-            shard_indices(20, true, 1, 1, &Shard::default()).unwrap(),
-            "reshuffled per epoch"
-        );
-        assert_eq!(
-            shard_indices(4, false, 1, 0, &Shard::default()).unwrap(),
-            vec![0, 1, 2, 3]
-        );
-    }
-
-    #[test]
-    fn item_rngs_are_independent_of_order() {
-        use rand::Rng;
-        let a: u64 = item_rng(1, 2, 3).random();
-        assert_eq!(a, item_rng(1, 2, 3).random::<u64>());
-        assert_ne!(a, item_rng(1, 3, 3).random::<u64>());
-        assert_ne!(a, item_rng(1, 2, 4).random::<u64>());
     }
 }

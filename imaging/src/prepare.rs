@@ -12,13 +12,12 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::datasets::CaseSource;
 use crate::datasets::{decathlon, Case};
 use crate::error::{ImagingError, Result};
-use crate::loader::{CaseSource, DiskCache, SampleSource};
+use crate::loader::{DiskCache, SampleSource};
 use crate::metrics::class_voxel_counts;
-use crate::slices::{
-    write_case_slices, write_manifest, CaseSource as SliceCaseSource, SliceOptions, SliceRecord,
-};
+use crate::slices::{write_case_slices, write_manifest, Provenance, SliceOptions, SliceRecord};
 use crate::synthetic::{write_msd_dataset, SyntheticDatasetConfig};
 use crate::transforms::{Compose, TransformSpec};
 
@@ -141,7 +140,7 @@ fn process_case(
     if let Some(l) = &sample.label {
         counts = class_voxel_counts(l.data.view().into_dyn())?;
     }
-    let src = SliceCaseSource {
+    let src = Provenance {
         case: case.id.clone(),
         images: case
             .images

@@ -1,13 +1,15 @@
 //! 2-D samples for 3-D and 2-D models: true-2D volumes (`Z = 1`) cut from a volume or read back from the PNG/`.npy`
 //! slices of [`crate::slices`], and pseudo-3D volumes that replicate a 2-D slice along depth so 3-D models accept it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ndarray::{s, Array3, Array4, Axis};
 
 use crate::error::{ImagingError, Result};
+use crate::loader::SampleSource;
 use crate::slices::{plane_axes, read_png, SliceRecord};
 use crate::volume::Volume;
+use crate::Sample;
 
 /// Slice `index` across `axis` as a true-2D volume `(C, P, Q, 1)` in voxel order (no display rotation), with the
 /// affine columns permuted so every voxel keeps its world position.
@@ -142,10 +144,41 @@ pub fn load_slice_sample(record: &SliceRecord, root: &Path) -> Result<(Volume, O
     Ok((image, label))
 }
 
+/// PNG/`.npy` slices of a manifest (the 2-D path), loaded as true-2D samples (see [`crate::pseudo3d`]).
+#[derive(Debug, Clone)]
+pub struct SliceSource {
+    /// Manifest rows.
+    pub records: Vec<SliceRecord>,
+    /// The folder the manifest's paths are relative to.
+    pub root: PathBuf,
+}
+
+impl SampleSource for SliceSource {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+    fn load(&self, index: usize) -> Result<Sample> {
+        let (image, label) =
+            load_slice_sample(crate::loader::item(&self.records, index)?, &self.root)?;
+        Ok(Sample { image, label })
+    }
+    fn identity(&self, index: usize) -> Option<String> {
+        let r = self.records.get(index)?;
+        Some(
+            r.image_files
+                .iter()
+                .chain(&r.label_file)
+                .map(|f| crate::loader::file_identity(&self.root.join(f)))
+                .collect::<Vec<_>>()
+                .join(";"),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slices::{display_slice, write_case_slices, CaseSource, SliceOptions};
+    use crate::slices::{display_slice, write_case_slices, Provenance, SliceOptions};
 
     fn vol() -> Volume {
         let data = Array4::from_shape_fn((2, 4, 3, 5), |(c, x, y, z)| {
@@ -225,9 +258,9 @@ mod tests {
         let recs = write_case_slices(
             &v,
             Some(&l),
-            &CaseSource {
+            &Provenance {
                 case: "x".into(),
-                ..CaseSource::default()
+                ..Provenance::default()
             },
             dir.path(),
             &SliceOptions::default(),

