@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ndarray::{ArrayView, Axis, Dimension, RemoveAxis};
+use ndarray::{Array, IxDyn, ShapeBuilder};
 use nifti::writer::WriterOptions;
 use nifti::NiftiHeader;
 
@@ -73,35 +73,44 @@ pub(crate) fn save(vol: &Volume, path: &Path, dtype: NiftiDtype) -> Result<()> {
     }
     check_range(vol, path, dtype)?;
     let header = header_for(vol, path)?;
-    // (C, X, Y, Z) -> (X, Y, Z, C): NIfTI's fourth dimension is the channel axis.
-    let xyzc = vol.data.view().permuted_axes([1, 2, 3, 0]);
+    // NIfTI's fourth dimension is the channel axis: (X, Y, Z) or (X, Y, Z, C).
+    let dims: Vec<usize> = if shape[0] == 1 {
+        shape[1..].to_vec()
+    } else {
+        vec![shape[1], shape[2], shape[3], shape[0]]
+    };
     write_atomic(path, suffix, |tmp| {
         let opts = WriterOptions::new(tmp)
             .reference_header(&header)
             .compress(gzip);
-        if shape[0] == 1 {
-            write_typed(&opts, xyzc.index_axis(Axis(3), 0), dtype, tmp)
-        } else {
-            write_typed(&opts, xyzc, dtype, tmp)
-        }
+        let res = match dtype {
+            NiftiDtype::F32 => opts.write_nifti(&file_order(vol, &dims, |v| v)?),
+            // Rounding half to even like numpy's `rint`; values were range-checked before.
+            NiftiDtype::U8 => opts.write_nifti(&file_order(vol, &dims, |v| {
+                (v as f64).round_ties_even() as u8
+            })?),
+            NiftiDtype::I16 => opts.write_nifti(&file_order(vol, &dims, |v| {
+                (v as f64).round_ties_even() as i16
+            })?),
+            NiftiDtype::I32 => opts.write_nifti(&file_order(vol, &dims, |v| {
+                (v as f64).round_ties_even() as i32
+            })?),
+        };
+        res.map_err(|e| ImagingError::format(tmp, format!("writing NIfTI failed: {e}")))
     })
 }
 
-fn write_typed<D: Dimension + RemoveAxis>(
-    opts: &WriterOptions<'_>,
-    view: ArrayView<'_, f32, D>,
-    dtype: NiftiDtype,
-    tmp: &Path,
-) -> Result<()> {
-    let res = match dtype {
-        // The nifti crate flattens each array with `as_slice`, so a permuted (multi-channel) view needs a copy.
-        NiftiDtype::F32 => opts.write_nifti(&view.as_standard_layout()),
-        // Rounding half to even like numpy's `rint`; values were range-checked before.
-        NiftiDtype::U8 => opts.write_nifti(&view.mapv(|v| (v as f64).round_ties_even() as u8)),
-        NiftiDtype::I16 => opts.write_nifti(&view.mapv(|v| (v as f64).round_ties_even() as i16)),
-        NiftiDtype::I32 => opts.write_nifti(&view.mapv(|v| (v as f64).round_ties_even() as i32)),
-    };
-    res.map_err(|e| ImagingError::format(tmp, format!("writing NIfTI failed: {e}")))
+/// The converted voxels as a Fortran-order array of shape `dims`. The nifti crate writes `data.t()` slice by slice
+/// and flattens each slice in C order; only a Fortran-order input makes every slice C-contiguous for any shape.
+fn file_order<T>(vol: &Volume, dims: &[usize], conv: impl Fn(f32) -> T) -> Result<Array<T, IxDyn>> {
+    let values: Vec<T> = vol
+        .data
+        .view()
+        .permuted_axes([0, 3, 2, 1])
+        .iter()
+        .map(|&v| conv(v))
+        .collect();
+    Array::from_shape_vec(IxDyn(dims).f(), values).map_err(|e| ImagingError::Shape(e.to_string()))
 }
 
 /// Reject values an integer type cannot hold (after rounding), naming the first offending voxel.

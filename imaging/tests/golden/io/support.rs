@@ -1,0 +1,101 @@
+//! Shared helpers of the `imaging::io` integration tests: running the Python reference reader
+//! (`ref_read.py`) through `$MEDMAE_PYTHON` and comparing affines.
+
+#![allow(dead_code)] // each test crate uses a subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ndarray::Array4;
+use ndarray_npy::read_npy;
+
+/// What the Python references report for one file.
+pub struct Reference {
+    /// SimpleITK's array, channel-first, if it could read the file.
+    pub sitk: Option<Array4<f32>>,
+    /// nibabel's array, channel-first (NIfTI only).
+    pub nib: Option<Array4<f32>>,
+    /// The JSON facts (`sitk_affine`, `nib_affine`, `nib_qform`, `sform_code`, ...).
+    pub info: serde_json::Value,
+}
+
+/// The golden directory of the io tests.
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/io")
+}
+
+/// `$MEDMAE_PYTHON`, or a clear failure (these tests never skip silently).
+pub fn python() -> PathBuf {
+    match std::env::var_os("MEDMAE_PYTHON") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => panic!(
+            "MEDMAE_PYTHON is not set: run scripts/setup (it writes .cargo/config.toml) or export \
+             MEDMAE_PYTHON=<python with numpy, nibabel, SimpleITK>"
+        ),
+    }
+}
+
+/// Run `ref_read.py` on `files` (one Python process for all of them).
+pub fn reference(files: &[PathBuf]) -> Vec<Reference> {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(python())
+        .arg(golden_dir().join("ref_read.py"))
+        .arg(out.path())
+        .args(files)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run $MEDMAE_PYTHON: {e}"));
+    assert!(
+        status.success(),
+        "ref_read.py failed ({status}) on {files:?}"
+    );
+    (0..files.len())
+        .map(|i| {
+            let json = std::fs::read_to_string(out.path().join(format!("{i}.json"))).unwrap();
+            let load = |kind: &str| {
+                let p = out.path().join(format!("{i}.{kind}.npy"));
+                p.exists().then(|| read_npy::<_, Array4<f32>>(&p).unwrap())
+            };
+            Reference {
+                sitk: load("sitk"),
+                nib: load("nib"),
+                info: serde_json::from_str(&json).unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// A 4x4 matrix from JSON.
+pub fn mat4(v: &serde_json::Value) -> [[f64; 4]; 4] {
+    let rows: Vec<Vec<f64>> = serde_json::from_value(v.clone()).unwrap();
+    let mut m = [[0.0; 4]; 4];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            m[r][c] = x;
+        }
+    }
+    m
+}
+
+/// Assert two affines agree within `tol` per entry.
+pub fn assert_affine_close(got: &[[f64; 4]; 4], want: &[[f64; 4]; 4], tol: f64, what: &str) {
+    for r in 0..4 {
+        for c in 0..4 {
+            let (g, w) = (got[r][c], want[r][c]);
+            assert!(
+                (g - w).abs() <= tol,
+                "{what}: affine[{r}][{c}] = {g}, expected {w} (tol {tol})\n{got:?}\n{want:?}"
+            );
+        }
+    }
+}
+
+/// Assert two arrays are identical (shape and every value bit for bit).
+pub fn assert_same_array(got: &Array4<f32>, want: &Array4<f32>, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let bad = got
+        .iter()
+        .zip(want.iter())
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(bad, 0, "{what}: {bad} of {} values differ", got.len());
+}
