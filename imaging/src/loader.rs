@@ -20,7 +20,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::datasets::CaseSource;
 use crate::error::{ImagingError, Result};
+pub use crate::pseudo3d::SliceSource;
 use crate::synthetic::case_seed;
 use crate::transforms::{Compose, TransformSpec};
 use crate::volume::Volume;

@@ -13,7 +13,7 @@
 //! a cross structuring element and a zero border, as MONAI's `get_mask_edges` with scipy); surface distances are
 //! exact Euclidean distances in millimetres with the given spacing.
 
-use ndarray::{ArrayD, ArrayViewD, Axis, Zip};
+use ndarray::{ArrayD, ArrayViewD, Axis, Dimension, Slice, Zip};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ImagingError, Result};
@@ -94,7 +94,12 @@ pub fn dice_binary(
         p += u64::from(a);
         t += u64::from(b);
     });
-    Ok(if t > 0 {
+    Ok(dice_from_counts(inter, p, t, ignore_empty))
+}
+
+/// Dice from voxel counts (see the module doc for the empty cases).
+fn dice_from_counts(inter: u64, p: u64, t: u64, ignore_empty: bool) -> f64 {
+    if t > 0 {
         2.0 * inter as f64 / (t + p) as f64
     } else if ignore_empty {
         f64::NAN
@@ -102,7 +107,7 @@ pub fn dice_binary(
         1.0
     } else {
         0.0
-    })
+    }
 }
 
 /// Per-class Dice of two label maps (class ids stored as f32), classes `0..num_classes` (from 1 unless
@@ -113,20 +118,25 @@ pub fn dice_labels(
     num_classes: usize,
     opts: &DiceOptions,
 ) -> Result<Vec<f64>> {
-    let (p, t) = (
-        class_ids(pred, num_classes, "pred")?,
-        class_ids(target, num_classes, "target")?,
+    check_same(pred.shape(), target.shape(), "pred", "target")?;
+    check_class_ids(&pred, num_classes, "pred")?;
+    check_class_ids(&target, num_classes, "target")?;
+    // One pass: per-class intersection, prediction and target counts.
+    let (mut inter, mut p, mut t) = (
+        vec![0u64; num_classes],
+        vec![0u64; num_classes],
+        vec![0u64; num_classes],
     );
+    Zip::from(&pred).and(&target).for_each(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        p[a] += 1;
+        t[b] += 1;
+        inter[a] += u64::from(a == b);
+    });
     let first = usize::from(!opts.include_background);
-    (first..num_classes)
-        .map(|c| {
-            dice_binary(
-                p.mapv(|v| v == c).view(),
-                t.mapv(|v| v == c).view(),
-                opts.ignore_empty,
-            )
-        })
-        .collect()
+    Ok((first..num_classes)
+        .map(|c| dice_from_counts(inter[c], p[c], t[c], opts.ignore_empty))
+        .collect())
 }
 
 /// Per-channel Dice of multi-label maps `[C, spatial...]`: prediction voxels `>= threshold` (e.g. 0.5 on sigmoid
@@ -166,7 +176,16 @@ pub fn hausdorff_binary(
             ));
         }
     }
-    let (ep, et) = (surface(pred), surface(target));
+    // Everything outside the union's bounding box is background in both masks, so cropping changes no surface
+    // voxel and no distance (MONAI crops too), and keeps full-resolution volumes cheap.
+    let Some(bbox) = union_bbox(&pred, &target) else {
+        return Ok(f64::NAN);
+    };
+    let crop = |m: &ArrayViewD<'_, bool>| {
+        m.slice_each_axis(|ax| Slice::from(bbox[ax.axis.index()].0..=bbox[ax.axis.index()].1))
+            .to_owned()
+    };
+    let (ep, et) = (surface(crop(&pred).view()), surface(crop(&target).view()));
     let (any_p, any_t) = (ep.iter().any(|&v| v), et.iter().any(|&v| v));
     if !any_p && !any_t {
         return Ok(f64::NAN);
@@ -192,13 +211,18 @@ pub fn hausdorff_labels(
     num_classes: usize,
     opts: &HausdorffOptions,
 ) -> Result<Vec<f64>> {
-    let (p, t) = (
-        class_ids(pred, num_classes, "pred")?,
-        class_ids(target, num_classes, "target")?,
-    );
+    check_class_ids(&pred, num_classes, "pred")?;
+    check_class_ids(&target, num_classes, "target")?;
     let first = usize::from(!opts.include_background);
     (first..num_classes)
-        .map(|c| hausdorff_binary(p.mapv(|v| v == c).view(), t.mapv(|v| v == c).view(), opts))
+        .map(|c| {
+            let c = c as f32;
+            hausdorff_binary(
+                pred.mapv(|v| v == c).view(),
+                target.mapv(|v| v == c).view(),
+                opts,
+            )
+        })
         .collect()
 }
 
@@ -231,18 +255,36 @@ fn check_same(a: &[usize], b: &[usize], na: &str, nb: &str) -> Result<()> {
     Ok(())
 }
 
-/// Label values as class indices; anything not an integer in `0..num_classes` is an error naming the value.
-fn class_ids(labels: ArrayViewD<'_, f32>, num_classes: usize, name: &str) -> Result<ArrayD<usize>> {
-    if let Some(bad) = labels
+/// Check that every label value is an integer class id in `0..num_classes`; the error names the value.
+fn check_class_ids(labels: &ArrayViewD<'_, f32>, num_classes: usize, name: &str) -> Result<()> {
+    match labels
         .iter()
         .find(|v| !(v.fract() == 0.0 && **v >= 0.0 && (**v as usize) < num_classes))
     {
-        return Err(ImagingError::config(
+        Some(bad) => Err(ImagingError::config(
             name,
             format!("label value {bad} is not a class id in 0..{num_classes}"),
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(labels.mapv(|v| v as usize))
+}
+
+/// The bounding box (inclusive) of the voxels set in either mask, `None` when both are empty.
+fn union_bbox(a: &ArrayViewD<'_, bool>, b: &ArrayViewD<'_, bool>) -> Option<Vec<(usize, usize)>> {
+    let mut bbox: Option<Vec<(usize, usize)>> = None;
+    for ((idx, &x), &y) in a.indexed_iter().zip(b.iter()) {
+        if x || y {
+            let idx = idx.slice();
+            match bbox.as_mut() {
+                None => bbox = Some(idx.iter().map(|&i| (i, i)).collect()),
+                Some(bb) => bb
+                    .iter_mut()
+                    .zip(idx)
+                    .for_each(|(r, &i)| *r = (r.0.min(i), r.1.max(i))),
+            }
+        }
+    }
+    bbox
 }
 
 fn spacing_for(spacing: &[f64], ndim: usize) -> Result<Vec<f64>> {
