@@ -1,0 +1,148 @@
+//! `--nproc-per-node N`: re-executes the current binary N times on this machine with the torchrun
+//! environment set (store on 127.0.0.1, a free port), waits, and fails fast when a worker dies.
+
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use crate::error::DistError;
+use crate::Result;
+
+/// Set in every spawned worker so that the CLI does not spawn again.
+pub const WORKER_MARKER: &str = "MEDMAE_DDP_WORKER";
+
+/// True inside a process started by [`spawn_local_workers`].
+pub fn is_spawned_worker() -> bool {
+    std::env::var_os(WORKER_MARKER).is_some()
+}
+
+/// True when a CLI given `--nproc-per-node nproc` should spawn workers rather than train itself.
+pub fn should_spawn(nproc_per_node: usize) -> bool {
+    nproc_per_node > 1 && !is_spawned_worker()
+}
+
+/// Picks a TCP port that is free on 127.0.0.1 right now.
+pub fn free_local_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// Runs `nproc_per_node` copies of the current executable with `args` and returns once all succeeded.
+/// Worker `r` gets `RANK=LOCAL_RANK=r`, `WORLD_SIZE=LOCAL_WORLD_SIZE=nproc_per_node`,
+/// `MASTER_ADDR=127.0.0.1`, a free `MASTER_PORT` and [`WORKER_MARKER`]; stdout/stderr are inherited. When a
+/// worker exits unsuccessfully the others are killed and [`DistError::WorkerFailed`] names it.
+pub fn spawn_local_workers(nproc_per_node: usize, args: &[OsString]) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|source| DistError::Spawn {
+        rank: 0,
+        what: "locating the current executable",
+        exe: PathBuf::from("<current exe>"),
+        source,
+    })?;
+    spawn_workers(&exe, nproc_per_node, args)
+}
+
+/// [`spawn_local_workers`] for an explicit executable.
+pub fn spawn_workers(exe: &Path, nproc_per_node: usize, args: &[OsString]) -> Result<()> {
+    if nproc_per_node == 0 {
+        return Err(DistError::InvalidArgument(
+            "--nproc-per-node must be at least 1".to_owned(),
+        ));
+    }
+    if is_spawned_worker() {
+        return Err(DistError::InvalidArgument(format!(
+            "already a spawned worker ({WORKER_MARKER} is set); refusing to spawn workers recursively"
+        )));
+    }
+    let port = free_local_port().map_err(|source| DistError::Spawn {
+        rank: 0,
+        what: "finding a free port on 127.0.0.1",
+        exe: exe.to_path_buf(),
+        source,
+    })?;
+    let mut children: Vec<Child> = Vec::with_capacity(nproc_per_node);
+    for rank in 0..nproc_per_node {
+        let spawned = Command::new(exe)
+            .args(args)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", nproc_per_node.to_string())
+            .env("LOCAL_WORLD_SIZE", nproc_per_node.to_string())
+            .env(WORKER_MARKER, "1")
+            .spawn();
+        match spawned {
+            Ok(child) => children.push(child),
+            Err(source) => {
+                kill_all(&mut children);
+                return Err(DistError::Spawn {
+                    rank,
+                    what: "spawning",
+                    exe: exe.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    wait_all(exe, children)
+}
+
+/// Polls the workers; the first failure kills the rest.
+fn wait_all(exe: &Path, mut children: Vec<Child>) -> Result<()> {
+    let world_size = children.len();
+    let mut done = vec![false; world_size];
+    while done.iter().any(|d| !d) {
+        for rank in 0..world_size {
+            if done[rank] {
+                continue;
+            }
+            let polled = children[rank].try_wait();
+            match polled {
+                Ok(None) => {}
+                Ok(Some(status)) if status.success() => done[rank] = true,
+                Ok(Some(status)) => {
+                    kill_all(&mut children);
+                    return Err(DistError::WorkerFailed {
+                        rank,
+                        world_size,
+                        status: describe(status),
+                    });
+                }
+                Err(source) => {
+                    kill_all(&mut children);
+                    return Err(DistError::Spawn {
+                        rank,
+                        what: "waiting for",
+                        exe: exe.to_path_buf(),
+                        source,
+                    });
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn kill_all(children: &mut [Child]) {
+    for child in children.iter_mut() {
+        // A worker that already exited makes kill fail harmlessly; wait reaps it either way.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => status.to_string(),
+    }
+}
