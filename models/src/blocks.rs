@@ -15,12 +15,36 @@ fn instance_norm(x: &Tensor) -> Result<Tensor> {
 }
 
 fn conv(p: &nn::Path, sd: usize, inp: usize, out: usize, kernel: usize) -> Result<Conv> {
-    Conv::new(p, ConvSpec { spatial_dims: sd, inp, out, kernel, stride: 1, padding: kernel / 2, transposed: false, bias: false })
+    Conv::new(
+        p,
+        ConvSpec {
+            spatial_dims: sd,
+            inp,
+            out,
+            kernel,
+            stride: 1,
+            padding: kernel / 2,
+            transposed: false,
+            bias: false,
+        },
+    )
 }
 
 /// A ×2 upsampling transposed conv (k2, s2, no bias), weight `[in, out, 2…]`, named `p.conv.weight`.
 pub fn up_conv(p: &nn::Path, sd: usize, inp: usize, out: usize) -> Result<Conv> {
-    Conv::new(&p.sub("conv"), ConvSpec { spatial_dims: sd, inp, out, kernel: 2, stride: 2, padding: 0, transposed: true, bias: false })
+    Conv::new(
+        &p.sub("conv"),
+        ConvSpec {
+            spatial_dims: sd,
+            inp,
+            out,
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+            transposed: true,
+            bias: false,
+        },
+    )
 }
 
 /// MONAI `UnetResBlock` (stride 1): `lrelu(norm(conv2(lrelu(norm(conv1 x)))) + residual)`, where the residual
@@ -38,7 +62,11 @@ impl ResBlock {
         Ok(Self {
             conv1: conv(&p.sub("conv1").sub("conv"), sd, inp, out, 3)?,
             conv2: conv(&p.sub("conv2").sub("conv"), sd, out, out, 3)?,
-            conv3: if inp != out { Some(conv(&p.sub("conv3").sub("conv"), sd, inp, out, 1)?) } else { None },
+            conv3: if inp != out {
+                Some(conv(&p.sub("conv3").sub("conv"), sd, inp, out, 1)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -67,10 +95,16 @@ impl PrUpBlock {
         let blocks = (0..layers)
             .map(|i| {
                 let b = p.sub("blocks").sub(i);
-                Ok((up_conv(&b.sub("0"), sd, out, out)?, ResBlock::new(&b.sub("1"), sd, out, out)?))
+                Ok((
+                    up_conv(&b.sub("0"), sd, out, out)?,
+                    ResBlock::new(&b.sub("1"), sd, out, out)?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { transp_conv_init: up_conv(&p.sub("transp_conv_init"), sd, inp, out)?, blocks })
+        Ok(Self {
+            transp_conv_init: up_conv(&p.sub("transp_conv_init"), sd, inp, out)?,
+            blocks,
+        })
     }
 
     /// Upsample `[B, inp, g…]` by `2^(1+layers)`.
@@ -93,7 +127,10 @@ pub struct UpBlock {
 impl UpBlock {
     /// Parameters `p.transp_conv.conv.weight`, `p.conv_block.*`.
     pub fn new(p: &nn::Path, sd: usize, inp: usize, out: usize) -> Result<Self> {
-        Ok(Self { transp_conv: up_conv(&p.sub("transp_conv"), sd, inp, out)?, conv_block: ResBlock::new(&p.sub("conv_block"), sd, 2 * out, out)? })
+        Ok(Self {
+            transp_conv: up_conv(&p.sub("transp_conv"), sd, inp, out)?,
+            conv_block: ResBlock::new(&p.sub("conv_block"), sd, 2 * out, out)?,
+        })
     }
 
     /// `conv_block(cat(up(x), skip))`.

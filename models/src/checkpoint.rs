@@ -35,7 +35,10 @@ impl LoadReport {
 }
 
 fn file_err(path: &Path, msg: impl std::fmt::Display) -> ModelError {
-    ModelError::CheckpointFile { path: path.to_path_buf(), msg: msg.to_string() }
+    ModelError::CheckpointFile {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
 }
 
 /// Save every variable of `vs` (trainable or not) to `path` as safetensors, atomically: write `path.tmp`, then rename.
@@ -44,9 +47,13 @@ pub fn save(vs: &VarStore, path: &Path) -> Result<()> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-    let named: Vec<(&str, Tensor)> = vars.iter().map(|(k, v)| Ok((k.as_str(), v.f_detach()?.f_contiguous()?))).collect::<Result<_>>()?;
+    let named: Vec<(&str, Tensor)> = vars
+        .iter()
+        .map(|(k, v)| Ok((k.as_str(), v.f_detach()?.f_contiguous()?)))
+        .collect::<Result<_>>()?;
     Tensor::write_safetensors(&named, &tmp).map_err(|e| file_err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, format!("rename from {}: {e}", tmp.display())))
+    std::fs::rename(&tmp, path)
+        .map_err(|e| file_err(path, format!("rename from {}: {e}", tmp.display())))
 }
 
 /// Read all tensors of a checkpoint: safetensors by extension, otherwise libtorch's own formats (as tch reads them).
@@ -58,7 +65,15 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
         _ => Tensor::load_multi(path),
     }
     .map_err(|e| file_err(path, e))?;
-    Ok(tensors.into_iter().map(|(k, v)| (k.strip_prefix("module.").map(str::to_string).unwrap_or(k), v)).collect())
+    Ok(tensors
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                v,
+            )
+        })
+        .collect())
 }
 
 /// MONAI checkpoints carry cross-attention tensors its UNETR never uses.
@@ -70,7 +85,11 @@ fn copy_into(var: &Tensor, src: &Tensor, path: &Path, key: &str) -> Result<()> {
     tch::no_grad(|| -> Result<()> {
         let src = src.f_to_kind(Kind::Float)?.f_to_device(var.device())?;
         let mut dst = var.shallow_clone();
-        dst.f_copy_(&src).map_err(|e| ModelError::CheckpointKey { path: path.to_path_buf(), key: key.to_string(), msg: e.to_string() })?;
+        dst.f_copy_(&src).map_err(|e| ModelError::CheckpointKey {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            msg: e.to_string(),
+        })?;
         Ok(())
     })
 }
@@ -88,25 +107,53 @@ pub fn load(vs: &VarStore, path: &Path, strict: bool) -> Result<LoadReport> {
     for name in names {
         match file.get(name) {
             None => report.missing.push(name.clone()),
-            Some(src) if src.size() != vars[name].size() => report.mismatched.push((name.clone(), src.size(), vars[name].size())),
+            Some(src) if src.size() != vars[name].size() => {
+                report
+                    .mismatched
+                    .push((name.clone(), src.size(), vars[name].size()))
+            }
             Some(_) => {}
         }
     }
     let mut extra: Vec<&String> = file.keys().filter(|k| !vars.contains_key(*k)).collect();
     extra.sort();
     for k in extra {
-        if is_known_unused(k) { &mut report.ignored } else { &mut report.unexpected }.push(k.clone());
+        if is_known_unused(k) {
+            &mut report.ignored
+        } else {
+            &mut report.unexpected
+        }
+        .push(k.clone());
     }
     if strict {
-        let key_err = |key: &str, msg: String| ModelError::CheckpointKey { path: path.to_path_buf(), key: key.to_string(), msg };
+        let key_err = |key: &str, msg: String| ModelError::CheckpointKey {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            msg,
+        };
         if let Some(k) = report.missing.first() {
-            return Err(key_err(k, format!("missing from the file ({} missing in all)", report.missing.len())));
+            return Err(key_err(
+                k,
+                format!(
+                    "missing from the file ({} missing in all)",
+                    report.missing.len()
+                ),
+            ));
         }
         if let Some((k, got, want)) = report.mismatched.first() {
-            return Err(key_err(k, format!("shape {got:?} in the file, the model expects {want:?}")));
+            return Err(key_err(
+                k,
+                format!("shape {got:?} in the file, the model expects {want:?}"),
+            ));
         }
         if let Some(k) = report.unexpected.first() {
-            return Err(key_err(k, format!("not a parameter of this model ({} unexpected in all)", report.unexpected.len())));
+            return Err(key_err(
+                k,
+                format!(
+                    "not a parameter of this model ({} unexpected in all)",
+                    report.unexpected.len()
+                ),
+            ));
         }
     }
     for (name, var) in &vars {
@@ -122,11 +169,15 @@ pub fn load(vs: &VarStore, path: &Path, strict: bool) -> Result<LoadReport> {
 /// Canonical, style-free name of an encoder tensor: `patch.weight`, `cls`, `pos`, `blocks.{i}.{qkv|proj|fc1|fc2|
 /// norm1|norm2}.{weight|bias}`, `norm.{weight|bias}`.
 fn canonical(name: &str) -> Option<String> {
-    let stripped = ["encoder.", "vit.", "backbone."].iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
+    let stripped = ["encoder.", "vit.", "backbone."]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
     match name {
-        "encoder_pos_embed" | "encoder.pos_embed" | "vit.patch_embedding.position_embeddings" | "patch_embedding.position_embeddings" => {
-            return Some("pos".into())
-        }
+        "encoder_pos_embed"
+        | "encoder.pos_embed"
+        | "vit.patch_embedding.position_embeddings"
+        | "patch_embedding.position_embeddings" => return Some("pos".into()),
         "encoder.cls_token" | "vit.cls_token" | "cls_token" => return Some("cls".into()),
         _ => {}
     }
@@ -185,7 +236,10 @@ fn unetr_name(style: VitStyle, canon: &str) -> String {
 /// The patch grid a source position table was laid out on: from a `model.json` beside the checkpoint when there is
 /// one, else the UNETR grid when the token count matches, else an isotropic grid with that many tokens.
 fn source_grid(ckpt: &Path, tokens: usize, target: &[usize]) -> Option<Vec<usize>> {
-    let card = ckpt.parent().map(|d| d.join("model.json")).and_then(|p| std::fs::read_to_string(p).ok());
+    let card = ckpt
+        .parent()
+        .map(|d| d.join("model.json"))
+        .and_then(|p| std::fs::read_to_string(p).ok());
     if let Some(card) = card.and_then(|t| serde_json::from_str::<ModelCard>(&t).ok()) {
         let grid = card.model.encoder().grid();
         if grid.iter().product::<usize>() == tokens && grid.len() == target.len() {
@@ -206,9 +260,14 @@ fn source_grid(ckpt: &Path, tokens: usize, target: &[usize]) -> Option<Vec<usize
 /// tensors (`decoder.*`, `encoder_to_decoder.*`, `mask_token`, `decoder_pos_embed`, UNETR CNN decoder) and MONAI's
 /// cross-attention tensors are ignored. The position table gains or loses its cls row as the model needs (a zero
 /// row, as SelfMedMAE's cls token has a zero position embedding) and is resampled (trilinear 3-D / bicubic 2-D,
-/// listed in `interpolated`) when the grids differ. Mis-shaped tensors are reported and skipped; the UNETR's CNN
-/// decoder is always reported `missing` (it is trained from scratch).
-pub fn init_unetr_from_mae(unetr_vs: &VarStore, mae_checkpoint: &Path, cfg: &UnetrConfig) -> Result<LoadReport> {
+/// listed in `interpolated`) when the grids differ. Mis-shaped tensors are listed in `mismatched` (by file name) and
+/// skipped. `missing` lists every UNETR variable left as initialised: always the CNN decoder (trained from scratch),
+/// plus encoder variables the file lacks or could not fill.
+pub fn init_unetr_from_mae(
+    unetr_vs: &VarStore,
+    mae_checkpoint: &Path,
+    cfg: &UnetrConfig,
+) -> Result<LoadReport> {
     cfg.validate()?;
     let style = cfg.encoder.style;
     let vars = unetr_vs.variables();
@@ -228,10 +287,19 @@ pub fn init_unetr_from_mae(unetr_vs: &VarStore, mae_checkpoint: &Path, cfg: &Une
         let target = unetr_name(style, &canon);
         let Some(var) = vars.get(&target) else {
             // A cls token has no place in a MONAI-style encoder; anything else is a real surprise.
-            if canon == "cls" { &mut report.ignored } else { &mut report.unexpected }.push(name);
+            if canon == "cls" {
+                &mut report.ignored
+            } else {
+                &mut report.unexpected
+            }
+            .push(name);
             continue;
         };
-        let src = if canon == "pos" { fit_pos_embed(&src, mae_checkpoint, &name, cfg, &mut report)? } else { Some(src) };
+        let src = if canon == "pos" {
+            fit_pos_embed(&src, mae_checkpoint, &name, cfg, &mut report)?
+        } else {
+            Some(src)
+        };
         match src {
             Some(src) if src.size() == var.size() => {
                 copy_into(var, &src, mae_checkpoint, &name)?;
@@ -249,20 +317,38 @@ pub fn init_unetr_from_mae(unetr_vs: &VarStore, mae_checkpoint: &Path, cfg: &Une
 
 /// Turn a source position table into the model's: cls row added/removed, grid resampled. `None` when the token
 /// count fits no grid of the model's dimensionality.
-fn fit_pos_embed(src: &Tensor, path: &Path, name: &str, cfg: &UnetrConfig, report: &mut LoadReport) -> Result<Option<Tensor>> {
+fn fit_pos_embed(
+    src: &Tensor,
+    path: &Path,
+    name: &str,
+    cfg: &UnetrConfig,
+    report: &mut LoadReport,
+) -> Result<Option<Tensor>> {
     let v = &cfg.encoder;
     let s = src.size();
     if s.len() != 3 || s[0] != 1 {
-        return Err(ModelError::CheckpointKey { path: path.to_path_buf(), key: name.into(), msg: format!("expected a [1, N, E] position table, got {s:?}") });
+        return Err(ModelError::CheckpointKey {
+            path: path.to_path_buf(),
+            key: name.into(),
+            msg: format!("expected a [1, N, E] position table, got {s:?}"),
+        });
     }
     // Timm-style UNETR tables (`encoder.pos_embed`) carry a cls row; MAE (`encoder_pos_embed`) and MONAI ones do not.
     let has_cls = name == "encoder.pos_embed";
-    let patches = if has_cls { src.f_narrow(1, 1, s[1] - 1)? } else { src.shallow_clone() };
+    let patches = if has_cls {
+        src.f_narrow(1, 1, s[1] - 1)?
+    } else {
+        src.shallow_clone()
+    };
     let n = patches.size()[1] as usize;
     let target = v.grid();
-    let Some(from) = source_grid(path, n, &target) else { return Ok(None) };
+    let Some(from) = source_grid(path, n, &target) else {
+        return Ok(None);
+    };
     let patches = if from != target {
-        report.interpolated.push((name.to_string(), from.clone(), target.clone()));
+        report
+            .interpolated
+            .push((name.to_string(), from.clone(), target.clone()));
         resize_grid(&patches.f_to_kind(Kind::Float)?, &from, &target)?
     } else {
         patches
@@ -277,10 +363,16 @@ fn fit_pos_embed(src: &Tensor, path: &Path, name: &str, cfg: &UnetrConfig, repor
 
 /// The full name → shape map of the variables of `vs`, for comparing against `spec::expected_weights`.
 pub fn variable_shapes(vs: &VarStore) -> BTreeMap<String, Vec<usize>> {
-    vs.variables().into_iter().map(|(k, v)| (k, v.size().into_iter().map(|d| d as usize).collect())).collect()
+    vs.variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.size().into_iter().map(|d| d as usize).collect()))
+        .collect()
 }
 
 /// The same map from the spec contract.
 pub fn expected_shapes(cfg: &ModelConfig) -> BTreeMap<String, Vec<usize>> {
-    spec::expected_weights(cfg).into_iter().map(|t| (t.name, t.shape)).collect()
+    spec::expected_weights(cfg)
+        .into_iter()
+        .map(|t| (t.name, t.shape))
+        .collect()
 }

@@ -45,6 +45,14 @@ pub enum ModelError {
 pub type Result<T> = std::result::Result<T, ModelError>;
 
 /// A shape error for `what`, formatting the expected and actual values with `Debug`.
-pub(crate) fn shape_err(what: &str, expected: impl std::fmt::Debug, got: impl std::fmt::Debug) -> ModelError {
-    ModelError::Shape { what: what.to_string(), expected: format!("{expected:?}"), got: format!("{got:?}") }
+pub(crate) fn shape_err(
+    what: &str,
+    expected: impl std::fmt::Debug,
+    got: impl std::fmt::Debug,
+) -> ModelError {
+    ModelError::Shape {
+        what: what.to_string(),
+        expected: format!("{expected:?}"),
+        got: format!("{got:?}"),
+    }
 }

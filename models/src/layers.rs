@@ -8,7 +8,10 @@ use crate::error::{shape_err, Result};
 
 /// The sub-path of `p` named by a dotted string (`"encoder.patch_embed.proj"`): tch paths take one component at a time.
 pub fn sub<'a>(p: &nn::Path<'a>, dotted: &str) -> nn::Path<'a> {
-    dotted.split('.').filter(|c| !c.is_empty()).fold(p.clone(), |acc, c| acc.sub(c))
+    dotted
+        .split('.')
+        .filter(|c| !c.is_empty())
+        .fold(p.clone(), |acc, c| acc.sub(c))
 }
 
 /// PyTorch's default weight/bias bound for layers it initialises with `kaiming_uniform_(a=√5)`: `1/√fan_in`.
@@ -29,8 +32,19 @@ impl Linear {
     /// A linear layer under `p` (`p.weight`, `p.bias`), Xavier-uniform weight and zero bias (timm / SelfMedMAE init).
     pub fn new(p: &nn::Path, inp: usize, out: usize, bias: bool) -> Result<Self> {
         let bound = (6.0 / (inp + out) as f64).sqrt();
-        let weight = p.f_var("weight", &[out as i64, inp as i64], Init::Uniform { lo: -bound, up: bound })?;
-        let bias = if bias { Some(p.f_var("bias", &[out as i64], Init::Const(0.0))?) } else { None };
+        let weight = p.f_var(
+            "weight",
+            &[out as i64, inp as i64],
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let bias = if bias {
+            Some(p.f_var("bias", &[out as i64], Init::Const(0.0))?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 
@@ -57,12 +71,23 @@ impl LayerNorm {
     pub fn new(p: &nn::Path, dim: usize, eps: f64) -> Result<Self> {
         let weight = p.f_var("weight", &[dim as i64], Init::Const(1.0))?;
         let bias = p.f_var("bias", &[dim as i64], Init::Const(0.0))?;
-        Ok(Self { weight, bias, eps, dim: dim as i64 })
+        Ok(Self {
+            weight,
+            bias,
+            eps,
+            dim: dim as i64,
+        })
     }
 
     /// Normalise the last axis (biased variance, `eps` inside the square root).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_layer_norm([self.dim], Some(&self.weight), Some(&self.bias), self.eps, false)?)
+        Ok(x.f_layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            false,
+        )?)
     }
 }
 
@@ -104,12 +129,34 @@ pub struct ConvSpec {
 impl Conv {
     /// A convolution under `p` with PyTorch's default init (uniform ±1/√fan_in, fan_in taken from weight dim 1).
     pub fn new(p: &nn::Path, s: ConvSpec) -> Result<Self> {
-        let (a, b) = if s.transposed { (s.inp, s.out) } else { (s.out, s.inp) };
+        let (a, b) = if s.transposed {
+            (s.inp, s.out)
+        } else {
+            (s.out, s.inp)
+        };
         let mut shape = vec![a as i64, b as i64];
         shape.extend(std::iter::repeat_n(s.kernel as i64, s.spatial_dims));
         let bound = default_bound(b * s.kernel.pow(s.spatial_dims as u32));
-        let weight = p.f_var("weight", &shape, Init::Uniform { lo: -bound, up: bound })?;
-        let bias = if s.bias { Some(p.f_var("bias", &[s.out as i64], Init::Uniform { lo: -bound, up: bound })?) } else { None };
+        let weight = p.f_var(
+            "weight",
+            &shape,
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let bias = if s.bias {
+            Some(p.f_var(
+                "bias",
+                &[s.out as i64],
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             weight,
             bias,
@@ -177,7 +224,16 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let p = sub(&vs.root(), "a.b");
         Linear::new(&p.sub("fc"), 3, 5, true).unwrap();
-        let spec = ConvSpec { spatial_dims: 3, inp: 4, out: 2, kernel: 2, stride: 2, padding: 0, transposed: true, bias: false };
+        let spec = ConvSpec {
+            spatial_dims: 3,
+            inp: 4,
+            out: 2,
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+            transposed: true,
+            bias: false,
+        };
         Conv::new(&p.sub("up"), spec).unwrap();
         let v = vs.variables();
         assert_eq!(v["a.b.fc.weight"].size(), vec![5, 3]);
@@ -202,13 +258,27 @@ mod tests {
     #[test]
     fn transposed_conv_doubles_size_and_drop_path_is_identity_in_eval() {
         let vs = VarStore::new(Device::Cpu);
-        let spec = ConvSpec { spatial_dims: 2, inp: 3, out: 2, kernel: 2, stride: 2, padding: 0, transposed: true, bias: true };
+        let spec = ConvSpec {
+            spatial_dims: 2,
+            inp: 3,
+            out: 2,
+            kernel: 2,
+            stride: 2,
+            padding: 0,
+            transposed: true,
+            bias: true,
+        };
         let c = Conv::new(&vs.root(), spec).unwrap();
         let x = Tensor::ones([1, 3, 4, 5], (Kind::Float, Device::Cpu));
         assert_eq!(c.forward(&x).unwrap().size(), vec![1, 2, 8, 10]);
         let d = drop_path(&x, 0.5, false).unwrap();
         assert_eq!(d.max().double_value(&[]), 1.0);
-        let t = drop_path(&Tensor::ones([64, 2, 2], (Kind::Float, Device::Cpu)), 0.5, true).unwrap();
+        let t = drop_path(
+            &Tensor::ones([64, 2, 2], (Kind::Float, Device::Cpu)),
+            0.5,
+            true,
+        )
+        .unwrap();
         let per_sample = t.sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float);
         // each sample is either dropped (0) or scaled by 2 (sum 8)
         for v in Vec::<f32>::try_from(per_sample).unwrap() {
@@ -220,7 +290,12 @@ mod tests {
     fn check_image_names_expected_and_got() {
         let x = Tensor::zeros([2, 1, 8, 8], (Kind::Float, Device::Cpu));
         check_image("x", &x, 1, &[8, 8]).unwrap();
-        let e = check_image("input", &x, 2, &[8, 8]).unwrap_err().to_string();
-        assert!(e.contains("input") && e.contains("[B, 2, 8, 8]") && e.contains("[2, 1, 8, 8]"), "{e}");
+        let e = check_image("input", &x, 2, &[8, 8])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("input") && e.contains("[B, 2, 8, 8]") && e.contains("[2, 1, 8, 8]"),
+            "{e}"
+        );
     }
 }

@@ -24,25 +24,42 @@ pub fn norm_pix_target(tokens: &Tensor) -> Result<Tensor> {
 
 /// Mean of `(pred − target)²` over the tokens with `mask == 1` (`pred`, `target`: `[B, L, D]`; `mask`: `[B, L]`).
 pub fn masked_mse(pred: &Tensor, target: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    if pred.size() != target.size() || pred.size()[..2] != mask.size()[..] {
-        return Err(shape_err("masked MSE pred/target/mask", format!("[B, L, D] twice and [B, L]; target {:?}", target.size()), (pred.size(), mask.size())));
+    let ps = pred.size();
+    if ps.len() != 3 || ps != target.size() || ps[..2] != mask.size()[..] {
+        return Err(shape_err(
+            "masked MSE pred/target/mask",
+            format!("[B, L, D] twice and [B, L]; target {:?}", target.size()),
+            (pred.size(), mask.size()),
+        ));
     }
-    let per_token = pred.f_sub(target)?.f_square()?.f_mean_dim([-1i64].as_slice(), false, None::<Kind>)?;
-    Ok(per_token.f_mul(mask)?.f_sum(None::<Kind>)?.f_div(&mask.f_sum(None::<Kind>)?)?)
+    let per_token =
+        pred.f_sub(target)?
+            .f_square()?
+            .f_mean_dim([-1i64].as_slice(), false, None::<Kind>)?;
+    Ok(per_token
+        .f_mul(mask)?
+        .f_sum(None::<Kind>)?
+        .f_div(&mask.f_sum(None::<Kind>)?)?)
 }
 
 /// SelfMedMAE's Fourier frequencies `ω_k = 2π / T^(k/K)`, k = 0..K−1, in f32 (computed with the same tensor ops as
 /// the PyTorch reference, so the values agree bit for bit).
 pub fn fourier_omega(k: usize, temperature: f64, device: tch::Device) -> Result<Tensor> {
     let e = Tensor::f_arange(k as i64, (Kind::Float, device))?.f_div_scalar(k as f64)?;
-    Ok(Tensor::f_pow_scalar(temperature, &e)?.f_reciprocal()?.f_mul_scalar(2.0 * std::f64::consts::PI)?)
+    Ok(Tensor::f_pow_scalar(temperature, &e)?
+        .f_reciprocal()?
+        .f_mul_scalar(2.0 * std::f64::consts::PI)?)
 }
 
 /// Fourier features of raw values `[B, L, P]` (P = voxels·channels, channel-last): `[B, L, P·2K]` read in the order
 /// `((s·C + c)·2 + sin/cos)·K + k`, i.e. per value `[sin(t·ω_0..K−1), cos(t·ω_0..K−1)]`.
 pub fn fourier_features(values: &Tensor, k: usize, temperature: f64) -> Result<Tensor> {
     if k == 0 || !(temperature > 0.0 && temperature < 1.0) {
-        return Err(shape_err("Fourier features", "K ≥ 1 and temperature in (0, 1)", (k, temperature)));
+        return Err(shape_err(
+            "Fourier features",
+            "K ≥ 1 and temperature in (0, 1)",
+            (k, temperature),
+        ));
     }
     let omega = fourier_omega(k, temperature, values.device())?;
     let arg = values.f_unsqueeze(-1)?.f_mul(&omega)?;
@@ -55,11 +72,22 @@ pub fn fourier_features(values: &Tensor, k: usize, temperature: f64) -> Result<T
 pub fn fft_amplitude_loss(recon: &Tensor, target: &Tensor) -> Result<Tensor> {
     let s = recon.size();
     if s != target.size() || !(4..=5).contains(&s.len()) {
-        return Err(shape_err("FFT loss images", format!("two [B, C, spatial…] of one shape; target {:?}", target.size()), s));
+        return Err(shape_err(
+            "FFT loss images",
+            format!(
+                "two [B, C, spatial…] of one shape; target {:?}",
+                target.size()
+            ),
+            s,
+        ));
     }
     let dims: Vec<i64> = (2..s.len() as i64).collect();
-    let a = recon.f_fft_fftn(None::<&[i64]>, dims.as_slice(), "ortho")?.f_abs()?;
-    let b = target.f_fft_fftn(None::<&[i64]>, dims.as_slice(), "ortho")?.f_abs()?;
+    let a = recon
+        .f_fft_fftn(None::<&[i64]>, dims.as_slice(), "ortho")?
+        .f_abs()?;
+    let b = target
+        .f_fft_fftn(None::<&[i64]>, dims.as_slice(), "ortho")?
+        .f_abs()?;
     Ok(a.f_sub(&b)?.f_square()?.f_mean(None::<Kind>)?)
 }
 
@@ -78,14 +106,24 @@ pub struct DiceCeOptions {
 
 impl Default for DiceCeOptions {
     fn default() -> Self {
-        Self { smooth_nr: 1e-5, smooth_dr: 1e-5, lambda_dice: 1.0, lambda_ce: 1.0 }
+        Self {
+            smooth_nr: 1e-5,
+            smooth_dr: 1e-5,
+            lambda_dice: 1.0,
+            lambda_ce: 1.0,
+        }
     }
 }
 
 /// MONAI's `DiceLoss` on probabilities and a one-hot/binary target of the same shape `[B, K, spatial…]`:
 /// per sample and channel `1 − (2·Σ p·t + smooth_nr) / (Σ p + Σ t + smooth_dr)` over the spatial axes, averaged
 /// (background included, unsquared prediction).
-pub fn dice_loss(probs: &Tensor, target: &Tensor, smooth_nr: f64, smooth_dr: f64) -> Result<Tensor> {
+pub fn dice_loss(
+    probs: &Tensor,
+    target: &Tensor,
+    smooth_nr: f64,
+    smooth_dr: f64,
+) -> Result<Tensor> {
     let s = probs.size();
     if s != target.size() || s.len() < 3 {
         return Err(shape_err("Dice target", s.clone(), target.size()));
@@ -94,7 +132,10 @@ pub fn dice_loss(probs: &Tensor, target: &Tensor, smooth_nr: f64, smooth_dr: f64
     let sum = |t: &Tensor| t.f_sum_dim_intlist(dims.as_slice(), false, None::<Kind>);
     let inter = sum(&probs.f_mul(target)?)?;
     let denom = sum(probs)?.f_add(&sum(target)?)?;
-    let ratio = inter.f_mul_scalar(2.0)?.f_add_scalar(smooth_nr)?.f_div(&denom.f_add_scalar(smooth_dr)?)?;
+    let ratio = inter
+        .f_mul_scalar(2.0)?
+        .f_add_scalar(smooth_nr)?
+        .f_div(&denom.f_add_scalar(smooth_dr)?)?;
     Ok(ratio.f_neg()?.f_add_scalar(1.0)?.f_mean(None::<Kind>)?)
 }
 
@@ -105,7 +146,12 @@ pub fn dice_loss(probs: &Tensor, target: &Tensor, smooth_nr: f64, smooth_dr: f64
 /// - `Sigmoid`: `target` is a binary map `[B, K, spatial…]`; Dice on sigmoid probabilities plus BCE-with-logits.
 ///   For K = 1 this equals MONAI `DiceCELoss(sigmoid=True)`; for K > 1 MONAI 1.6 would take a soft-label softmax
 ///   cross-entropy across channels, which is wrong for overlapping labels, so medmae keeps BCE per channel.
-pub fn dice_ce_loss(logits: &Tensor, target: &Tensor, activation: OutputActivation, opts: &DiceCeOptions) -> Result<Tensor> {
+pub fn dice_ce_loss(
+    logits: &Tensor,
+    target: &Tensor,
+    activation: OutputActivation,
+    opts: &DiceCeOptions,
+) -> Result<Tensor> {
     let s = logits.size();
     if s.len() < 3 {
         return Err(shape_err("segmentation logits", "[B, K, spatial…]", s));
@@ -120,30 +166,61 @@ pub fn dice_ce_loss(logits: &Tensor, target: &Tensor, activation: OutputActivati
             } else if ts.len() == s.len() && ts[1] == 1 && ts[2..] == s[2..] && ts[0] == s[0] {
                 target.f_squeeze_dim(1)?
             } else {
-                return Err(shape_err("softmax target (class indices)", format!("{spatial:?} or with a channel axis of 1"), ts));
+                return Err(shape_err(
+                    "softmax target (class indices)",
+                    format!("{spatial:?} or with a channel axis of 1"),
+                    ts,
+                ));
             };
             let labels = labels.f_to_kind(Kind::Int64)?;
-            let (lo, hi) = (labels.f_min()?.int64_value(&[]), labels.f_max()?.int64_value(&[]));
+            let (lo, hi) = (
+                labels.f_min()?.int64_value(&[]),
+                labels.f_max()?.int64_value(&[]),
+            );
             if lo < 0 || hi >= s[1] {
-                return Err(shape_err("softmax target values", format!("class indices in 0..{}", s[1]), (lo, hi)));
+                return Err(shape_err(
+                    "softmax target values",
+                    format!("class indices in 0..{}", s[1]),
+                    (lo, hi),
+                ));
             }
             let mut perm = vec![0i64, s.len() as i64 - 1];
             perm.extend(1..s.len() as i64 - 1);
-            let onehot = labels.f_one_hot(s[1])?.f_permute(&perm)?.f_to_kind(logits.kind())?;
+            let onehot = labels
+                .f_one_hot(s[1])?
+                .f_permute(&perm)?
+                .f_to_kind(logits.kind())?;
             let probs = logits.f_softmax(1, None::<Kind>)?;
             let dice = dice_loss(&probs, &onehot, opts.smooth_nr, opts.smooth_dr)?;
-            (dice, logits.f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)?)
+            (
+                dice,
+                logits.f_cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)?,
+            )
         }
         OutputActivation::Sigmoid => {
             if target.size() != s {
-                return Err(shape_err("sigmoid target (binary map)", s.clone(), target.size()));
+                return Err(shape_err(
+                    "sigmoid target (binary map)",
+                    s.clone(),
+                    target.size(),
+                ));
             }
             let t = target.f_to_kind(logits.kind())?;
             let dice = dice_loss(&logits.f_sigmoid()?, &t, opts.smooth_nr, opts.smooth_dr)?;
-            (dice, logits.f_binary_cross_entropy_with_logits::<Tensor>(&t, None, None, Reduction::Mean)?)
+            (
+                dice,
+                logits.f_binary_cross_entropy_with_logits::<Tensor>(
+                    &t,
+                    None,
+                    None,
+                    Reduction::Mean,
+                )?,
+            )
         }
     };
-    Ok(dice.f_mul_scalar(opts.lambda_dice)?.f_add(&ce.f_mul_scalar(opts.lambda_ce)?)?)
+    Ok(dice
+        .f_mul_scalar(opts.lambda_dice)?
+        .f_add(&ce.f_mul_scalar(opts.lambda_ce)?)?)
 }
 
 #[cfg(test)]
@@ -168,11 +245,29 @@ mod tests {
     #[test]
     fn perfect_prediction_has_near_zero_dice_ce() {
         let labels = t(&[0.0, 1.0, 2.0, 1.0, 0.0, 2.0], &[1, 1, 2, 3]);
-        let logits = labels.squeeze_dim(1).to_kind(Kind::Int64).one_hot(3).permute([0, 3, 1, 2]).to_kind(Kind::Float) * 40.0;
-        let l = dice_ce_loss(&logits, &labels, OutputActivation::Softmax, &DiceCeOptions::default()).unwrap();
+        let logits = labels
+            .squeeze_dim(1)
+            .to_kind(Kind::Int64)
+            .one_hot(3)
+            .permute([0, 3, 1, 2])
+            .to_kind(Kind::Float)
+            * 40.0;
+        let l = dice_ce_loss(
+            &logits,
+            &labels,
+            OutputActivation::Softmax,
+            &DiceCeOptions::default(),
+        )
+        .unwrap();
         assert!(l.double_value(&[]) < 1e-5);
         let bad = t(&[0.0, 1.0, 3.0, 1.0, 0.0, 2.0], &[1, 1, 2, 3]);
-        let e = dice_ce_loss(&logits, &bad, OutputActivation::Softmax, &DiceCeOptions::default()).unwrap_err();
+        let e = dice_ce_loss(
+            &logits,
+            &bad,
+            OutputActivation::Softmax,
+            &DiceCeOptions::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("0..3"), "{e}");
     }
 
@@ -187,7 +282,9 @@ mod tests {
         // masked MSE ignores visible tokens
         let pred = Tensor::zeros([1, 2, 3], (Kind::Float, Device::Cpu));
         let tgt = t(&[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], &[1, 2, 3]);
-        let m = masked_mse(&pred, &tgt, &t(&[0.0, 1.0], &[1, 2])).unwrap().double_value(&[]);
+        let m = masked_mse(&pred, &tgt, &t(&[0.0, 1.0], &[1, 2]))
+            .unwrap()
+            .double_value(&[]);
         assert_eq!(m, 4.0);
     }
 
@@ -195,7 +292,8 @@ mod tests {
     fn fourier_features_layout_and_frequencies() {
         // C = 1, K = 2, T = 0.01: ω = [2π, 2π/0.1]
         let v = t(&[0.25, 0.5], &[1, 1, 2]);
-        let f = Vec::<f32>::try_from(fourier_features(&v, 2, 0.01).unwrap().flatten(0, -1)).unwrap();
+        let f =
+            Vec::<f32>::try_from(fourier_features(&v, 2, 0.01).unwrap().flatten(0, -1)).unwrap();
         let w = [2.0 * std::f64::consts::PI, 20.0 * std::f64::consts::PI];
         let mut want = vec![];
         for x in [0.25, 0.5] {
@@ -213,6 +311,11 @@ mod tests {
         // a circular shift keeps every amplitude
         let shifted = x.roll([1i64].as_slice(), [3i64].as_slice());
         assert!(fft_amplitude_loss(&shifted, &x).unwrap().double_value(&[]) < 1e-10);
-        assert!(fft_amplitude_loss(&(&x * 2.0), &x).unwrap().double_value(&[]) > 1e-3);
+        assert!(
+            fft_amplitude_loss(&(&x * 2.0), &x)
+                .unwrap()
+                .double_value(&[])
+                > 1e-3
+        );
     }
 }

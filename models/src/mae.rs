@@ -11,7 +11,9 @@ use tch::{Kind, Tensor};
 
 use crate::error::{shape_err, Result};
 use crate::layers::{check_image, sub, Linear};
-use crate::losses::{fft_amplitude_loss, fourier_features, masked_mse, norm_pix_target, patch_stats};
+use crate::losses::{
+    fft_amplitude_loss, fourier_features, masked_mse, norm_pix_target, patch_stats,
+};
 use crate::pos_embed::sincos_table;
 use crate::vit::{PatchEmbed, Transformer};
 
@@ -20,8 +22,17 @@ use crate::vit::{PatchEmbed, Transformer};
 pub fn patchify(imgs: &Tensor, patch: &[usize]) -> Result<Tensor> {
     let s = imgs.size();
     let nd = patch.len();
-    if s.len() != nd + 2 || s[2..].iter().zip(patch).any(|(&x, &p)| p == 0 || x % p as i64 != 0) {
-        return Err(shape_err("patchify input", format!("[B, C] + {nd} spatial sizes divisible by the patch {patch:?}"), s));
+    if s.len() != nd + 2
+        || s[2..]
+            .iter()
+            .zip(patch)
+            .any(|(&x, &p)| p == 0 || x % p as i64 != 0)
+    {
+        return Err(shape_err(
+            "patchify input",
+            format!("[B, C] + {nd} spatial sizes divisible by the patch {patch:?}"),
+            s,
+        ));
     }
     let (b, c) = (s[0], s[1]);
     let mut view = vec![b, c];
@@ -32,19 +43,35 @@ pub fn patchify(imgs: &Tensor, patch: &[usize]) -> Result<Tensor> {
     perm.extend((0..nd as i64).map(|i| 2 + 2 * i));
     perm.extend((0..nd as i64).map(|i| 3 + 2 * i));
     perm.push(1);
-    let l: i64 = s[2..].iter().zip(patch).map(|(&x, &p)| x / p as i64).product();
+    let l: i64 = s[2..]
+        .iter()
+        .zip(patch)
+        .map(|(&x, &p)| x / p as i64)
+        .product();
     let pv: i64 = patch.iter().map(|&p| p as i64).product();
-    Ok(imgs.f_reshape(&view)?.f_permute(&perm)?.f_reshape([b, l, pv * c])?)
+    Ok(imgs
+        .f_reshape(&view)?
+        .f_permute(&perm)?
+        .f_reshape([b, l, pv * c])?)
 }
 
 /// The exact inverse of [`patchify`]: `[B, ∏grid, ∏patch·C] → [B, C, grid·patch…]`.
-pub fn unpatchify(tokens: &Tensor, patch: &[usize], grid: &[usize], channels: usize) -> Result<Tensor> {
+pub fn unpatchify(
+    tokens: &Tensor,
+    patch: &[usize],
+    grid: &[usize],
+    channels: usize,
+) -> Result<Tensor> {
     let s = tokens.size();
     let nd = patch.len();
     let l: usize = grid.iter().product();
     let width = patch.iter().product::<usize>() * channels;
     if grid.len() != nd || s.len() != 3 || s[1] != l as i64 || s[2] != width as i64 {
-        return Err(shape_err("unpatchify tokens", format!("[B, {l}, {width}]"), s));
+        return Err(shape_err(
+            "unpatchify tokens",
+            format!("[B, {l}, {width}]"),
+            s,
+        ));
     }
     let b = s[0];
     let mut view = vec![b];
@@ -78,7 +105,11 @@ pub struct Masking {
 pub fn random_masking(noise: &Tensor, len_keep: usize) -> Result<Masking> {
     let s = noise.size();
     if s.len() != 2 || len_keep as i64 > s[1] {
-        return Err(shape_err("masking noise", format!("[B, L] with L ≥ {len_keep}"), s));
+        return Err(shape_err(
+            "masking noise",
+            format!("[B, L] with L ≥ {len_keep}"),
+            s,
+        ));
     }
     let ids_shuffle = noise.f_argsort(1, false)?;
     let ids_restore = ids_shuffle.f_argsort(1, false)?;
@@ -86,7 +117,12 @@ pub fn random_masking(noise: &Tensor, len_keep: usize) -> Result<Masking> {
     let mask = Tensor::f_ones(&s, (Kind::Float, noise.device()))?;
     let _ = mask.f_narrow(1, 0, len_keep as i64)?.f_fill_(0.0)?;
     let mask = mask.f_gather(1, &ids_restore, false)?;
-    Ok(Masking { ids_shuffle, ids_restore, ids_keep, mask })
+    Ok(Masking {
+        ids_shuffle,
+        ids_restore,
+        ids_keep,
+        mask,
+    })
 }
 
 /// Gather whole tokens `[B, L, E]` along axis 1 with indices `[B, n]`.
@@ -130,16 +166,32 @@ impl Mae {
         let dec = cfg.decoder_vit();
         let (e, ed) = (enc.embed_dim, cfg.decoder_embed_dim);
         let grid = enc.grid();
-        let normal = Init::Randn { mean: 0.0, stdev: 0.02 };
+        let normal = Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
         let ep = p.sub("encoder");
         Ok(Self {
-            patch_embed: PatchEmbed::new(&sub(p, "encoder.patch_embed.proj"), enc.in_channels, e, &enc.patch_size)?,
+            patch_embed: PatchEmbed::new(
+                &sub(p, "encoder.patch_embed.proj"),
+                enc.in_channels,
+                e,
+                &enc.patch_size,
+            )?,
             cls_token: ep.f_var("cls_token", &[1, 1, e as i64], normal)?,
-            encoder_pos_embed: p.add("encoder_pos_embed", sincos_table(&grid, e, p.device())?, false),
+            encoder_pos_embed: p.add(
+                "encoder_pos_embed",
+                sincos_table(&grid, e, p.device())?,
+                false,
+            ),
             encoder: Transformer::new(&ep, enc)?,
             encoder_to_decoder: Linear::new(&p.sub("encoder_to_decoder"), e, ed, true)?,
             mask_token: p.f_var("mask_token", &[1, 1, ed as i64], normal)?,
-            decoder_pos_embed: p.add("decoder_pos_embed", sincos_table(&grid, ed, p.device())?, false),
+            decoder_pos_embed: p.add(
+                "decoder_pos_embed",
+                sincos_table(&grid, ed, p.device())?,
+                false,
+            ),
             decoder: Transformer::new(&p.sub("decoder"), &dec)?,
             head: Linear::new(&sub(p, "decoder.head"), ed, cfg.head_dim(), true)?,
             cfg: cfg.clone(),
@@ -174,7 +226,10 @@ impl Mae {
         let k = self.cfg.len_keep() as i64;
 
         let kept = gather_tokens(&x, &m.ids_keep)?;
-        let pos = gather_tokens(&self.encoder_pos_embed.f_expand([b, -1, -1], false)?, &m.ids_keep)?;
+        let pos = gather_tokens(
+            &self.encoder_pos_embed.f_expand([b, -1, -1], false)?,
+            &m.ids_keep,
+        )?;
         let t = self.patch_embed.forward_patches(&kept)?.f_add(&pos)?;
         // The cls token's position embedding is zero, so it enters as is.
         let t = Tensor::f_cat(&[self.cls_token.f_expand([b, -1, -1], false)?, t], 1)?;
@@ -190,26 +245,42 @@ impl Mae {
         let pred = self.head.forward(&y.f_narrow(1, 1, l)?)?;
 
         let loss = self.loss(&x, &pred, &m.mask)?;
-        Ok(MaeOutput { loss, pred, mask: m.mask })
+        Ok(MaeOutput {
+            loss,
+            pred,
+            mask: m.mask,
+        })
     }
 
     fn loss(&self, x: &Tensor, pred: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let enc = &self.cfg.encoder;
         match self.cfg.loss {
-            ReconLoss::Mse { norm_pix_loss, fft_weight } => {
-                let target = if norm_pix_loss { norm_pix_target(x)? } else { x.shallow_clone() };
+            ReconLoss::Mse {
+                norm_pix_loss,
+                fft_weight,
+            } => {
+                let target = if norm_pix_loss {
+                    norm_pix_target(x)?
+                } else {
+                    x.shallow_clone()
+                };
                 let mse = masked_mse(pred, &target, mask)?;
                 if fft_weight <= 0.0 {
                     return Ok(mse);
                 }
                 let me = mask.f_unsqueeze(-1)?;
-                let pasted = pred.f_mul(&me)?.f_add(&target.f_mul(&me.f_neg()?.f_add_scalar(1.0)?)?)?;
+                let pasted = pred
+                    .f_mul(&me)?
+                    .f_add(&target.f_mul(&me.f_neg()?.f_add_scalar(1.0)?)?)?;
                 let grid = enc.grid();
                 let recon = unpatchify(&pasted, &enc.patch_size, &grid, enc.in_channels)?;
                 let tgt = unpatchify(&target, &enc.patch_size, &grid, enc.in_channels)?;
                 Ok(mse.f_add(&fft_amplitude_loss(&recon, &tgt)?.f_mul_scalar(fft_weight)?)?)
             }
-            ReconLoss::Fourier { embed_dim, temperature } => {
+            ReconLoss::Fourier {
+                embed_dim,
+                temperature,
+            } => {
                 let target = fourier_features(x, embed_dim / (2 * enc.in_channels), temperature)?;
                 masked_mse(pred, &target, mask)
             }
@@ -221,7 +292,10 @@ impl Mae {
         let enc = &self.cfg.encoder;
         check_image("MAE input", imgs, enc.in_channels, &enc.img_size)?;
         let b = imgs.size()[0];
-        let t = self.patch_embed.forward(imgs)?.f_add(&self.encoder_pos_embed)?;
+        let t = self
+            .patch_embed
+            .forward(imgs)?
+            .f_add(&self.encoder_pos_embed)?;
         let t = Tensor::f_cat(&[self.cls_token.f_expand([b, -1, -1], false)?, t], 1)?;
         let (y, _) = self.encoder.forward(&t, false)?;
         Ok(y.f_narrow(1, 1, enc.num_patches() as i64)?)
@@ -237,21 +311,37 @@ impl Mae {
         check_image("MAE input", imgs, enc.in_channels, &enc.img_size)?;
         let x = patchify(imgs, &enc.patch_size)?;
         let pred = out.pred.f_detach()?;
-        if pred.size()[..2] != x.size()[..2] || out.mask.size() != x.size()[..2] {
-            return Err(shape_err("MAE output", format!("pred/mask for {:?} tokens", &x.size()[..2]), pred.size()));
+        let (ps, xs) = (pred.size(), x.size());
+        if ps.len() != 3 || ps[..2] != xs[..2] || out.mask.size() != xs[..2] {
+            return Err(shape_err(
+                "MAE output",
+                format!("pred [B, L, D] and mask [B, L] for [B, L] = {:?}", &xs[..2]),
+                pred.size(),
+            ));
         }
         let pixels = match self.cfg.loss {
-            ReconLoss::Mse { norm_pix_loss: true, .. } => {
+            ReconLoss::Mse {
+                norm_pix_loss: true,
+                ..
+            } => {
                 let (mean, std) = patch_stats(&x)?;
                 pred.f_mul(&std)?.f_add(&mean)?
             }
-            ReconLoss::Mse { norm_pix_loss: false, .. } => pred,
+            ReconLoss::Mse {
+                norm_pix_loss: false,
+                ..
+            } => pred,
             ReconLoss::Fourier { embed_dim, .. } => {
                 let k = (embed_dim / (2 * enc.in_channels)) as i64;
                 let s = x.size();
                 let f = pred.f_reshape([s[0], s[1], s[2], 2, k])?;
-                let (sin, cos) = (f.f_select(3, 0)?.f_select(3, 0)?, f.f_select(3, 1)?.f_select(3, 0)?);
-                sin.f_atan2(&cos)?.f_div_scalar(2.0 * std::f64::consts::PI)?.f_remainder(1.0)?
+                let (sin, cos) = (
+                    f.f_select(3, 0)?.f_select(3, 0)?,
+                    f.f_select(3, 1)?.f_select(3, 0)?,
+                );
+                sin.f_atan2(&cos)?
+                    .f_div_scalar(2.0 * std::f64::consts::PI)?
+                    .f_remainder(1.0)?
             }
         };
         let me = out.mask.f_unsqueeze(-1)?.f_to_kind(Kind::Float)?;
@@ -259,7 +349,10 @@ impl Mae {
         let grid = enc.grid();
         let masked_input = unpatchify(&x.f_mul(&keep)?, &enc.patch_size, &grid, enc.in_channels)?;
         let recon = pixels.f_mul(&me)?.f_add(&x.f_mul(&keep)?)?;
-        Ok((masked_input, unpatchify(&recon, &enc.patch_size, &grid, enc.in_channels)?))
+        Ok((
+            masked_input,
+            unpatchify(&recon, &enc.patch_size, &grid, enc.in_channels)?,
+        ))
     }
 }
 
@@ -270,7 +363,11 @@ mod tests {
     use tch::{nn::VarStore, Device};
 
     pub(crate) fn cfg(spatial_dims: usize, loss: ReconLoss) -> MaeConfig {
-        let (img, patch) = if spatial_dims == 3 { (vec![8, 8, 12], vec![4, 4, 2]) } else { (vec![16, 24], vec![4, 4]) };
+        let (img, patch) = if spatial_dims == 3 {
+            (vec![8, 8, 12], vec![4, 4, 2])
+        } else {
+            (vec![16, 24], vec![4, 4])
+        };
         let encoder = VitConfig {
             spatial_dims,
             in_channels: 2,
@@ -286,7 +383,14 @@ mod tests {
             style: VitStyle::Timm,
             drop_path_rate: 0.0,
         };
-        MaeConfig { encoder, decoder_embed_dim: 12, decoder_depth: 1, decoder_num_heads: 2, mask_ratio: 0.75, loss }
+        MaeConfig {
+            encoder,
+            decoder_embed_dim: 12,
+            decoder_depth: 1,
+            decoder_num_heads: 2,
+            mask_ratio: 0.75,
+            loss,
+        }
     }
 
     #[test]
@@ -310,7 +414,9 @@ mod tests {
         tch::manual_seed(3);
         let noise = Tensor::rand([5, 24], (Kind::Float, Device::Cpu));
         let m = random_masking(&noise, 6).unwrap();
-        let removed = m.mask.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        let removed = m
+            .mask
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
         assert_eq!(Vec::<f32>::try_from(removed).unwrap(), vec![18.0; 5]);
         // kept tokens are exactly the 6 smallest noises, and their mask is 0
         for bi in 0..5 {
@@ -324,13 +430,22 @@ mod tests {
         }
         // ids_restore inverts ids_shuffle
         let ident = m.ids_shuffle.gather(1, &m.ids_restore, false);
-        assert_eq!(ident, Tensor::arange(24, (Kind::Int64, Device::Cpu)).expand([5, 24], false));
+        assert_eq!(
+            ident,
+            Tensor::arange(24, (Kind::Int64, Device::Cpu)).expand([5, 24], false)
+        );
     }
 
     #[test]
     fn forward_shapes_2d_and_3d_and_reconstruct_pastes_visible_patches() {
         for sd in [2, 3] {
-            let c = cfg(sd, ReconLoss::Mse { norm_pix_loss: true, fft_weight: 0.3 });
+            let c = cfg(
+                sd,
+                ReconLoss::Mse {
+                    norm_pix_loss: true,
+                    fft_weight: 0.3,
+                },
+            );
             let vs = VarStore::new(Device::Cpu);
             let mae = Mae::new(&vs.root(), &c).unwrap();
             let mut shape = vec![2i64, 2];
@@ -344,11 +459,57 @@ mod tests {
             assert_eq!(recon.size(), shape);
             // visible patches of the reconstruction equal the input; masked input is zero where tokens were removed
             let keep = 1.0 - out.mask.unsqueeze(-1);
-            let kept_img = unpatchify(&(patchify(&x, &c.encoder.patch_size).unwrap() * &keep), &c.encoder.patch_size, &c.encoder.grid(), 2).unwrap();
+            let kept_img = unpatchify(
+                &(patchify(&x, &c.encoder.patch_size).unwrap() * &keep),
+                &c.encoder.patch_size,
+                &c.encoder.grid(),
+                2,
+            )
+            .unwrap();
             assert!((&masked - &kept_img).abs().max().double_value(&[]) < 1e-7);
             let vis = patchify(&recon, &c.encoder.patch_size).unwrap() * &keep;
-            assert!((vis - patchify(&kept_img, &c.encoder.patch_size).unwrap()).abs().max().double_value(&[]) < 1e-6);
+            assert!(
+                (vis - patchify(&kept_img, &c.encoder.patch_size).unwrap())
+                    .abs()
+                    .max()
+                    .double_value(&[])
+                    < 1e-6
+            );
             assert_eq!(mae.encode(&x).unwrap().size(), vec![2, 24, 24]);
+        }
+    }
+
+    #[test]
+    fn reconstruct_inverts_the_loss_targets() {
+        use crate::losses::{fourier_features, norm_pix_target};
+        // a perfect prediction of the target must reconstruct the input exactly, for both target kinds
+        let fourier = ReconLoss::Fourier {
+            embed_dim: 12,
+            temperature: 0.01,
+        };
+        for loss in [ReconLoss::default(), fourier] {
+            let c = cfg(3, loss.clone());
+            let vs = VarStore::new(Device::Cpu);
+            let mae = Mae::new(&vs.root(), &c).unwrap();
+            let x = Tensor::rand([2, 2, 8, 8, 12], (Kind::Float, Device::Cpu)) * 0.98;
+            let tokens = patchify(&x, &c.encoder.patch_size).unwrap();
+            let pred = match loss {
+                ReconLoss::Fourier { .. } => fourier_features(&tokens, 3, 0.01).unwrap(),
+                ReconLoss::Mse { .. } => norm_pix_target(&tokens).unwrap(),
+            };
+            let mask = random_masking(&Tensor::rand([2, 24], (Kind::Float, Device::Cpu)), 6)
+                .unwrap()
+                .mask;
+            let out = MaeOutput {
+                loss: Tensor::from(0.0f32),
+                pred,
+                mask,
+            };
+            let (_, recon) = mae.reconstruct(&out, &x).unwrap();
+            assert!(
+                (recon - &x).abs().max().double_value(&[]) < 1e-5,
+                "{loss:?}"
+            );
         }
     }
 
@@ -369,9 +530,21 @@ mod tests {
         let vs = VarStore::new(Device::Cpu);
         let mae = Mae::new(&vs.root(), &cfg(2, ReconLoss::default())).unwrap();
         let x = Tensor::rand([1, 2, 16, 24], (Kind::Float, Device::Cpu));
-        let e = mae.forward(&x, Some(&Tensor::rand([1, 5], (Kind::Float, Device::Cpu))), false).unwrap_err();
+        let e = mae
+            .forward(
+                &x,
+                Some(&Tensor::rand([1, 5], (Kind::Float, Device::Cpu))),
+                false,
+            )
+            .unwrap_err();
         assert!(e.to_string().contains("MAE noise"), "{e}");
-        let e = mae.forward(&Tensor::rand([1, 1, 16, 24], (Kind::Float, Device::Cpu)), None, false).unwrap_err();
+        let e = mae
+            .forward(
+                &Tensor::rand([1, 1, 16, 24], (Kind::Float, Device::Cpu)),
+                None,
+                false,
+            )
+            .unwrap_err();
         assert!(e.to_string().contains("[B, 2, 16, 24]"), "{e}");
     }
 }

@@ -10,11 +10,17 @@ use crate::error::{shape_err, Result};
 /// `(ih, iw, id)` gets `[sin(ih·ω), cos(ih·ω), sin(iw·ω), cos(iw·ω), sin(id·ω), cos(id·ω)]` — block order (h, w, d).
 pub fn sincos_3d(grid: [usize; 3], dim: usize) -> Result<Vec<f32>> {
     if dim == 0 || dim % 6 != 0 {
-        return Err(shape_err("3-D sincos width", "a positive multiple of 6", dim));
+        return Err(shape_err(
+            "3-D sincos width",
+            "a positive multiple of 6",
+            dim,
+        ));
     }
     let pd = dim / 6;
     // f32 throughout, like the reference, so tables agree to the last bit or two.
-    let omega: Vec<f32> = (0..pd).map(|k| 1.0 / 10000f32.powf(k as f32 / pd as f32)).collect();
+    let omega: Vec<f32> = (0..pd)
+        .map(|k| 1.0 / 10000f32.powf(k as f32 / pd as f32))
+        .collect();
     let [gh, gw, gd] = grid;
     let mut out = Vec::with_capacity(gh * gw * gd * dim);
     for ih in 0..gh {
@@ -34,10 +40,16 @@ pub fn sincos_3d(grid: [usize; 3], dim: usize) -> Result<Vec<f32>> {
 /// token `(row, col)` gets `[sin(col·ω), cos(col·ω), sin(row·ω), cos(row·ω)]` — the column block first.
 pub fn sincos_2d(grid: [usize; 2], dim: usize) -> Result<Vec<f32>> {
     if dim == 0 || dim % 4 != 0 {
-        return Err(shape_err("2-D sincos width", "a positive multiple of 4", dim));
+        return Err(shape_err(
+            "2-D sincos width",
+            "a positive multiple of 4",
+            dim,
+        ));
     }
     let q = dim / 4;
-    let omega: Vec<f64> = (0..q).map(|k| 1.0 / 10000f64.powf(k as f64 / q as f64)).collect();
+    let omega: Vec<f64> = (0..q)
+        .map(|k| 1.0 / 10000f64.powf(k as f64 / q as f64))
+        .collect();
     let [gh, gw] = grid;
     let mut out = Vec::with_capacity(gh * gw * dim);
     for r in 0..gh {
@@ -59,7 +71,9 @@ pub fn sincos_table(grid: &[usize], dim: usize, device: Device) -> Result<Tensor
         _ => return Err(shape_err("sincos grid", "2 or 3 axes", grid)),
     };
     let n: usize = grid.iter().product();
-    Ok(Tensor::f_from_slice(&data)?.f_reshape([1, n as i64, dim as i64])?.f_to_device(device)?)
+    Ok(Tensor::f_from_slice(&data)?
+        .f_reshape([1, n as i64, dim as i64])?
+        .f_to_device(device)?)
 }
 
 /// Resize a `[1, N, E]` position table laid out on grid `from` to grid `to`: trilinear in 3-D, bicubic in 2-D (timm's
@@ -68,10 +82,18 @@ pub fn resize_grid(pos: &Tensor, from: &[usize], to: &[usize]) -> Result<Tensor>
     let size = pos.size();
     let n_from: usize = from.iter().product();
     if from.len() != to.len() || !(2..=3).contains(&from.len()) {
-        return Err(shape_err("position grid", "two 2-D or two 3-D grids", (from, to)));
+        return Err(shape_err(
+            "position grid",
+            "two 2-D or two 3-D grids",
+            (from, to),
+        ));
     }
     if size.len() != 3 || size[0] != 1 || size[1] != n_from as i64 {
-        return Err(shape_err("position table", format!("[1, {n_from}, E] for grid {from:?}"), size));
+        return Err(shape_err(
+            "position table",
+            format!("[1, {n_from}, E] for grid {from:?}"),
+            size,
+        ));
     }
     if from == to {
         return Ok(pos.f_detach()?.copy());
@@ -79,7 +101,10 @@ pub fn resize_grid(pos: &Tensor, from: &[usize], to: &[usize]) -> Result<Tensor>
     let e = size[2];
     let mut grid_shape = vec![1i64, e];
     grid_shape.extend(from.iter().map(|&g| g as i64));
-    let g = pos.f_transpose(1, 2)?.f_reshape(&grid_shape)?.f_to_kind(Kind::Float)?;
+    let g = pos
+        .f_transpose(1, 2)?
+        .f_reshape(&grid_shape)?
+        .f_to_kind(Kind::Float)?;
     let target: Vec<i64> = to.iter().map(|&t| t as i64).collect();
     let r = if to.len() == 3 {
         g.f_upsample_trilinear3d(&target, false, None, None, None)?
@@ -87,7 +112,9 @@ pub fn resize_grid(pos: &Tensor, from: &[usize], to: &[usize]) -> Result<Tensor>
         g.f_upsample_bicubic2d(&target, false, None, None)?
     };
     let n_to: i64 = target.iter().product();
-    Ok(r.f_reshape([1, e, n_to])?.f_transpose(1, 2)?.f_contiguous()?)
+    Ok(r.f_reshape([1, e, n_to])?
+        .f_transpose(1, 2)?
+        .f_contiguous()?)
 }
 
 #[cfg(test)]
@@ -115,7 +142,16 @@ mod tests {
         let t = sincos_2d([2, 3], 8).unwrap();
         // token (row 1, col 2) = 1*3 + 2 = 5; q = 2, ω = [1, 0.01]
         let row = &t[5 * 8..6 * 8];
-        let want = [2f32.sin(), 0.02f32.sin(), 2f32.cos(), 0.02f32.cos(), 1f32.sin(), 0.01f32.sin(), 1f32.cos(), 0.01f32.cos()];
+        let want = [
+            2f32.sin(),
+            0.02f32.sin(),
+            2f32.cos(),
+            0.02f32.cos(),
+            1f32.sin(),
+            0.01f32.sin(),
+            1f32.cos(),
+            0.01f32.cos(),
+        ];
         for (a, b) in row.iter().zip(&want) {
             assert!((a - b).abs() < 1e-6);
         }
@@ -130,7 +166,10 @@ mod tests {
         assert_eq!(r.size(), vec![1, 64, 6]);
         assert!((r - 0.5).abs().max().double_value(&[]) < 1e-6);
         let pos2 = Tensor::arange(12, (Kind::Float, Device::Cpu)).reshape([1, 6, 2]);
-        assert_eq!(resize_grid(&pos2, &[2, 3], &[2, 3]).unwrap().size(), vec![1, 6, 2]);
+        assert_eq!(
+            resize_grid(&pos2, &[2, 3], &[2, 3]).unwrap().size(),
+            vec![1, 6, 2]
+        );
         assert!(resize_grid(&pos2, &[2, 2], &[4, 4]).is_err());
     }
 }

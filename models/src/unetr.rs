@@ -45,7 +45,16 @@ impl Unetr {
             decoder2: UpBlock::new(&p.sub("decoder2"), sd, 2 * f, f)?,
             out: Conv::new(
                 &p.sub("out").sub("conv").sub("conv"),
-                ConvSpec { spatial_dims: sd, inp: f, out: cfg.out_channels, kernel: 1, stride: 1, padding: 0, transposed: false, bias: true },
+                ConvSpec {
+                    spatial_dims: sd,
+                    inp: f,
+                    out: cfg.out_channels,
+                    kernel: 1,
+                    stride: 1,
+                    padding: 0,
+                    transposed: false,
+                    bias: true,
+                },
             )?,
             cfg: cfg.clone(),
         })
@@ -61,7 +70,9 @@ impl Unetr {
         let (last, hidden) = self.vit.forward(x, train)?;
         let grid = self.cfg.encoder.grid();
         let hs = |i: usize| -> Result<Tensor> {
-            let h = hidden.get(i).ok_or_else(|| shape_err("UNETR skip layer", format!("< {}", hidden.len()), i))?;
+            let h = hidden
+                .get(i)
+                .ok_or_else(|| shape_err("UNETR skip layer", format!("< {}", hidden.len()), i))?;
             tokens_to_grid(h, &grid)
         };
         let [s2, s3, s4] = self.cfg.skip_layers;
@@ -69,7 +80,9 @@ impl Unetr {
         let enc2 = self.encoder2.forward(&hs(s2)?)?;
         let enc3 = self.encoder3.forward(&hs(s3)?)?;
         let enc4 = self.encoder4.forward(&hs(s4)?)?;
-        let dec3 = self.decoder5.forward(&tokens_to_grid(&last, &grid)?, &enc4)?;
+        let dec3 = self
+            .decoder5
+            .forward(&tokens_to_grid(&last, &grid)?, &enc4)?;
         let dec2 = self.decoder4.forward(&dec3, &enc3)?;
         let dec1 = self.decoder3.forward(&dec2, &enc2)?;
         let out = self.decoder2.forward(&dec1, &enc1)?;

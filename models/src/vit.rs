@@ -21,21 +21,43 @@ pub struct PatchEmbed {
 
 impl PatchEmbed {
     /// Create `p.weight` / `p.bias`; Xavier-uniform on the flattened kernel (SelfMedMAE's init).
-    pub fn new(p: &nn::Path, in_channels: usize, embed_dim: usize, patch: &[usize]) -> Result<Self> {
+    pub fn new(
+        p: &nn::Path,
+        in_channels: usize,
+        embed_dim: usize,
+        patch: &[usize],
+    ) -> Result<Self> {
         let fan_in = in_channels * patch.iter().product::<usize>();
         let mut shape = vec![embed_dim as i64, in_channels as i64];
         shape.extend(patch.iter().map(|&x| x as i64));
         let xb = (6.0 / (fan_in + embed_dim) as f64).sqrt();
         let weight = p.f_var("weight", &shape, Init::Uniform { lo: -xb, up: xb })?;
         let bb = 1.0 / (fan_in as f64).sqrt();
-        let bias = p.f_var("bias", &[embed_dim as i64], Init::Uniform { lo: -bb, up: bb })?;
-        Ok(Self { weight, bias, patch: patch.iter().map(|&x| x as i64).collect() })
+        let bias = p.f_var(
+            "bias",
+            &[embed_dim as i64],
+            Init::Uniform { lo: -bb, up: bb },
+        )?;
+        Ok(Self {
+            weight,
+            bias,
+            patch: patch.iter().map(|&x| x as i64).collect(),
+        })
     }
 
     /// Embed a whole image: conv, then flatten the grid row-major into tokens.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let nd = self.patch.len();
-        let y = x.f_convolution(&self.weight, Some(&self.bias), &self.patch, vec![0i64; nd], vec![1i64; nd], false, vec![0i64; nd], 1)?;
+        let y = x.f_convolution(
+            &self.weight,
+            Some(&self.bias),
+            &self.patch,
+            vec![0i64; nd],
+            vec![1i64; nd],
+            false,
+            vec![0i64; nd],
+            1,
+        )?;
         Ok(y.f_flatten(2, -1)?.f_transpose(1, 2)?)
     }
 
@@ -67,10 +89,17 @@ impl Attention {
         let s = x.size();
         let (b, n, e) = (s[0], s[1], s[2]);
         let hd = e / self.heads;
-        let qkv = self.qkv.forward(x)?.f_reshape([b, n, 3, self.heads, hd])?.f_permute([2, 0, 3, 1, 4])?;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .f_reshape([b, n, 3, self.heads, hd])?
+            .f_permute([2, 0, 3, 1, 4])?;
         let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
-        let o = Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false)?;
-        self.proj.forward(&o.f_transpose(1, 2)?.f_reshape([b, n, e])?)
+        let o = Tensor::f_scaled_dot_product_attention::<Tensor>(
+            &q, &k, &v, None, 0.0, false, None, false,
+        )?;
+        self.proj
+            .forward(&o.f_transpose(1, 2)?.f_reshape([b, n, e])?)
     }
 }
 
@@ -108,7 +137,9 @@ impl Block {
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let a = self.attn.forward(&self.norm1.forward(x)?)?;
         let x = x.f_add(&drop_path(&a, self.drop_path, train)?)?;
-        let m = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.f_gelu("none")?)?;
+        let m = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.f_gelu("none")?)?;
         Ok(x.f_add(&drop_path(&m, self.drop_path, train)?)?)
     }
 }
@@ -128,11 +159,18 @@ impl Transformer {
         let depth = cfg.depth;
         let blocks = (0..depth)
             .map(|i| {
-                let rate = if depth > 1 { cfg.drop_path_rate * i as f64 / (depth - 1) as f64 } else { 0.0 };
+                let rate = if depth > 1 {
+                    cfg.drop_path_rate * i as f64 / (depth - 1) as f64
+                } else {
+                    0.0
+                };
                 Block::new(&p.sub("blocks").sub(i), cfg, rate)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { blocks, norm: LayerNorm::new(&p.sub("norm"), cfg.embed_dim, cfg.layer_norm_eps)? })
+        Ok(Self {
+            blocks,
+            norm: LayerNorm::new(&p.sub("norm"), cfg.embed_dim, cfg.layer_norm_eps)?,
+        })
     }
 
     /// Run the blocks; returns the normed output and every block's raw output.
@@ -166,14 +204,43 @@ impl Vit {
     pub fn new(p: &nn::Path, cfg: &VitConfig) -> Result<Self> {
         cfg.validate("encoder")?;
         let prefix = sub(p, encoder_prefix(cfg.style));
-        let patch_embed = PatchEmbed::new(&sub(p, patch_embed_name(cfg.style)), cfg.in_channels, cfg.embed_dim, &cfg.patch_size)?;
+        let patch_embed = PatchEmbed::new(
+            &sub(p, patch_embed_name(cfg.style)),
+            cfg.in_channels,
+            cfg.embed_dim,
+            &cfg.patch_size,
+        )?;
         let e = cfg.embed_dim as i64;
-        let cls_token = if cfg.cls_token { Some(prefix.f_var("cls_token", &[1, 1, e], Init::Randn { mean: 0.0, stdev: 0.02 })?) } else { None };
+        let cls_token = if cfg.cls_token {
+            Some(prefix.f_var(
+                "cls_token",
+                &[1, 1, e],
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )?)
+        } else {
+            None
+        };
         let n = (cfg.num_patches() + usize::from(cfg.cls_token)) as i64;
         let pos_path = pos_embed_name(cfg.style);
         let (parent, leaf) = pos_path.rsplit_once('.').unwrap_or(("", pos_path));
-        let pos_embed = sub(p, parent).f_var(leaf, &[1, n, e], Init::Randn { mean: 0.0, stdev: 0.02 })?;
-        Ok(Self { cfg: cfg.clone(), patch_embed, cls_token, pos_embed, body: Transformer::new(&prefix, cfg)? })
+        let pos_embed = sub(p, parent).f_var(
+            leaf,
+            &[1, n, e],
+            Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch_embed,
+            cls_token,
+            pos_embed,
+            body: Transformer::new(&prefix, cfg)?,
+        })
     }
 
     /// The config.
@@ -193,7 +260,9 @@ impl Vit {
         t = t.f_add(&self.pos_embed)?;
         let (out, hidden) = self.body.forward(&t, train)?;
         let skip = i64::from(self.cls_token.is_some());
-        let strip = |h: &Tensor| -> Result<Tensor> { Ok(h.f_narrow(1, skip, self.cfg.num_patches() as i64)?) };
+        let strip = |h: &Tensor| -> Result<Tensor> {
+            Ok(h.f_narrow(1, skip, self.cfg.num_patches() as i64)?)
+        };
         let hidden = hidden.iter().map(strip).collect::<Result<Vec<_>>>()?;
         Ok((strip(&out)?, hidden))
     }
@@ -204,7 +273,11 @@ pub fn tokens_to_grid(t: &Tensor, grid: &[usize]) -> Result<Tensor> {
     let s = t.size();
     let n: usize = grid.iter().product();
     if s.len() != 3 || s[1] != n as i64 {
-        return Err(shape_err("tokens", format!("[B, {n}, E] for grid {grid:?}"), s));
+        return Err(shape_err(
+            "tokens",
+            format!("[B, {n}, E] for grid {grid:?}"),
+            s,
+        ));
     }
     let mut view = vec![s[0]];
     view.extend(grid.iter().map(|&g| g as i64));
@@ -246,7 +319,9 @@ mod tests {
         let pe = PatchEmbed::new(&vs.root(), 2, 5, &[2, 3, 4]).unwrap();
         let x = Tensor::randn([2, 2, 4, 6, 8], (Kind::Float, Device::Cpu));
         let a = pe.forward(&x).unwrap();
-        let b = pe.forward_patches(&crate::mae::patchify(&x, &[2, 3, 4]).unwrap()).unwrap();
+        let b = pe
+            .forward_patches(&crate::mae::patchify(&x, &[2, 3, 4]).unwrap())
+            .unwrap();
         assert_eq!(a.size(), vec![2, 8, 5]);
         assert!((a - b).abs().max().double_value(&[]) < 1e-5);
     }
@@ -262,7 +337,11 @@ mod tests {
         assert_eq!(hidden[1].size(), vec![3, 6, 16]);
         assert_eq!(vs.variables()["encoder.pos_embed"].size(), vec![1, 7, 16]);
         let bad = Tensor::randn([3, 2, 16, 16], (Kind::Float, Device::Cpu));
-        assert!(v.forward(&bad, false).unwrap_err().to_string().contains("[B, 2, 16, 24]"));
+        assert!(v
+            .forward(&bad, false)
+            .unwrap_err()
+            .to_string()
+            .contains("[B, 2, 16, 24]"));
     }
 
     #[test]

@@ -15,13 +15,25 @@ use tch::{nn::VarStore, Device, Tensor};
 const TOL: f64 = 1e-4;
 
 fn unetr_case(case: &str, expect_ignored: bool) {
-    let ModelConfig::Unetr(cfg) = config(case) else { panic!("{case} is not a UNETR") };
+    let ModelConfig::Unetr(cfg) = config(case) else {
+        panic!("{case} is not a UNETR")
+    };
     let vs = VarStore::new(Device::Cpu);
     let net = Unetr::new(&vs.root(), &cfg).unwrap();
-    let report = load(&vs, &common::golden_dir().join(format!("{case}.weights.safetensors")), true).unwrap();
+    let report = load(
+        &vs,
+        &common::golden_dir().join(format!("{case}.weights.safetensors")),
+        true,
+    )
+    .unwrap();
     assert!(report.is_clean(), "{report:?}");
     // MONAI 1.6 state dicts carry unused cross-attention norms; they must be skipped, not loaded or rejected.
-    assert_eq!(!report.ignored.is_empty(), expect_ignored, "{:?}", report.ignored);
+    assert_eq!(
+        !report.ignored.is_empty(),
+        expect_ignored,
+        "{:?}",
+        report.ignored
+    );
     assert!(report.ignored.iter().all(|k| k.contains("norm_cross_attn")));
     let io = read(&format!("{case}.io.safetensors"));
     let (last, _) = tch::no_grad(|| net.vit.forward(&io["x"], false)).unwrap();
@@ -48,7 +60,9 @@ fn timm_unetr3d_matches_reference() {
 }
 
 fn mae_case(case: &str) {
-    let ModelConfig::Mae(cfg) = config(case) else { panic!("{case} is not an MAE") };
+    let ModelConfig::Mae(cfg) = config(case) else {
+        panic!("{case} is not an MAE")
+    };
     let io = read(&format!("{case}.io.safetensors"));
     let weights = read(&format!("{case}.weights.safetensors"));
 
@@ -67,7 +81,12 @@ fn mae_case(case: &str) {
         let d = max_abs(&vs.variables()[name], &weights[name]);
         assert!(d < 1e-6, "{case}: {name} differs by {d}");
     }
-    let report = load(&vs, &common::golden_dir().join(format!("{case}.weights.safetensors")), true).unwrap();
+    let report = load(
+        &vs,
+        &common::golden_dir().join(format!("{case}.weights.safetensors")),
+        true,
+    )
+    .unwrap();
     assert!(report.is_clean() && report.ignored.is_empty(), "{report:?}");
 
     let out = tch::no_grad(|| mae.forward(&io["imgs"], Some(&io["noise"]), false)).unwrap();
@@ -79,10 +98,18 @@ fn mae_case(case: &str) {
 
     if let ReconLoss::Mse { norm_pix_loss, .. } = cfg.loss {
         let mut with_fft = cfg.clone();
-        with_fft.loss = ReconLoss::Mse { norm_pix_loss, fft_weight: 0.5 };
+        with_fft.loss = ReconLoss::Mse {
+            norm_pix_loss,
+            fft_weight: 0.5,
+        };
         let vs2 = VarStore::new(Device::Cpu);
         let mae2 = Mae::new(&vs2.root(), &with_fft).unwrap();
-        load(&vs2, &common::golden_dir().join(format!("{case}.weights.safetensors")), true).unwrap();
+        load(
+            &vs2,
+            &common::golden_dir().join(format!("{case}.weights.safetensors")),
+            true,
+        )
+        .unwrap();
         let out2 = tch::no_grad(|| mae2.forward(&io["imgs"], Some(&io["noise"]), false)).unwrap();
         let want = &io["loss"] + &io["loss_fft"] * 0.5;
         let d = max_abs(&out2.loss.reshape([1]), &want);
@@ -147,8 +174,19 @@ fn pos_embed_interpolation_matches_f_interpolate() {
 fn dice_ce_matches_monai() {
     let ops = read("ops.safetensors");
     let o = DiceCeOptions::default();
-    for (case, act) in [("sm2d", OutputActivation::Softmax), ("sm3d", OutputActivation::Softmax), ("sg1", OutputActivation::Sigmoid), ("sg3", OutputActivation::Sigmoid)] {
-        let l = dice_ce_loss(&ops[&format!("dce_{case}_logits")], &ops[&format!("dce_{case}_target")], act, &o).unwrap();
+    for (case, act) in [
+        ("sm2d", OutputActivation::Softmax),
+        ("sm3d", OutputActivation::Softmax),
+        ("sg1", OutputActivation::Sigmoid),
+        ("sg3", OutputActivation::Sigmoid),
+    ] {
+        let l = dice_ce_loss(
+            &ops[&format!("dce_{case}_logits")],
+            &ops[&format!("dce_{case}_target")],
+            act,
+            &o,
+        )
+        .unwrap();
         let d = max_abs(&l.reshape([1]), &ops[&format!("dce_{case}_loss")]);
         assert!(d < 1e-5, "{case}: {d}");
     }
