@@ -455,6 +455,32 @@ mod tests {
     }
 
     #[test]
+    fn a_collective_times_out_when_a_live_peer_never_calls_it() {
+        let port = crate::launch::free_local_port().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let idle = std::thread::spawn(move || {
+            let pg = ProcessGroup::init(&env(1, 2, port), Backend::Gloo, Duration::from_secs(1))
+                .unwrap();
+            // stay connected but never enter the barrier until rank 0 has given up
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+            drop(pg);
+        });
+        let pg =
+            ProcessGroup::init(&env(0, 2, port), Backend::Gloo, Duration::from_secs(1)).unwrap();
+        let start = std::time::Instant::now();
+        let err = pg.barrier().unwrap_err().to_string();
+        let took = start.elapsed();
+        tx.send(()).unwrap();
+        idle.join().unwrap();
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        assert!(
+            err.contains("barrier failed on rank 0 of 2")
+                && err.to_lowercase().contains("timed out"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn world_of_one_is_local_and_validates_like_the_real_group() {
         let pg =
             ProcessGroup::init(&DistEnv::single(), Backend::Gloo, Duration::from_secs(1)).unwrap();

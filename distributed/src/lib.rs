@@ -3,6 +3,12 @@
 //! small C++ shim, plus the launch conventions (torchrun and SLURM environments, `--nproc-per-node`).
 //!
 //! A training step looks like PyTorch DDP without the autograd hooks:
+//! Build: `build.rs` compiles `csrc/shim.cpp` against `$LIBTORCH/include` (the same torch 2.13 that tch
+//! links) and gloo's headers (`/usr/include` from Debian `libgloo-dev`, or `GLOO_INCLUDE_DIR`). The `nccl`
+//! feature adds ProcessGroupNCCL: it needs a CUDA libtorch (the full PyPI wheel), `CUDA_INCLUDE_DIR` and
+//! `NCCL_INCLUDE_DIR`, and links `libtorch_cuda`/`libc10_cuda`; without it `Backend::Nccl` fails at
+//! [`ProcessGroup::init`] with a message saying so. Cluster use: `scripts/slurm/README.md`.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), distributed::DistError> {
 //! use distributed::{Backend, DistEnv, ProcessGroup};

@@ -146,7 +146,11 @@ fn run() -> anyhow::Result<()> {
 
     let mut losses = Vec::with_capacity(args.steps);
     let (mut step_time, mut comm_time, mut timed) = (Duration::ZERO, Duration::ZERO, 0u32);
+    let mut cpu_start = None;
     for step in 0..args.steps {
+        if step == 2 {
+            cpu_start = process_cpu_ms();
+        }
         if args.die_rank == Some(rank) && step == args.die_at_step {
             eprintln!("medmae-ddp-check: rank {rank}: aborting at step {step} (--die-rank)");
             std::process::abort();
@@ -181,6 +185,7 @@ fn run() -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(args.step_delay_ms));
     }
+    let cpu_end = process_cpu_ms();
     pg.barrier()
         .with_context(|| format!("rank {rank}: final barrier"))?;
 
@@ -193,18 +198,38 @@ fn run() -> anyhow::Result<()> {
         let text = format!("{{\"rank\":{rank},\"world_size\":{world},\"losses\":{losses:?}}}\n");
         std::fs::write(&json, text).with_context(|| format!("writing {}", json.display()))?;
     }
-    if args.bench && env.is_main() {
+    if args.bench {
         if timed == 0 {
             bail!("--bench needs more than 2 steps");
         }
-        println!(
-            "{{\"world_size\":{world},\"threads\":{},\"global_batch\":{},\"hidden\":{},\"mean_step_ms\":{:.3},\"mean_comm_ms\":{:.3}}}",
-            args.threads,
-            args.global_batch,
-            args.hidden,
-            step_time.as_secs_f64() * 1e3 / f64::from(timed),
-            comm_time.as_secs_f64() * 1e3 / f64::from(timed),
-        );
+        let timed = f64::from(timed);
+        // CPU time of all ranks together: the cost of DDP independent of how busy the machine is.
+        let cpu = match (cpu_start, cpu_end) {
+            (Some(a), Some(b)) => (b - a) / timed,
+            _ => -1.0,
+        };
+        let cpu_total = pg.allreduce_scalar(cpu, ReduceOp::Sum)?;
+        if env.is_main() {
+            println!(
+                "{{\"world_size\":{world},\"threads\":{},\"global_batch\":{},\"hidden\":{},\"mean_step_ms\":{:.3},\"mean_comm_ms\":{:.3},\"cpu_ms_per_step\":{:.3}}}",
+                args.threads,
+                args.global_batch,
+                args.hidden,
+                step_time.as_secs_f64() * 1e3 / timed,
+                comm_time.as_secs_f64() * 1e3 / timed,
+                cpu_total,
+            );
+        }
     }
     Ok(())
+}
+
+/// User + system CPU time of this process (all threads) in ms, from `/proc/self/stat` (Linux; USER_HZ 100).
+fn process_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name start at field 3; utime and stime are fields 14 and 15.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0)
 }
