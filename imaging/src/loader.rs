@@ -107,7 +107,7 @@ pub struct LoaderConfig {
     /// Worker threads; 0 loads on the calling thread.
     #[serde(default = "two")]
     pub num_workers: usize,
-    /// Batches loaded ahead of the consumer (at least 1).
+    /// Batches in flight per worker (PyTorch's `prefetch_factor`; at least 1).
     #[serde(default = "two")]
     pub prefetch: usize,
     /// Shuffle the items every epoch.
@@ -416,7 +416,7 @@ impl<S: SampleSource> Loader<S> {
             .collect()
     }
 
-    /// Iterate over the batches of `epoch`, loading up to `prefetch` batches ahead on the worker threads.
+    /// Iterate over the batches of `epoch`, keeping up to `prefetch · num_workers` batches in flight.
     pub fn epoch(&self, epoch: u64) -> Result<EpochIter<S>> {
         let plan: VecDeque<(usize, Vec<usize>)> =
             self.epoch_batches(epoch).into_iter().enumerate().collect();
@@ -489,7 +489,9 @@ pub struct EpochIter<S: SampleSource> {
 impl<S: SampleSource> EpochIter<S> {
     fn submit(&mut self) {
         let Some(jobs) = &self.jobs else { return };
-        while self.pending.len() < self.shared.cfg.prefetch.max(1) {
+        let cfg = &self.shared.cfg;
+        let in_flight = cfg.prefetch.max(1) * cfg.num_workers.max(1);
+        while self.pending.len() < in_flight {
             let Some((index, items)) = self.plan.pop_front() else {
                 return;
             };

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::datasets::CaseSource;
-use crate::datasets::{decathlon, Case};
+use crate::datasets::{brats, btcv, decathlon, Case};
 use crate::error::{ImagingError, Result};
 use crate::loader::{DiskCache, SampleSource};
 use crate::metrics::class_voxel_counts;
@@ -32,8 +32,11 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareConfig {
-    /// Dataset folder (with `dataset.json`) or a decathlon-style JSON datalist.
+    /// Dataset folder (with `dataset.json`) or a decathlon-style JSON datalist; for `format: btcv` the BTCV root.
     pub dataset: PathBuf,
+    /// How `dataset` is read.
+    #[serde(default)]
+    pub format: DatasetFormat,
     /// Datalist sections to prepare (`training`, `validation`, `test`).
     #[serde(default = "training")]
     pub sections: Vec<String>,
@@ -63,6 +66,19 @@ impl PrepareConfig {
         serde_yaml::from_str(&text)
             .map_err(|e| ImagingError::format(path, format!("invalid prepare config: {e}")))
     }
+}
+
+/// How the `dataset` path of a [`PrepareConfig`] is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetFormat {
+    /// A decathlon/MSD `dataset.json` (or a folder holding one), or a JSON datalist with the same sections.
+    #[default]
+    Decathlon,
+    /// A BTCV root folder, split as in TransUNet (18 training / 12 validation cases).
+    Btcv,
+    /// MSD Task01_BrainTumour (checked to be 4-channel with labels 0–3).
+    Brats,
 }
 
 /// What [`run`] did.
@@ -184,7 +200,11 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareSummary> {
             generated = true;
         }
     }
-    let ds = decathlon::load_dir_or_file(&cfg.dataset)?;
+    let ds = match cfg.format {
+        DatasetFormat::Decathlon => decathlon::load_dir_or_file(&cfg.dataset)?,
+        DatasetFormat::Btcv => btcv::transunet_split(&cfg.dataset)?,
+        DatasetFormat::Brats => brats::load_task01(&cfg.dataset)?,
+    };
     let mut cases = Vec::new();
     for s in &cfg.sections {
         cases.extend_from_slice(ds.datalist.section(s)?);

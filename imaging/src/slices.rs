@@ -66,6 +66,14 @@ pub enum Normalization {
         /// Upper percentile, e.g. 99.5.
         upper: f64,
     },
+    /// A fixed window `[lower, upper]` → 0 and 255, clipped (the same mapping for every volume, e.g. after
+    /// `ScaleIntensityRange` to [0, 1]).
+    Fixed {
+        /// Value mapped to 0.
+        lower: f64,
+        /// Value mapped to 255.
+        upper: f64,
+    },
 }
 
 /// How multi-channel images are written.
@@ -245,19 +253,26 @@ pub fn numpy_percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The (low, high) intensity window of one channel (`(X, Y, Z)`), ignoring NaNs.
 pub fn intensity_window(channel: ArrayView3<'_, f32>, norm: &Normalization) -> Result<(f64, f64)> {
-    let mut v: Vec<f64> = channel
-        .iter()
-        .filter(|x| !x.is_nan())
-        .map(|&x| f64::from(x))
-        .collect();
-    if v.is_empty() {
-        return Ok((0.0, 0.0));
-    }
+    let values = || {
+        channel
+            .iter()
+            .filter(|x| !x.is_nan())
+            .map(|&x| f64::from(x))
+    };
     match *norm {
+        Normalization::Fixed { lower, upper } => {
+            if !(lower < upper) {
+                return Err(ImagingError::config(
+                    "slices.normalization",
+                    format!("need lower < upper, got {lower}, {upper}"),
+                ));
+            }
+            Ok((lower, upper))
+        }
         Normalization::MinMax => {
-            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            Ok((lo, hi))
+            let lo = values().fold(f64::INFINITY, f64::min);
+            let hi = values().fold(f64::NEG_INFINITY, f64::max);
+            Ok(if lo <= hi { (lo, hi) } else { (0.0, 0.0) })
         }
         Normalization::Percentile { lower, upper } => {
             if !(0.0..=100.0).contains(&lower) || !(0.0..=100.0).contains(&upper) || lower >= upper
@@ -266,6 +281,10 @@ pub fn intensity_window(channel: ArrayView3<'_, f32>, norm: &Normalization) -> R
                     "slices.normalization",
                     format!("need 0 <= lower < upper <= 100, got {lower}, {upper}"),
                 ));
+            }
+            let mut v: Vec<f64> = values().collect();
+            if v.is_empty() {
+                return Ok((0.0, 0.0));
             }
             v.sort_by(f64::total_cmp);
             Ok((numpy_percentile(&v, lower), numpy_percentile(&v, upper)))
@@ -512,69 +531,6 @@ mod tests {
     }
 
     #[test]
-    fn selection_modes() {
-        let mut lab = Array3::<f32>::zeros((4, 4, 7));
-        lab[(1, 1, 2)] = 1.0;
-        lab[(1, 1, 5)] = 3.0;
-        lab[(2, 1, 5)] = 3.0;
-        let v = Some(lab.view());
-        assert_eq!(
-            select_slices([4, 4, 7], None, 2, &SliceSelection::Middle).unwrap(),
-            vec![3]
-        );
-        assert_eq!(
-            select_slices([4, 4, 7], None, 2, &SliceSelection::All)
-                .unwrap()
-                .len(),
-            7
-        );
-        assert_eq!(
-            select_slices([4, 4, 7], None, 2, &SliceSelection::EveryK { k: 3 }).unwrap(),
-            vec![0, 3, 6]
-        );
-        assert_eq!(
-            select_slices(
-                [4, 4, 7],
-                v,
-                2,
-                &SliceSelection::Foreground { min_voxels: 1 }
-            )
-            .unwrap(),
-            vec![2, 5]
-        );
-        assert_eq!(
-            select_slices(
-                [4, 4, 7],
-                v,
-                2,
-                &SliceSelection::Foreground { min_voxels: 2 }
-            )
-            .unwrap(),
-            vec![5]
-        );
-        assert_eq!(
-            select_slices(
-                [4, 4, 7],
-                v,
-                0,
-                &SliceSelection::Foreground { min_voxels: 1 }
-            )
-            .unwrap(),
-            vec![1, 2]
-        );
-        assert!(select_slices(
-            [4, 4, 7],
-            None,
-            2,
-            &SliceSelection::Foreground { min_voxels: 1 }
-        )
-        .unwrap_err()
-        .to_string()
-        .contains("needs a label"));
-        assert!(select_slices([4, 4, 7], None, 2, &SliceSelection::EveryK { k: 0 }).is_err());
-    }
-
-    #[test]
     fn percentile_and_u8_mapping_hand_computed() {
         let sorted: Vec<f64> = (0..11).map(f64::from).collect();
         assert_eq!(numpy_percentile(&sorted, 50.0), 5.0);
@@ -594,5 +550,20 @@ mod tests {
             array![[0u8, 2, 2]]
         );
         assert_eq!(to_u8(array![[3.0f32]].view(), 2.0, 2.0)[(0, 0)], 0);
+        let ch = Array3::from_shape_fn((2, 2, 1), |(i, j, _)| (i * 2 + j) as f32);
+        let fixed = Normalization::Fixed {
+            lower: -1.0,
+            upper: 1.0,
+        };
+        assert_eq!(intensity_window(ch.view(), &fixed).unwrap(), (-1.0, 1.0));
+        assert_eq!(
+            intensity_window(ch.view(), &Normalization::MinMax).unwrap(),
+            (0.0, 3.0)
+        );
+        let bad = Normalization::Fixed {
+            lower: 1.0,
+            upper: 1.0,
+        };
+        assert!(intensity_window(ch.view(), &bad).is_err());
     }
 }

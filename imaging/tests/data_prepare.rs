@@ -95,3 +95,30 @@ fn prepare_rejects_random_transforms_and_bad_sections() {
     cfg.slices.selection = SliceSelection::Middle;
     assert_eq!(run(&cfg).unwrap().slices_written, 1);
 }
+
+#[test]
+fn every_prepare_config_parses_and_builds_its_transforms() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/data"));
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let cfg = PrepareConfig::from_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            imaging::transforms::Compose::new(&cfg.transforms)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(
+                cfg.transforms.iter().all(|t| !t.is_random()),
+                "{}",
+                path.display()
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 3);
+    let bad = "dataset: x\noutput_dir: y\nslices: {normalization: {kind: gamma}}\n";
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), bad).unwrap();
+    let e = PrepareConfig::from_file(f.path()).unwrap_err().to_string();
+    assert!(e.contains("gamma"), "{e}");
+}

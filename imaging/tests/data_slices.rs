@@ -4,8 +4,8 @@
 use imaging::loader::SampleSource;
 use imaging::pseudo3d::{load_slice_sample, replicate_depth, SliceSource};
 use imaging::slices::{
-    read_manifest, read_png, write_case_slices, write_manifest, ChannelLayout, Provenance,
-    SliceOptions, SliceSelection,
+    read_manifest, read_png, select_slices, write_case_slices, write_manifest, ChannelLayout,
+    Provenance, SliceOptions, SliceSelection,
 };
 use imaging::Volume;
 use ndarray::{Array3, Array4, Axis};
@@ -107,4 +107,67 @@ fn manifest_rows_become_2d_and_pseudo_3d_samples() {
     let p3 = replicate_depth(&s.image, 8).unwrap();
     assert_eq!(p3.spatial_shape(), [6, 5, 8]);
     assert!(src.load(4).unwrap_err().to_string().contains("outside"));
+}
+
+#[test]
+fn selection_modes() {
+    let mut lab = Array3::<f32>::zeros((4, 4, 7));
+    lab[(1, 1, 2)] = 1.0;
+    lab[(1, 1, 5)] = 3.0;
+    lab[(2, 1, 5)] = 3.0;
+    let v = Some(lab.view());
+    assert_eq!(
+        select_slices([4, 4, 7], None, 2, &SliceSelection::Middle).unwrap(),
+        vec![3]
+    );
+    assert_eq!(
+        select_slices([4, 4, 7], None, 2, &SliceSelection::All)
+            .unwrap()
+            .len(),
+        7
+    );
+    assert_eq!(
+        select_slices([4, 4, 7], None, 2, &SliceSelection::EveryK { k: 3 }).unwrap(),
+        vec![0, 3, 6]
+    );
+    assert_eq!(
+        select_slices(
+            [4, 4, 7],
+            v,
+            2,
+            &SliceSelection::Foreground { min_voxels: 1 }
+        )
+        .unwrap(),
+        vec![2, 5]
+    );
+    assert_eq!(
+        select_slices(
+            [4, 4, 7],
+            v,
+            2,
+            &SliceSelection::Foreground { min_voxels: 2 }
+        )
+        .unwrap(),
+        vec![5]
+    );
+    assert_eq!(
+        select_slices(
+            [4, 4, 7],
+            v,
+            0,
+            &SliceSelection::Foreground { min_voxels: 1 }
+        )
+        .unwrap(),
+        vec![1, 2]
+    );
+    assert!(select_slices(
+        [4, 4, 7],
+        None,
+        2,
+        &SliceSelection::Foreground { min_voxels: 1 }
+    )
+    .unwrap_err()
+    .to_string()
+    .contains("needs a label"));
+    assert!(select_slices([4, 4, 7], None, 2, &SliceSelection::EveryK { k: 0 }).is_err());
 }
