@@ -261,7 +261,7 @@ pub fn intensity_window(channel: ArrayView3<'_, f32>, norm: &Normalization) -> R
     };
     match *norm {
         Normalization::Fixed { lower, upper } => {
-            if !(lower < upper) {
+            if lower.partial_cmp(&upper) != Some(std::cmp::Ordering::Less) {
                 return Err(ImagingError::config(
                     "slices.normalization",
                     format!("need lower < upper, got {lower}, {upper}"),
