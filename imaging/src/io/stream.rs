@@ -160,7 +160,7 @@ fn finish_inflate(
             Err(ImagingError::Compression {
                 path: path.into(),
                 codec: codec.name().into(),
-                msg: e.to_string(),
+                msg: format!("{what}: {e}"),
             })
         }
         Err(e) => Err(ImagingError::io(path, e)),

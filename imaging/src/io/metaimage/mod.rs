@@ -81,6 +81,12 @@ fn read_chunk(header: &Path, data: &Path, base: u64, len: u64, l: &Layout) -> Re
         }
     })?;
     let file_len = stream::file_len(data, &file)?;
+    // Errors name the data file; say which header it belongs to.
+    let what = if data == header {
+        "voxel data".to_string()
+    } else {
+        format!("voxel data for {}", header.display())
+    };
     let gz_name = data != header && data.to_string_lossy().to_ascii_lowercase().ends_with(".gz");
     if l.compressed || gz_name {
         let start = base.saturating_add(l.header_size.max(0) as u64);
@@ -96,7 +102,7 @@ fn read_chunk(header: &Path, data: &Path, base: u64, len: u64, l: &Layout) -> Re
         let available = file_len.saturating_sub(start);
         let compressed_len = l.compressed_size.map_or(available, |s| s.min(available));
         let mut dec = codec.decoder(BufReader::new(file).take(compressed_len));
-        return stream::read_inflated(data, &mut dec, codec, len, compressed_len, "voxel data");
+        return stream::read_inflated(data, &mut dec, codec, len, compressed_len, &what);
     }
     let offset = match l.header_size {
         -1 => file_len
@@ -104,13 +110,13 @@ fn read_chunk(header: &Path, data: &Path, base: u64, len: u64, l: &Layout) -> Re
             .filter(|&o| o >= base)
             .ok_or_else(|| ImagingError::Truncated {
                 path: data.into(),
-                what: "voxel data (HeaderSize = -1)".into(),
+                what: format!("{what} (HeaderSize = -1)"),
                 expected: base.saturating_add(len),
                 found: file_len,
             })?,
         h => base.saturating_add(h.max(0) as u64),
     };
-    stream::read_region(data, &mut file, offset, len, "voxel data")
+    stream::read_region(data, &mut file, offset, len, &what)
 }
 
 fn field_err(path: &Path, field: &str, msg: impl Into<String>) -> ImagingError {

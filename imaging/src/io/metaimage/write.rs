@@ -76,9 +76,10 @@ fn lps_geometry(vol: &Volume, path: &Path) -> Result<Geometry> {
     })
 }
 
-fn join(v: &[impl std::fmt::Display]) -> String {
+/// Space-separated shortest round-trip decimals (`-0` written as `0`).
+fn join(v: &[f64]) -> String {
     v.iter()
-        .map(|x| x.to_string())
+        .map(|x| (x + 0.0).to_string())
         .collect::<Vec<_>>()
         .join(" ")
 }

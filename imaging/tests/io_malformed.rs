@@ -1,0 +1,448 @@
+//! Malformed inputs give typed errors naming the file (never a panic), and a mutation loop over real and golden
+//! files (byte flips, truncation, extreme header values) never panics.
+
+#[path = "golden/io/support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use imaging::io::{self, LoadOptions};
+use imaging::ImagingError;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use support::golden_dir;
+
+const ITK_DATA: &str = "/usr/share/doc/insighttoolkit5-examples/examples/Data";
+
+fn golden(name: &str) -> PathBuf {
+    golden_dir().join("files").join(name)
+}
+
+/// Copy golden `name` into `dir` under `new_name`, patched by `f`.
+fn patched(dir: &Path, name: &str, new_name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(golden(name)).unwrap();
+    f(&mut bytes);
+    let p = dir.join(new_name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn put_i16(b: &mut [u8], at: usize, v: i16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_f32(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Load must fail, with a message naming `path`'s file name; returns the error.
+fn fails(path: &Path) -> ImagingError {
+    let err = io::load(path).expect_err("malformed input must not load");
+    let name = path.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.to_string().contains(&*name),
+        "error does not name {name}: {err}"
+    );
+    err
+}
+
+#[test]
+fn malformed_nifti_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // u8_ras.nii: 348-byte header, vox_offset 352, 5*4*3 = 60 bytes of data.
+    let p = patched(d, "u8_ras.nii", "short_data.nii", |b| b.truncate(352 + 30));
+    assert!(matches!(
+        fails(&p),
+        ImagingError::Truncated {
+            expected: 412,
+            found: 382,
+            ..
+        }
+    ));
+    let p = patched(d, "u8_ras.nii", "short_header.nii", |b| b.truncate(100));
+    assert!(matches!(fails(&p), ImagingError::Truncated { .. }));
+    assert!(matches!(io::probe(&p), Err(ImagingError::Truncated { .. })));
+    let p = patched(d, "u8_ras.nii", "low_offset.nii", |b| {
+        put_f32(b, 108, 100.0)
+    });
+    assert!(
+        matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "vox_offset")
+    );
+    let p = patched(d, "u8_ras.nii", "nan_offset.nii", |b| {
+        put_f32(b, 108, f32::NAN)
+    });
+    assert!(
+        matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "vox_offset")
+    );
+    let p = patched(d, "u8_ras.nii", "far_offset.nii", |b| put_f32(b, 108, 1e9));
+    assert!(matches!(fails(&p), ImagingError::Truncated { .. }));
+    let p = patched(d, "u8_ras.nii", "dim0.nii", |b| put_i16(b, 40, 0));
+    assert!(matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "dim[0]"));
+    let p = patched(d, "u8_ras.nii", "negdim.nii", |b| put_i16(b, 44, -5));
+    assert!(matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "dim[2]"));
+    let p = patched(d, "u8_ras.nii", "hugedim.nii", |b| {
+        put_i16(b, 40, 7);
+        for i in 1..8 {
+            put_i16(b, 40 + 2 * i, i16::MAX);
+        }
+    });
+    assert!(matches!(fails(&p), ImagingError::TooLarge { .. }));
+    let p = patched(d, "u8_ras.nii", "complex.nii", |b| put_i16(b, 70, 32));
+    assert!(matches!(fails(&p), ImagingError::Unsupported { .. }));
+    let p = patched(d, "u8_ras.nii", "magic.nii", |b| {
+        b[344..348].copy_from_slice(b"xyz\0")
+    });
+    assert!(matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "magic"));
+    let p = patched(d, "u8_ras.nii", "pair.nii", |b| {
+        b[344..348].copy_from_slice(b"ni1\0")
+    });
+    assert!(matches!(fails(&p), ImagingError::Unsupported { .. }));
+    let p = patched(d, "u8_ras.nii", "nifti2.nii", |b| {
+        b[0..4].copy_from_slice(&540i32.to_le_bytes())
+    });
+    assert!(matches!(fails(&p), ImagingError::Unsupported { .. }));
+    let p = patched(d, "u8_ras.nii", "bad_inter.nii", |b| {
+        put_f32(b, 112, 2.0);
+        put_f32(b, 116, f32::INFINITY);
+    });
+    assert!(
+        matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "scl_inter")
+    );
+    let p = patched(d, "u8_ras.nii", "quat.nii", |b| {
+        put_i16(b, 254, 0); // sform_code 0: the qform is used
+        put_f32(b, 256, 0.9);
+        put_f32(b, 260, 0.9);
+    });
+    assert!(matches!(fails(&p), ImagingError::HeaderField { .. }));
+
+    // The limit applies before allocation.
+    let opts = LoadOptions {
+        max_voxels: 59,
+        ..LoadOptions::default()
+    };
+    assert!(matches!(
+        io::load_with(&golden("u8_ras.nii"), &opts),
+        Err(ImagingError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        io::load(&d.join("absent.nii")),
+        Err(ImagingError::Io { .. })
+    ));
+}
+
+#[test]
+fn corrupt_gzip_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = patched(d, "i16_lpi.nii.gz", "garbage.nii.gz", |b| {
+        let n = b.len();
+        b[20..n - 8].fill(0xff);
+    });
+    assert!(matches!(
+        fails(&p),
+        ImagingError::Compression { .. } | ImagingError::Truncated { .. }
+    ));
+    let p = patched(d, "i16_lpi.nii.gz", "cut.nii.gz", |b| {
+        b.truncate(b.len() / 2)
+    });
+    assert!(matches!(
+        fails(&p),
+        ImagingError::Truncated { .. } | ImagingError::Compression { .. }
+    ));
+    let p = d.join("noise.nii.gz");
+    std::fs::write(
+        &p,
+        [
+            0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3,
+        ],
+    )
+    .unwrap();
+    assert!(matches!(
+        fails(&p),
+        ImagingError::Compression { .. } | ImagingError::Truncated { .. }
+    ));
+    let p = patched(d, "zlib_f64.mha", "zlib_bad.mha", |b| {
+        let n = b.len();
+        b[n - 40..n - 4].fill(0x55);
+    });
+    assert!(matches!(
+        fails(&p),
+        ImagingError::Compression { .. } | ImagingError::Truncated { .. }
+    ));
+}
+
+#[test]
+fn malformed_metaimage_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = std::fs::read_to_string(golden("msb_i16.mhd")).unwrap();
+    let write = |name: &str, body: String| {
+        let p = d.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    std::fs::copy(golden("msb_i16.raw"), d.join("msb_i16.raw")).unwrap();
+    // A valid copy loads.
+    io::load(&write("ok.mhd", text.clone())).unwrap();
+
+    let p = write("missing.mhd", text.replace("msb_i16.raw", "nowhere.raw"));
+    match fails(&p) {
+        ImagingError::MissingDataFile { data, .. } => assert!(data.ends_with("nowhere.raw")),
+        other => panic!("{other}"),
+    }
+    let p = write("type.mhd", text.replace("MET_SHORT", "MET_QUATERNION"));
+    let err = fails(&p);
+    assert!(
+        matches!(err, ImagingError::Unsupported { .. }) && err.to_string().contains("ElementType"),
+        "{err}"
+    );
+    let p = write(
+        "more.mhd",
+        text.replace("DimSize = 5 4 3", "DimSize = 5 4 300"),
+    );
+    match fails(&p) {
+        ImagingError::Truncated {
+            path,
+            expected,
+            found,
+            ..
+        } => {
+            assert!(path.ends_with("msb_i16.raw"));
+            assert_eq!((expected, found), (5 * 4 * 300 * 2, 5 * 4 * 3 * 2));
+        }
+        other => panic!("{other}"),
+    }
+    let p = write(
+        "dims.mhd",
+        text.replace("DimSize = 5 4 3", "DimSize = 5 -4 3"),
+    );
+    assert!(matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "DimSize"));
+    let p = write("few.mhd", text.replace("DimSize = 5 4 3", "DimSize = 5 4"));
+    assert!(matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "DimSize"));
+    let p = write("ndims.mhd", text.replace("NDims = 3", "NDims = 9"));
+    assert!(matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "NDims"));
+    let p = write(
+        "spacing.mhd",
+        text.replace("ElementSpacing = 1.0", "ElementSpacing = nan"),
+    );
+    assert!(
+        matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "ElementSpacing")
+    );
+    let p = write(
+        "overflow.mhd",
+        text.replace(
+            "DimSize = 5 4 3",
+            "DimSize = 4294967296 4294967296 4294967296",
+        ),
+    );
+    assert!(matches!(fails(&p), ImagingError::TooLarge { .. }));
+    let p = write(
+        "nofile.mhd",
+        text.replace("ElementDataFile = msb_i16.raw", ""),
+    );
+    assert!(
+        matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "ElementDataFile")
+    );
+    let p = write(
+        "ascii.mhd",
+        text.replace("BinaryData = True", "BinaryData = False"),
+    );
+    assert!(matches!(fails(&p), ImagingError::Unsupported { .. }));
+    let p = write(
+        "flag.mhd",
+        text.replace(
+            "BinaryDataByteOrderMSB = True",
+            "BinaryDataByteOrderMSB = maybe",
+        ),
+    );
+    assert!(matches!(fails(&p), ImagingError::HeaderField { .. }));
+
+    // Untrusted files cannot point outside their directory when confined.
+    let sub = d.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let p = sub.join("escape.mhd");
+    std::fs::write(&p, text.replace("msb_i16.raw", "../msb_i16.raw")).unwrap();
+    io::load(&p).unwrap();
+    let confined = LoadOptions {
+        confine_data_files: true,
+        ..LoadOptions::default()
+    };
+    assert!(matches!(
+        io::load_with(&p, &confined),
+        Err(ImagingError::HeaderField { .. })
+    ));
+}
+
+/// Write `bytes` to `path` and run every reader entry point; any outcome but a panic is fine.
+fn exercise(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    let _ = io::probe(path);
+    let _ = io::load(path);
+}
+
+/// Mutate `orig`: flip bytes, truncate, or overwrite a header number with an extreme value.
+fn mutate(rng: &mut ChaCha8Rng, orig: &[u8], header_len: usize) -> Vec<u8> {
+    let mut b = orig.to_vec();
+    match rng.random_range(0..4) {
+        0 => {
+            for _ in 0..rng.random_range(1..8) {
+                let i = rng.random_range(0..header_len.min(b.len()).max(1));
+                if let Some(x) = b.get_mut(i) {
+                    *x ^= 1 << rng.random_range(0..8);
+                }
+            }
+        }
+        1 => b.truncate(rng.random_range(0..=b.len())),
+        2 => {
+            let i = rng.random_range(0..b.len().max(1));
+            if let Some(x) = b.get_mut(i) {
+                *x = rng.random();
+            }
+        }
+        _ => {
+            // Replace a random 4-byte field in the header with an extreme value.
+            let extremes: [[u8; 4]; 6] = [
+                i32::MAX.to_le_bytes(),
+                (-1i32).to_le_bytes(),
+                0i32.to_le_bytes(),
+                f32::NAN.to_le_bytes(),
+                f32::INFINITY.to_le_bytes(),
+                1e30f32.to_le_bytes(),
+            ];
+            let i = rng.random_range(0..header_len.min(b.len()).max(1));
+            let v = extremes[rng.random_range(0..extremes.len())];
+            for (k, x) in v.iter().enumerate() {
+                if let Some(t) = b.get_mut(i + k) {
+                    *t = *x;
+                }
+            }
+        }
+    }
+    b
+}
+
+/// Extreme values spliced into MetaImage header text.
+fn mutate_text(rng: &mut ChaCha8Rng, text: &str) -> String {
+    const SUBS: [&str; 10] = [
+        "-1",
+        "0",
+        "4294967297",
+        "9223372036854775807",
+        "1e308",
+        "nan",
+        "",
+        "x",
+        "LIST",
+        "LOCAL",
+    ];
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let i = rng.random_range(0..lines.len());
+    if let Some((k, v)) = lines[i].clone().split_once('=') {
+        let mut vals: Vec<&str> = v.split_whitespace().collect();
+        let j = rng.random_range(0..vals.len().max(1));
+        let sub = SUBS[rng.random_range(0..SUBS.len())];
+        if j < vals.len() {
+            vals[j] = sub;
+        } else {
+            vals.push(sub);
+        }
+        lines[i] = format!("{k}= {}", vals.join(" "));
+    } else {
+        lines.remove(i);
+    }
+    lines.join("\n") + "\n"
+}
+
+#[test]
+fn mutated_files_never_panic() {
+    let itk = Path::new(ITK_DATA);
+    assert!(
+        itk.is_dir(),
+        "{ITK_DATA} is missing: install insighttoolkit5-examples (scripts/setup)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    // (source, name in the temp dir, header length to aim header mutations at, iterations)
+    let binaries = [
+        (
+            itk.join("KmeansTest_T1RawSkullStrip.nii.gz"),
+            "m.nii.gz",
+            400,
+            60,
+        ),
+        (itk.join("CorpusCallosumMeanShape.mha"), "m.mha", 300, 300),
+        (
+            itk.join("BrainProtonDensity3Slices.raw"),
+            "BrainProtonDensity3Slices.raw",
+            1000,
+            300,
+        ),
+        (golden("u8_ras.nii"), "m.nii", 352, 300),
+        (golden("i16_scaled.nii.gz"), "s.nii.gz", 144, 300),
+        (golden("i8_ext.nii"), "e.nii", 400, 300),
+        (golden("sitk_f32_zlib.mha"), "z.mha", 569, 300),
+    ];
+    let mut runs = 0;
+    for (src, name, header_len, iterations) in &binaries {
+        let orig = std::fs::read(src).unwrap();
+        let target = d.join(name);
+        // The .raw is read through its .mha header.
+        let through = if name.ends_with(".raw") {
+            let h = d.join("BrainProtonDensity3Slices.mha");
+            std::fs::copy(itk.join("BrainProtonDensity3Slices.mha"), &h).unwrap();
+            Some(h)
+        } else {
+            None
+        };
+        for _ in 0..*iterations {
+            let m = mutate(&mut rng, &orig, *header_len);
+            match &through {
+                Some(h) => {
+                    std::fs::write(&target, &m).unwrap();
+                    let _ = io::load(h);
+                }
+                None => exercise(&target, &m),
+            }
+            runs += 1;
+        }
+    }
+    let headers = [
+        (
+            itk.join("BrainProtonDensity3Slices.mha"),
+            "BrainProtonDensity3Slices.mha",
+        ),
+        (golden("list.mhd"), "list.mhd"),
+        (golden("channels3.mha"), "channels3.mha"),
+        (golden("gz.mhd"), "gz.mhd"),
+    ];
+    for f in ["list_z0.raw", "list_z1.raw", "list_z2.raw", "gz.raw.gz"] {
+        std::fs::copy(golden(f), d.join(f)).unwrap();
+    }
+    std::fs::copy(
+        itk.join("BrainProtonDensity3Slices.raw"),
+        d.join("BrainProtonDensity3Slices.raw"),
+    )
+    .unwrap();
+    for (src, name) in &headers {
+        let orig = std::fs::read(src).unwrap();
+        let split = orig
+            .windows(16)
+            .position(|w| w == b"ElementDataFile ")
+            .map_or(orig.len(), |i| i);
+        let text_end = orig[split..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(orig.len(), |i| split + i + 1);
+        let text = String::from_utf8_lossy(&orig[..text_end]).into_owned();
+        for _ in 0..300 {
+            let mut m = mutate_text(&mut rng, &text).into_bytes();
+            m.extend_from_slice(&orig[text_end..]);
+            exercise(&d.join(name), &m);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 3000, "{runs}");
+    eprintln!("{runs} mutated files read without a panic");
+}
