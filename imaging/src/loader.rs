@@ -235,14 +235,24 @@ impl DiskCache {
         self.dir.join(format!("{key}_{i}_{what}.npy"))
     }
 
-    /// The cached samples of `key`, if complete.
+    /// The cached samples of `key`, if complete. An unreadable entry is a miss (logged): the cache only saves time.
     pub fn get(&self, key: &str) -> Result<Option<Vec<Sample>>> {
         let meta_path = self.dir.join(format!("{key}.json"));
         let Ok(text) = std::fs::read_to_string(&meta_path) else {
             return Ok(None);
         };
-        let meta: CacheMeta = serde_json::from_str(&text)
-            .map_err(|e| ImagingError::format(&meta_path, e.to_string()))?;
+        match self.read_entry(key, &meta_path, &text) {
+            Ok(samples) => Ok(Some(samples)),
+            Err(e) => {
+                tracing::warn!("ignoring unreadable cache entry: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    fn read_entry(&self, key: &str, meta_path: &Path, text: &str) -> Result<Vec<Sample>> {
+        let meta: CacheMeta = serde_json::from_str(text)
+            .map_err(|e| ImagingError::format(meta_path, e.to_string()))?;
         let read = |p: PathBuf| -> Result<ndarray::Array4<f32>> {
             ndarray_npy::read_npy(&p).map_err(|e| ImagingError::format(&p, e.to_string()))
         };
@@ -253,9 +263,9 @@ impl DiskCache {
                 Some(a) => Some(Volume::new(read(self.file(key, i, "label"))?, a)),
                 None => None,
             };
-            out.push(Sample { image, label });
+            out.push(Sample::new(image, label)?);
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     /// Store samples under `key` (files written to temporaries and renamed, metadata last).
@@ -496,8 +506,13 @@ impl<S: SampleSource> EpochIter<S> {
                 return;
             };
             let (tx, rx) = sync_channel(1);
-            if jobs.send((self.epoch, index, items, tx)).is_err() {
-                return;
+            if let Err(failed) = jobs.send((self.epoch, index, items, tx)) {
+                // Every worker has exited: report it instead of ending the epoch early.
+                let _ = failed.0 .3.send(Err(ImagingError::config(
+                    "loader",
+                    "all worker threads have stopped",
+                )));
+                self.plan.clear();
             }
             self.pending.push_back(rx);
         }

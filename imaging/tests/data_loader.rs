@@ -278,3 +278,20 @@ fn errors_are_reported_per_batch_and_config_is_checked() {
     let e = out[1].as_ref().unwrap_err().to_string();
     assert!(e.contains("gone.nii.gz"), "{e}");
 }
+
+#[test]
+fn a_corrupt_cache_entry_is_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dataset(&dir.path().join("ds"), 1);
+    let cache = dir.path().join("cache");
+    let cfg = LoaderConfig {
+        num_workers: 1,
+        cache_dir: Some(cache.clone()),
+        ..LoaderConfig::default()
+    };
+    let first = run(&source, cfg.clone(), 0);
+    let key = DiskCache::key(&source.identity(0).unwrap(), &transforms()[..2]);
+    std::fs::write(cache.join(format!("{key}_0_image.npy")), b"garbage").unwrap();
+    assert!(DiskCache::new(&cache).get(&key).unwrap().is_none());
+    same(&first, &run(&source, cfg, 0));
+}
