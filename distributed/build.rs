@@ -2,7 +2,7 @@
 //!
 //! Inputs: `LIBTORCH` (or `LIBTORCH_INCLUDE` + `LIBTORCH_LIB`), `GLOO_INCLUDE_DIR` (default `/usr/include`,
 //! Debian `libgloo-dev`), `LIBTORCH_CXX11_ABI` (default 1, as torch-sys). With the `nccl` feature also
-//! `CUDA_INCLUDE_DIR` (default `$CUDA_HOME/include`) and `NCCL_INCLUDE_DIR`.
+//! `CUDA_INCLUDE_DIR` (default `$CUDA_HOME/include`) and `NCCL_INCLUDE_DIR` (path lists).
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -71,23 +71,25 @@ fn main() {
     }
 }
 
-/// ProcessGroupNCCL: headers need CUDA's runtime API and nccl.h; symbols live in libtorch_cuda.
+/// ProcessGroupNCCL: headers need CUDA's runtime API (plus ATen's CUDA headers: cuBLAS, cuSPARSE, cuSOLVER,
+/// CCCL) and nccl.h; symbols live in libtorch_cuda. Both variables accept `:`-separated lists, because the
+/// pip wheels spread the headers over several directories.
 fn add_nccl(build: &mut cc::Build) {
-    let cuda = env_path("CUDA_INCLUDE_DIR")
-        .or_else(|| env_path("CUDA_HOME").map(|p| p.join("include")))
-        .unwrap_or_else(|| PathBuf::from("/usr/local/cuda/include"));
-    let nccl = env_path("NCCL_INCLUDE_DIR").unwrap_or_else(|| cuda.clone());
-    for (dir, header) in [(&cuda, "cuda_runtime_api.h"), (&nccl, "nccl.h")] {
-        if !Path::new(dir).join(header).is_file() {
+    let list = |name: &str| env_path(name).map(|v| env::split_paths(&v).collect::<Vec<PathBuf>>());
+    let cuda = list("CUDA_INCLUDE_DIR")
+        .or_else(|| env_path("CUDA_HOME").map(|p| vec![p.join("include")]))
+        .unwrap_or_else(|| vec![PathBuf::from("/usr/local/cuda/include")]);
+    let nccl = list("NCCL_INCLUDE_DIR").unwrap_or_else(|| cuda.clone());
+    for (dirs, header) in [(&cuda, "cuda_runtime_api.h"), (&nccl, "nccl.h")] {
+        if !dirs.iter().any(|d| Path::new(d).join(header).is_file()) {
             fail(&format!(
-                "feature nccl: {header} not found in {} (set CUDA_INCLUDE_DIR / NCCL_INCLUDE_DIR)",
-                dir.display()
+                "feature nccl: {header} not found in {dirs:?} (set CUDA_INCLUDE_DIR / NCCL_INCLUDE_DIR)"
             ));
         }
     }
     build
-        .include(cuda)
-        .include(nccl)
+        .includes(cuda)
+        .includes(nccl)
         .define("USE_C10D_NCCL", None)
         .define("USE_CUDA", None)
         .define("MEDMAE_WITH_NCCL", None);

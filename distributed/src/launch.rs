@@ -146,3 +146,52 @@ fn describe(status: ExitStatus) -> String {
         None => status.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<OsString> {
+        vec!["-c".into(), script.into()]
+    }
+
+    #[test]
+    fn workers_get_the_torchrun_environment() {
+        let script = r#"test "$RANK" = "$LOCAL_RANK" && test "$RANK" -lt "$WORLD_SIZE" && test "$WORLD_SIZE" = 3 \
+            && test "$MASTER_ADDR" = 127.0.0.1 && test "$MASTER_PORT" -gt 0 && test "$MEDMAE_DDP_WORKER" = 1"#;
+        spawn_workers(Path::new("/bin/sh"), 3, &sh(script)).unwrap();
+    }
+
+    #[test]
+    fn a_failing_worker_is_named_and_the_others_are_stopped() {
+        let start = std::time::Instant::now();
+        // rank 1 fails at once; ranks 0 and 2 would sleep for a minute unless killed
+        let script = r#"if [ "$RANK" = 1 ]; then exit 7; fi; sleep 60"#;
+        let err = spawn_workers(Path::new("/bin/sh"), 3, &sh(script)).unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the sleeping workers were not killed"
+        );
+        match err {
+            DistError::WorkerFailed {
+                rank,
+                world_size,
+                status,
+            } => {
+                assert_eq!((rank, world_size, status.as_str()), (1, 3, "exit code 7"));
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        assert!(spawn_workers(Path::new("/bin/sh"), 0, &[]).is_err());
+        let missing = spawn_workers(Path::new("/nonexistent/medmae-binary"), 2, &[]).unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/medmae-binary"),
+            "{missing}"
+        );
+        assert!(!should_spawn(1));
+    }
+}
