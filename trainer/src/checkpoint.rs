@@ -1,0 +1,222 @@
+//! Training checkpoints: `<out>/checkpoints/{last,best}/` each holding `model.safetensors`, `model.json`
+//! (`spec::ModelCard`), `train_state.safetensors` (AdamW moments) and `train_state.json` (step, epoch, data position,
+//! RNG states).
+//!
+//! Atomicity: a checkpoint is written into a fresh `<name>-<step>.tmp` directory, renamed to `<name>-<step>`, and
+//! then the `<name>` symlink is switched to it with an atomic rename of a temporary link; only then are older
+//! `<name>-*` directories removed. A crash at any point leaves `<name>` pointing at a complete checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use spec::ModelCard;
+use tch::{nn::VarStore, Tensor};
+
+use crate::error::{Result, TrainError};
+
+/// Format version of `train_state.json`.
+pub const TRAIN_STATE_VERSION: u32 = 1;
+
+/// The exact state of our ChaCha data RNG.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngState {
+    /// 32-byte key, hex.
+    pub seed: String,
+    /// Stream id.
+    pub stream: u64,
+    /// Position in the stream (u128 as a decimal string; JSON numbers cannot hold it).
+    pub word_pos: String,
+}
+
+impl RngState {
+    /// Capture the state of an RNG.
+    pub fn capture(rng: &ChaCha8Rng) -> Self {
+        Self {
+            seed: rng.get_seed().iter().map(|b| format!("{b:02x}")).collect(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos().to_string(),
+        }
+    }
+
+    /// Rebuild the RNG at exactly the captured position.
+    pub fn restore(&self) -> std::result::Result<ChaCha8Rng, String> {
+        use rand::SeedableRng;
+        if self.seed.len() != 64 {
+            return Err(format!(
+                "rng.seed: expected 64 hex digits, got {}",
+                self.seed.len()
+            ));
+        }
+        let mut key = [0u8; 32];
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = u8::from_str_radix(&self.seed[2 * i..2 * i + 2], 16)
+                .map_err(|e| format!("rng.seed: {e}"))?;
+        }
+        let pos: u128 = self
+            .word_pos
+            .parse()
+            .map_err(|e| format!("rng.word_pos: {e}"))?;
+        let mut rng = ChaCha8Rng::from_seed(key);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(pos);
+        Ok(rng)
+    }
+}
+
+/// `train_state.json`: everything besides tensors needed to continue a run exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    /// Format version.
+    pub format_version: u32,
+    /// `pretrain` or `finetune`.
+    pub command: String,
+    /// Optimiser steps done.
+    pub step: u64,
+    /// Epoch in progress (0-based).
+    pub epoch: usize,
+    /// Micro-batches of `epoch` already consumed (the data order is a pure function of seed and epoch).
+    pub batch_in_epoch: usize,
+    /// The experiment seed.
+    pub seed: u64,
+    /// Our ChaCha RNG (MAE masking noise).
+    pub rng: RngState,
+    /// How torch's generator is driven: it is re-seeded before every optimiser step with `torch_seed(seed, step)`,
+    /// so its state at any step boundary is a function of (seed, step).
+    pub torch_rng: String,
+    /// Best validation metric so far (mean Dice) and its step.
+    #[serde(default)]
+    pub best: Option<(f64, u64)>,
+    /// Dynamic loss scale of AMP runs.
+    #[serde(default)]
+    pub loss_scale: Option<f64>,
+}
+
+/// The torch seed used for optimiser step `step`: SplitMix64 of (seed, step), kept in i64 range.
+pub fn torch_seed(seed: u64, step: u64) -> i64 {
+    let mut z = seed
+        .wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// Torch RNG policy string stored in `train_state.json`.
+pub const TORCH_RNG_POLICY: &str =
+    "manual_seed(splitmix64(seed, step)) before every optimiser step";
+
+/// What one checkpoint holds.
+pub struct CheckpointData<'a> {
+    /// Model weights.
+    pub vs: &'a VarStore,
+    /// `model.json`.
+    pub card: &'a ModelCard,
+    /// Optimiser tensors for `train_state.safetensors`.
+    pub optim_state: Vec<(String, Tensor)>,
+    /// `train_state.json`.
+    pub state: &'a TrainState,
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| TrainError::io(path, e))
+}
+
+/// Write checkpoint `name` (`last`, `best`) under `root` atomically; returns the stable path `root/name`.
+pub fn write_checkpoint(root: &Path, name: &str, data: &CheckpointData) -> Result<PathBuf> {
+    io(root, std::fs::create_dir_all(root))?;
+    let version = format!("{name}-{:08}", data.state.step);
+    let tmp = root.join(format!("{version}.tmp"));
+    if tmp.exists() {
+        io(&tmp, std::fs::remove_dir_all(&tmp))?;
+    }
+    io(&tmp, std::fs::create_dir_all(&tmp))?;
+    let weights = tmp.join("model.safetensors");
+    data.vs.save(&weights)?;
+    let card = serde_json::to_string_pretty(data.card)
+        .map_err(|e| TrainError::format(tmp.join("model.json"), e.to_string()))?;
+    io(&tmp, std::fs::write(tmp.join("model.json"), card))?;
+    let state_path = tmp.join("train_state.safetensors");
+    if data.optim_state.is_empty() {
+        Tensor::write_safetensors(
+            &[(
+                "empty",
+                Tensor::zeros([0], (tch::Kind::Float, tch::Device::Cpu)),
+            )],
+            &state_path,
+        )?;
+    } else {
+        let on_cpu: Vec<(String, Tensor)> = data
+            .optim_state
+            .iter()
+            .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu)))
+            .collect();
+        Tensor::write_safetensors(&on_cpu, &state_path)?;
+    }
+    let state = serde_json::to_string_pretty(data.state)
+        .map_err(|e| TrainError::format(tmp.join("train_state.json"), e.to_string()))?;
+    io(&tmp, std::fs::write(tmp.join("train_state.json"), state))?;
+    let dir = root.join(&version);
+    if dir.exists() {
+        io(&dir, std::fs::remove_dir_all(&dir))?;
+    }
+    io(&dir, std::fs::rename(&tmp, &dir))?;
+    let link = root.join(name);
+    let tmp_link = root.join(format!(".{name}.link.tmp"));
+    let _ = std::fs::remove_file(&tmp_link);
+    io(&tmp_link, std::os::unix::fs::symlink(&version, &tmp_link))?;
+    io(&link, std::fs::rename(&tmp_link, &link))?;
+    let prefix = format!("{name}-");
+    for entry in io(root, std::fs::read_dir(root))? {
+        let entry = io(root, entry)?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if file_name.starts_with(&prefix) && file_name != version {
+            io(&entry.path(), std::fs::remove_dir_all(entry.path()))?;
+        }
+    }
+    Ok(link)
+}
+
+/// Read `train_state.json` and `train_state.safetensors` of a checkpoint directory.
+pub fn read_train_state(dir: &Path) -> Result<(TrainState, Vec<(String, Tensor)>)> {
+    let json_path = dir.join("train_state.json");
+    let text = io(&json_path, std::fs::read_to_string(&json_path))?;
+    let state: TrainState =
+        serde_json::from_str(&text).map_err(|e| TrainError::format(&json_path, e.to_string()))?;
+    if state.format_version != TRAIN_STATE_VERSION {
+        return Err(TrainError::format(
+            &json_path,
+            format!(
+                "format_version {} (expected {TRAIN_STATE_VERSION})",
+                state.format_version
+            ),
+        ));
+    }
+    let st_path = dir.join("train_state.safetensors");
+    if !st_path.exists() {
+        return Err(TrainError::format(dir, "missing train_state.safetensors"));
+    }
+    let tensors = Tensor::read_safetensors(&st_path)?
+        .into_iter()
+        .filter(|(n, _)| n != "empty")
+        .collect();
+    Ok((state, tensors))
+}
+
+/// Read and validate `model.json` of a checkpoint directory.
+pub fn read_card(dir: &Path) -> Result<ModelCard> {
+    let path = dir.join("model.json");
+    let text = io(&path, std::fs::read_to_string(&path))?;
+    ModelCard::from_json(&text).map_err(|e| TrainError::format(&path, e.to_string()))
+}
+
+/// Load `model.safetensors` of a checkpoint into `vs` (every variable must be present with its shape).
+pub fn load_weights(vs: &mut VarStore, dir: &Path) -> Result<()> {
+    let path = dir.join("model.safetensors");
+    if !path.exists() {
+        return Err(TrainError::format(dir, "missing model.safetensors"));
+    }
+    vs.load(&path)
+        .map_err(|e| TrainError::format(&path, e.to_string()))
+}

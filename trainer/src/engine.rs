@@ -1,0 +1,430 @@
+//! The training loop shared by `pretrain` and `finetune`: seeded data order, gradient accumulation, AdamW with the
+//! warmup+cosine schedule, clipping, optional AMP on CUDA, per-step tracking, step/epoch checkpoints and exact
+//! resumption.
+//!
+//! Determinism contract (CPU): the data order and augmentation are functions of (seed, epoch, item); MAE masking
+//! noise comes from our ChaCha RNG whose position is checkpointed; torch's generator is re-seeded before every
+//! optimiser step from (seed, step); the optimiser moments and weights are saved exactly. A run stopped after any
+//! optimiser step and resumed therefore produces the same per-step losses and final weights as an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use spec::ModelCard;
+use tch::{nn::VarStore, Device, Tensor};
+
+use crate::checkpoint::{
+    self, CheckpointData, RngState, TrainState, TORCH_RNG_POLICY, TRAIN_STATE_VERSION,
+};
+use crate::config::ExperimentConfig;
+use crate::data::{to_tensors, InputSpec, TensorBatch};
+use crate::error::{Result, TrainError};
+use crate::optim::AdamW;
+use crate::schedule::LrSchedule;
+use crate::tracking::images::encode_png;
+use crate::tracking::jsonl::MetricsLog;
+use crate::tracking::progress::Progress;
+use crate::tracking::tfevents::EventWriter;
+
+/// What an epoch-end hook reports.
+#[derive(Default)]
+pub struct EpochReport {
+    /// Scalars for metrics.jsonl and TensorBoard (`val/dice_mean`, …).
+    pub scalars: Vec<(String, f64)>,
+    /// Score for the `best` checkpoint (higher is better); `None` when not evaluated this epoch.
+    pub score: Option<f64>,
+    /// Pictures `(name, image)` written as `<out>/images/<name>_epochNNN.png` and TensorBoard images.
+    pub images: Vec<(String, image::RgbImage)>,
+}
+
+/// A model being trained: its loss on a batch and its epoch-end hook.
+pub trait Task {
+    /// `pretrain` or `finetune` (checked on resume).
+    fn command(&self) -> &'static str;
+    /// What batches must look like.
+    fn input_spec(&self) -> InputSpec;
+    /// Scalar training loss of a micro-batch (graph attached). `rng` is the run's checkpointed ChaCha RNG.
+    fn loss(&self, batch: &TensorBatch, rng: &mut ChaCha8Rng) -> Result<Tensor>;
+    /// Validation and pictures after an epoch. `sample` is a training batch of this epoch (for MAE pictures).
+    fn end_epoch(
+        &mut self,
+        epoch: usize,
+        sample: Option<&TensorBatch>,
+        validate: bool,
+        pictures: bool,
+    ) -> Result<EpochReport>;
+    /// The `model.json` of checkpoints.
+    fn card(&self) -> ModelCard;
+}
+
+/// Run options from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Resume from this checkpoint directory.
+    pub resume: Option<PathBuf>,
+    /// Stop (with a checkpoint) after this many optimiser steps in total, as if interrupted.
+    pub max_steps: Option<u64>,
+    /// Also write an offline wandb run when the client is importable.
+    pub wandb: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Optimiser steps done.
+    pub steps: u64,
+    /// Mean training loss of the last logged window.
+    pub last_loss: f64,
+    /// Best validation score and its step.
+    pub best: Option<(f64, u64)>,
+    /// `<out>/checkpoints/last`.
+    pub last_checkpoint: PathBuf,
+}
+
+/// The run's device and libtorch threading, from the config (and `--device`).
+pub fn setup_device(cfg: &ExperimentConfig) -> Result<Device> {
+    if cfg.threads > 0 {
+        tch::set_num_threads(cfg.threads as i32);
+    }
+    crate::device::parse_device(&cfg.device)
+        .and_then(crate::device::available)
+        .map_err(|m| TrainError::config("device", m))
+}
+
+/// Dynamic loss scaling for fp16 autocast (PyTorch GradScaler defaults: 2^16, ×2 every 2000 good steps, ½ on overflow).
+struct LossScaler {
+    scale: f64,
+    good: u32,
+}
+
+impl LossScaler {
+    fn update(&mut self, finite: bool) {
+        if finite {
+            self.good += 1;
+            if self.good == 2000 {
+                self.scale *= 2.0;
+                self.good = 0;
+            }
+        } else {
+            self.scale /= 2.0;
+            self.good = 0;
+        }
+    }
+}
+
+fn save_config(cfg: &ExperimentConfig, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    let path = out.join("config.yaml");
+    let text = serde_yaml::to_string(cfg).map_err(|e| TrainError::format(&path, e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
+}
+
+/// Train `task` (whose parameters live in `vs`) on `cases` as configured.
+pub fn train<T: Task>(
+    cfg: &ExperimentConfig,
+    opts: &RunOptions,
+    mut vs: VarStore,
+    mut task: T,
+    cases: Vec<imaging::datasets::Case>,
+) -> Result<RunSummary> {
+    let out = cfg.output_dir.clone();
+    save_config(cfg, &out)?;
+    let device = vs.device();
+    let spec = task.input_spec();
+    let depth = cfg.model.encoder().depth;
+    let mut opt = AdamW::new(&vs, &cfg.optim, depth);
+    let (loader, source) = crate::data::train_loader(cfg, cases)?;
+    let accum = cfg.optim.accum_steps;
+    let batches = loader.epoch_batches(0).len();
+    let steps_per_epoch = batches / accum;
+    if steps_per_epoch == 0 {
+        return Err(TrainError::config(
+            "data.batch_size",
+            format!("an epoch has {batches} full batch(es) of {}, fewer than optim.accum_steps = {accum}: use a smaller batch or more data", cfg.data.batch_size),
+        ));
+    }
+    let sched = LrSchedule::from_epochs(
+        cfg.peak_lr(),
+        cfg.schedule.min_lr,
+        cfg.schedule.warmup_epochs,
+        cfg.schedule.epochs,
+        steps_per_epoch,
+    );
+    let amp = cfg.optim.amp && device.is_cuda();
+    if cfg.optim.amp && !amp {
+        tracing::warn!("optim.amp is only used on CUDA; training in f32 on {device:?}");
+    }
+
+    let mut state = TrainState {
+        format_version: TRAIN_STATE_VERSION,
+        command: task.command().into(),
+        step: 0,
+        epoch: 0,
+        batch_in_epoch: 0,
+        seed: cfg.seed,
+        rng: RngState::capture(&ChaCha8Rng::seed_from_u64(cfg.seed)),
+        torch_rng: TORCH_RNG_POLICY.into(),
+        best: None,
+        loss_scale: amp.then_some(65536.0),
+    };
+    if let Some(dir) = &opts.resume {
+        let (s, tensors) = checkpoint::read_train_state(dir)?;
+        if s.command != task.command() {
+            return Err(TrainError::format(
+                dir.join("train_state.json"),
+                format!(
+                    "a `{}` checkpoint cannot resume `{}`",
+                    s.command,
+                    task.command()
+                ),
+            ));
+        }
+        if s.seed != cfg.seed {
+            return Err(TrainError::config(
+                "seed",
+                format!("{} differs from the checkpoint's seed {}", cfg.seed, s.seed),
+            ));
+        }
+        checkpoint::load_weights(&mut vs, dir)?;
+        opt.load_state(&tensors, s.step)?;
+        tracing::info!(
+            "resuming from {} at step {} (epoch {}, batch {})",
+            dir.display(),
+            s.step,
+            s.epoch,
+            s.batch_in_epoch
+        );
+        state = s;
+    }
+    let mut rng = state
+        .rng
+        .restore()
+        .map_err(|m| TrainError::format(opts.resume.clone().unwrap_or_default(), m))?;
+    let mut scaler = LossScaler {
+        scale: state.loss_scale.unwrap_or(65536.0),
+        good: 0,
+    };
+
+    let mut metrics = MetricsLog::open(
+        &out.join("metrics.jsonl"),
+        opts.resume.is_some().then_some(state.step),
+    )?;
+    let mut events = if cfg.logging.tensorboard {
+        Some(EventWriter::create(&out.join("tb"))?)
+    } else {
+        None
+    };
+    let total = sched.total_steps;
+    let progress = Progress::new(task.command(), total, state.step);
+    let started = Instant::now();
+    let ckpt_root = out.join("checkpoints");
+    let mut window = (0.0f64, 0usize);
+    let mut last_loss = f64::NAN;
+    let stop_at = opts.max_steps.unwrap_or(u64::MAX);
+
+    metrics.append(&json!({"event": if opts.resume.is_some() { "resume" } else { "start" }, "step": state.step, "steps_per_epoch": steps_per_epoch, "total_steps": total, "peak_lr": sched.peak}))?;
+    'epochs: while state.epoch < cfg.schedule.epochs {
+        let epoch = state.epoch;
+        let mut batches = loader.epoch(epoch as u64)?.skip(state.batch_in_epoch);
+        let mut sample: Option<TensorBatch> = None;
+        while state.batch_in_epoch + accum <= steps_per_epoch * accum {
+            if state.step >= stop_at {
+                break 'epochs;
+            }
+            tch::manual_seed(checkpoint::torch_seed(cfg.seed, state.step));
+            opt.zero_grad();
+            let mut loss_sum = 0.0;
+            for _ in 0..accum {
+                let batch = batches.next().ok_or_else(|| {
+                    TrainError::Data(format!("epoch {epoch}: the loader ended early"))
+                })??;
+                let tb = to_tensors(&batch, &source, &spec, device)?;
+                let loss = tch::autocast(amp, || task.loss(&tb, &mut rng))?;
+                let value = loss.f_double_value(&[])?;
+                if !value.is_finite() {
+                    return Err(TrainError::Data(format!("the loss is {value} at step {} (epoch {epoch}); lower optim.base_lr or check the data", state.step)));
+                }
+                loss_sum += value;
+                let scaled = if amp {
+                    loss * (scaler.scale / accum as f64)
+                } else {
+                    loss / accum as f64
+                };
+                scaled.f_backward()?;
+                if sample.is_none() {
+                    sample = Some(tb);
+                }
+            }
+            state.batch_in_epoch += accum;
+            let finite = if amp {
+                opt.scale_grads(1.0 / scaler.scale);
+                let f = opt.grads_finite();
+                scaler.update(f);
+                state.loss_scale = Some(scaler.scale);
+                f
+            } else {
+                true
+            };
+            let grad_norm = match cfg.optim.grad_clip {
+                Some(c) => opt.clip_grad_norm(c),
+                None => opt.grad_norm(),
+            };
+            let lr = sched.lr_at(state.step);
+            if finite {
+                opt.step(lr);
+            }
+            state.step += 1;
+            let loss = loss_sum / accum as f64;
+            last_loss = loss;
+            window = (window.0 + loss, window.1 + 1);
+            let emit = state.step % cfg.logging.log_every_steps as u64 == 0;
+            if emit {
+                let mean = window.0 / window.1 as f64;
+                window = (0.0, 0);
+                let t = started.elapsed().as_secs_f64();
+                metrics.append(&json!({"step": state.step, "epoch": epoch, "loss": loss, "loss_avg": mean, "lr": lr, "grad_norm": grad_norm, "time": t, "it_per_s": progress.rate(state.step)}))?;
+                if let Some(ev) = events.as_mut() {
+                    ev.scalars(
+                        state.step as i64,
+                        &[
+                            ("train/loss", loss),
+                            ("train/lr", lr),
+                            ("train/grad_norm", grad_norm),
+                        ],
+                    )?;
+                }
+            }
+            progress.update(state.step, epoch, loss, lr, emit);
+            let at_epoch_end = state.batch_in_epoch + accum > steps_per_epoch * accum;
+            let periodic = cfg
+                .logging
+                .save_every_steps
+                .is_some_and(|n| state.step % n as u64 == 0);
+            if (periodic || state.step >= stop_at) && !at_epoch_end {
+                state.rng = RngState::capture(&rng);
+                save(&ckpt_root, "last", &vs, &task, &opt, &state)?;
+            }
+        }
+        drop(batches);
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        state.rng = RngState::capture(&rng);
+        let last_epoch = state.epoch == cfg.schedule.epochs;
+        let validate = state.epoch % cfg.validation.every_epochs == 0 || last_epoch;
+        let pictures = state.epoch % cfg.logging.png_every_epochs == 0 || last_epoch;
+        let report = task.end_epoch(epoch, sample.as_ref(), validate, pictures)?;
+        let mut record =
+            json!({"step": state.step, "epoch": epoch, "time": started.elapsed().as_secs_f64()});
+        for (k, v) in &report.scalars {
+            record[k] = json!(v);
+        }
+        if !report.scalars.is_empty() {
+            metrics.append(&record)?;
+            let pairs: Vec<(&str, f64)> = report
+                .scalars
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v))
+                .collect();
+            if let Some(ev) = events.as_mut() {
+                ev.scalars(state.step as i64, &pairs)?;
+            }
+            progress.println(&format!(
+                "epoch {epoch}: {}",
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        for (name, img) in &report.images {
+            let png = encode_png(img)?;
+            crate::tracking::images::save_png(
+                &png,
+                &out.join("images")
+                    .join(format!("{name}_epoch{epoch:03}.png")),
+            )?;
+            if let Some(ev) = events.as_mut() {
+                ev.image(state.step as i64, name, &png, img.height(), img.width(), 3)?;
+            }
+        }
+        if let Some(score) = report.score.filter(|s| s.is_finite()) {
+            if state.best.is_none_or(|(b, _)| score > b) {
+                state.best = Some((score, state.step));
+                save(&ckpt_root, "best", &vs, &task, &opt, &state)?;
+                progress.println(&format!("new best {score:.4} at step {}", state.step));
+            }
+        }
+        save(&ckpt_root, "last", &vs, &task, &opt, &state)?;
+    }
+    progress.finish();
+    metrics.append(
+        &json!({"event": "end", "step": state.step, "time": started.elapsed().as_secs_f64()}),
+    )?;
+    if opts.wandb {
+        write_wandb(cfg, &out, task.command());
+    }
+    Ok(RunSummary {
+        steps: state.step,
+        last_loss,
+        best: state.best,
+        last_checkpoint: ckpt_root.join("last"),
+    })
+}
+
+fn save<T: Task>(
+    root: &Path,
+    name: &str,
+    vs: &VarStore,
+    task: &T,
+    opt: &AdamW,
+    state: &TrainState,
+) -> Result<()> {
+    let card = task.card();
+    checkpoint::write_checkpoint(
+        root,
+        name,
+        &CheckpointData {
+            vs,
+            card: &card,
+            optim_state: opt.state_tensors(),
+            state,
+        },
+    )?;
+    Ok(())
+}
+
+fn write_wandb(cfg: &ExperimentConfig, out: &Path, name: &str) {
+    let py = crate::tracking::wandb::python();
+    if !crate::tracking::wandb::available(&py) {
+        tracing::warn!(
+            "--wandb: the Python wandb client is not importable with {}; skipping the offline run",
+            py.display()
+        );
+        return;
+    }
+    let cfg_json = out.join("config.json");
+    let written = serde_json::to_string_pretty(cfg)
+        .map_err(|e| e.to_string())
+        .and_then(|t| std::fs::write(&cfg_json, t).map_err(|e| e.to_string()));
+    let result = written.map_err(|e| e.to_string()).and_then(|_| {
+        crate::tracking::wandb::write_offline_run(
+            &py,
+            out,
+            &out.join("metrics.jsonl"),
+            &cfg_json,
+            name,
+        )
+        .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => tracing::info!(
+            "offline wandb run written under {}",
+            out.join("wandb").display()
+        ),
+        Err(e) => tracing::warn!("--wandb: {e}"),
+    }
+}

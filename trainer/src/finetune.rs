@@ -1,0 +1,322 @@
+//! `finetune`: UNETR segmentation training (optionally initialised from an MAE checkpoint) with sliding-window
+//! validation Dice, best-by-Dice checkpoints and overlay pictures.
+
+use std::path::{Path, PathBuf};
+
+use imaging::datasets::Case;
+use imaging::Sample;
+use models::{init_unetr_from_mae, DiceCeOptions, Unetr};
+use ndarray::{Array4, Axis};
+use rand_chacha::ChaCha8Rng;
+use spec::{InferenceSpec, ModelCard, ModelConfig, OutputActivation, UnetrConfig};
+use tch::{nn::VarStore, Device, Tensor};
+
+use crate::config::ExperimentConfig;
+use crate::data::{check_labels, label_name, load_val_case, InputSpec, TensorBatch};
+use crate::engine::{train, EpochReport, RunOptions, RunSummary, Task};
+use crate::error::{Result, TrainError};
+use crate::infer::{dice, display_labels, label_map, volume_logits, window_config};
+use crate::tracking::images::overlay_grid;
+
+/// The label names of a config (defaults: `background`, `class1`… for softmax, `channel0`… for sigmoid).
+pub fn label_names(cfg: &ExperimentConfig, k: usize) -> Vec<String> {
+    if !cfg.data.labels.is_empty() {
+        return cfg.data.labels.clone();
+    }
+    match cfg.data.activation {
+        OutputActivation::Softmax => (0..k)
+            .map(|c| {
+                if c == 0 {
+                    "background".into()
+                } else {
+                    format!("class{c}")
+                }
+            })
+            .collect(),
+        OutputActivation::Sigmoid => (0..k).map(|c| format!("channel{c}")).collect(),
+    }
+}
+
+/// The sliding-window defaults written to `model.json`.
+pub fn inference_spec(cfg: &ExperimentConfig, u: &UnetrConfig) -> InferenceSpec {
+    let v = &cfg.validation;
+    InferenceSpec {
+        roi_size: u.encoder.img_size.clone(),
+        overlap: v.overlap,
+        blend: v.blend.clone(),
+        sw_batch_size: v.sw_batch_size,
+        activation: cfg.data.activation,
+    }
+}
+
+/// Names of the reported Dice entries: foreground classes for softmax, every channel for sigmoid.
+pub fn dice_names(labels: &[String], activation: OutputActivation) -> Vec<String> {
+    match activation {
+        OutputActivation::Softmax => labels.iter().skip(1).cloned().collect(),
+        OutputActivation::Sigmoid => labels.to_vec(),
+    }
+}
+
+/// Sliding-window Dice of one case; returns per-class Dice and the predicted label map.
+pub fn evaluate_case(
+    net: &Unetr,
+    u: &UnetrConfig,
+    inf: &InferenceSpec,
+    sample: &Sample,
+    device: Device,
+) -> Result<(Vec<f64>, Array4<f32>)> {
+    let forward = |x: &Tensor| -> Result<Tensor> { Ok(net.forward(x, false)?) };
+    let logits = volume_logits(
+        &sample.image.data,
+        u.encoder.spatial_dims,
+        &window_config(inf),
+        device,
+        &forward,
+    )?;
+    let pred = label_map(&logits, inf.activation);
+    let target = sample
+        .label
+        .as_ref()
+        .ok_or_else(|| TrainError::Data("validation case without a label map".into()))?;
+    Ok((
+        dice(&pred, &target.data, inf.activation, u.out_channels)?,
+        pred,
+    ))
+}
+
+/// Overlay row for a case: the Z slice with the most ground-truth foreground.
+pub fn overlay_row(
+    sample: &Sample,
+    pred: &Array4<f32>,
+) -> Option<(
+    ndarray::Array2<f32>,
+    ndarray::Array2<u8>,
+    ndarray::Array2<u8>,
+)> {
+    let gt = display_labels(&sample.label.as_ref()?.data);
+    let pr = display_labels(pred);
+    let z = (0..gt.shape()[2])
+        .max_by_key(|&z| gt.index_axis(Axis(2), z).iter().filter(|&&v| v > 0).count())?;
+    Some((
+        sample
+            .image
+            .data
+            .index_axis(Axis(0), 0)
+            .index_axis(Axis(2), z)
+            .to_owned(),
+        gt.index_axis(Axis(2), z).to_owned(),
+        pr.index_axis(Axis(2), z).to_owned(),
+    ))
+}
+
+/// Mean over cases of per-class Dice (NaN entries skipped), and the mean over classes.
+pub fn aggregate(per_case: &[Vec<f64>]) -> (Vec<f64>, f64) {
+    let k = per_case.first().map_or(0, Vec::len);
+    let per_class: Vec<f64> = (0..k)
+        .map(|c| {
+            imaging::metrics::nan_mean(
+                &per_case
+                    .iter()
+                    .filter_map(|d| d.get(c).copied())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let mean = imaging::metrics::nan_mean(&per_class);
+    (per_class, mean)
+}
+
+/// The UNETR being fine-tuned, with its validation set.
+pub struct UnetrTask {
+    net: Unetr,
+    cfg: UnetrConfig,
+    labels: Vec<String>,
+    inference: InferenceSpec,
+    preprocessing: Vec<imaging::transforms::TransformSpec>,
+    val: Vec<(Case, Sample)>,
+    device: Device,
+    loss_opts: DiceCeOptions,
+}
+
+impl UnetrTask {
+    /// Build the UNETR on `vs` and load the validation cases through the validation transforms.
+    pub fn new(vs: &VarStore, cfg: &ExperimentConfig, val_cases: &[Case]) -> Result<Self> {
+        let ModelConfig::Unetr(u) = &cfg.model else {
+            return Err(TrainError::config(
+                "model.kind",
+                "finetune needs `kind: unetr`",
+            ));
+        };
+        let net = Unetr::new(&vs.root(), u)?;
+        let labels = label_names(cfg, u.out_channels);
+        let limit = cfg.validation.max_volumes.unwrap_or(usize::MAX);
+        let mut val = Vec::new();
+        for case in val_cases.iter().take(limit) {
+            let s = load_val_case(case, &cfg.data.val_transforms)?;
+            let label = s.label.as_ref().ok_or_else(|| {
+                TrainError::Data(format!("validation case {} has no label map", case.id))
+            })?;
+            check_labels(label, cfg.data.activation, u.out_channels, &|| {
+                label_name(case)
+            })?;
+            val.push((case.clone(), s));
+        }
+        Ok(Self {
+            net,
+            cfg: u.clone(),
+            labels,
+            inference: inference_spec(cfg, u),
+            preprocessing: cfg.data.val_transforms.clone(),
+            val,
+            device: vs.device(),
+            loss_opts: DiceCeOptions::default(),
+        })
+    }
+}
+
+impl Task for UnetrTask {
+    fn command(&self) -> &'static str {
+        "finetune"
+    }
+
+    fn input_spec(&self) -> InputSpec {
+        let e = &self.cfg.encoder;
+        InputSpec {
+            spatial_dims: e.spatial_dims,
+            in_channels: e.in_channels,
+            img_size: e.img_size.clone(),
+            target: Some((self.inference.activation, self.cfg.out_channels)),
+        }
+    }
+
+    fn loss(&self, batch: &TensorBatch, _rng: &mut ChaCha8Rng) -> Result<Tensor> {
+        let labels = batch
+            .labels
+            .as_ref()
+            .ok_or_else(|| TrainError::Data("fine-tuning batch without labels".into()))?;
+        let logits = self.net.forward(&batch.images, true)?;
+        Ok(models::dice_ce_loss(
+            &logits,
+            labels,
+            self.inference.activation,
+            &self.loss_opts,
+        )?)
+    }
+
+    fn end_epoch(
+        &mut self,
+        _epoch: usize,
+        _sample: Option<&TensorBatch>,
+        validate: bool,
+        pictures: bool,
+    ) -> Result<EpochReport> {
+        let mut report = EpochReport::default();
+        if !validate || self.val.is_empty() {
+            return Ok(report);
+        }
+        let mut per_case = Vec::new();
+        let mut rows = Vec::new();
+        for (_, sample) in &self.val {
+            let (d, pred) =
+                evaluate_case(&self.net, &self.cfg, &self.inference, sample, self.device)?;
+            if pictures && rows.len() < 3 {
+                rows.extend(overlay_row(sample, &pred));
+            }
+            per_case.push(d);
+        }
+        let (per_class, mean) = aggregate(&per_case);
+        report.scalars.push(("val/dice_mean".into(), mean));
+        for (name, d) in dice_names(&self.labels, self.inference.activation)
+            .iter()
+            .zip(&per_class)
+        {
+            report.scalars.push((format!("val/dice/{name}"), *d));
+        }
+        report.score = Some(mean);
+        if !rows.is_empty() {
+            report.images.push(("overlay".into(), overlay_grid(&rows)?));
+        }
+        Ok(report)
+    }
+
+    fn card(&self) -> ModelCard {
+        ModelCard::new(
+            ModelConfig::Unetr(self.cfg.clone()),
+            self.preprocessing.clone(),
+            self.labels.clone(),
+            Some(self.inference.clone()),
+        )
+    }
+}
+
+/// The weights file of an `--init` path: a checkpoint directory's `model.safetensors`, or the file itself.
+pub fn init_weights_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("model.safetensors")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+/// Run UNETR fine-tuning as configured (`cfg.init`: MAE/UNETR checkpoint for the encoder).
+pub fn run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary> {
+    let ModelConfig::Unetr(u) = &cfg.model else {
+        return Err(TrainError::config(
+            "model.kind",
+            "finetune needs `kind: unetr`",
+        ));
+    };
+    let device = crate::engine::setup_device(cfg)?;
+    let split = crate::data::split(cfg)?;
+    if split.val.is_empty() {
+        return Err(TrainError::config(
+            "data.dataset",
+            "fine-tuning needs validation cases (a validation list or data.num_folds)",
+        ));
+    }
+    tracing::info!(
+        "fine-tuning on {} volumes of `{}`, validating on {}",
+        split.train.len(),
+        split.name,
+        split
+            .val
+            .len()
+            .min(cfg.validation.max_volumes.unwrap_or(usize::MAX))
+    );
+    tch::manual_seed(cfg.seed as i64);
+    let vs = VarStore::new(device);
+    let task = UnetrTask::new(&vs, cfg, &split.val)?;
+    if let (Some(init), None) = (&cfg.init, &opts.resume) {
+        let path = init_weights_path(init);
+        if !path.is_file() {
+            return Err(TrainError::config(
+                "init",
+                format!(
+                    "{} does not exist (expected a checkpoint directory or .safetensors file)",
+                    path.display()
+                ),
+            ));
+        }
+        let report = init_unetr_from_mae(&vs, &path, u)?;
+        let loaded = vs.variables().len() - report.missing.len();
+        tracing::info!(
+            "initialised {loaded} tensors from {} ({} trained from scratch, {} ignored, {} interpolated, {} mismatched)",
+            path.display(),
+            report.missing.len(),
+            report.ignored.len(),
+            report.interpolated.len(),
+            report.mismatched.len()
+        );
+        for (name, from, to) in &report.interpolated {
+            tracing::info!("interpolated {name} from grid {from:?} to {to:?}");
+        }
+        if !report.unexpected.is_empty() || !report.mismatched.is_empty() {
+            tracing::warn!(
+                "init: unexpected {:?}, mismatched {:?}",
+                report.unexpected,
+                report.mismatched
+            );
+        }
+    }
+    train(cfg, opts, vs, task, split.train)
+}

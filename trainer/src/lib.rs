@@ -1,0 +1,18 @@
+//! medmae's training library behind `medmae-train`: experiment config, data, optimisation, schedules, the training
+//! engine, checkpoints, run tracking, and the pretrain / finetune / evaluate / predict commands.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod evaluate;
+pub mod finetune;
+pub mod infer;
+pub mod optim;
+pub mod pretrain;
+pub mod schedule;
+pub mod tracking;
+
+pub use error::{Result, TrainError};

@@ -1,0 +1,240 @@
+//! AdamW (PyTorch's formulation) over a `VarStore`'s trainable tensors, with per-group lr scale and weight decay.
+
+use std::collections::BTreeMap;
+
+use tch::{nn::VarStore, Kind, Tensor};
+
+use super::groups::{group_key, layer_scale, GroupKey};
+use crate::config::OptimConfig;
+use crate::error::{Result, TrainError};
+
+/// One parameter group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamGroup {
+    /// Multiplier of the scheduled learning rate.
+    pub lr_scale: f64,
+    /// Decoupled weight decay of this group.
+    pub weight_decay: f64,
+    /// Parameter names in the group (sorted).
+    pub names: Vec<String>,
+}
+
+struct Slot {
+    name: String,
+    param: Tensor,
+    group: usize,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+/// AdamW: `p ← p(1 − lr·wd)`, `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
+/// `p ← p − lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + ε)`.
+pub struct AdamW {
+    betas: [f64; 2],
+    eps: f64,
+    slots: Vec<Slot>,
+    groups: Vec<ParamGroup>,
+    steps: u64,
+}
+
+impl AdamW {
+    /// Group the trainable tensors of `vs` (sorted by name): no decay on norms/biases/position embeddings/tokens,
+    /// and, with `layer_decay`, lr scale `decay^(depth+1−layer)` for an encoder of `depth` blocks.
+    pub fn new(vs: &VarStore, cfg: &OptimConfig, depth: usize) -> Self {
+        let vars: BTreeMap<String, Tensor> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        let mut groups: Vec<ParamGroup> = Vec::new();
+        let mut slots = Vec::with_capacity(vars.len());
+        for (name, param) in vars {
+            let GroupKey { layer, decay } = group_key(&name, &param.size(), depth);
+            let lr_scale = cfg
+                .layer_decay
+                .map_or(1.0, |d| layer_scale(layer, depth, d));
+            let weight_decay = if decay { cfg.weight_decay } else { 0.0 };
+            let group = match groups
+                .iter()
+                .position(|g| g.lr_scale == lr_scale && g.weight_decay == weight_decay)
+            {
+                Some(g) => g,
+                None => {
+                    groups.push(ParamGroup {
+                        lr_scale,
+                        weight_decay,
+                        names: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            groups[group].names.push(name.clone());
+            let exp_avg = param.zeros_like().detach();
+            let exp_avg_sq = param.zeros_like().detach();
+            slots.push(Slot {
+                name,
+                param,
+                group,
+                exp_avg,
+                exp_avg_sq,
+            });
+        }
+        Self {
+            betas: cfg.betas,
+            eps: cfg.eps,
+            slots,
+            groups,
+            steps: 0,
+        }
+    }
+
+    /// The parameter groups.
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+
+    /// Optimiser steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Zero every gradient (before the first micro-batch of a step).
+    pub fn zero_grad(&mut self) {
+        for s in &mut self.slots {
+            let mut g = s.param.grad();
+            if g.defined() {
+                let _ = g.detach_();
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// Global L2 norm of all gradients.
+    pub fn grad_norm(&self) -> f64 {
+        let _guard = tch::no_grad_guard();
+        let mut total = 0.0f64;
+        for s in &self.slots {
+            let g = s.param.grad();
+            if g.defined() {
+                total += g
+                    .to_kind(Kind::Double)
+                    .square()
+                    .sum(Kind::Double)
+                    .double_value(&[]);
+            }
+        }
+        total.sqrt()
+    }
+
+    /// Scale all gradients so their global norm is at most `max_norm` (PyTorch: coefficient max/(norm+1e-6), ≤ 1).
+    /// Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
+        let norm = self.grad_norm();
+        let coef = max_norm / (norm + 1e-6);
+        if coef < 1.0 {
+            let _guard = tch::no_grad_guard();
+            for s in &self.slots {
+                let mut g = s.param.grad();
+                if g.defined() {
+                    let _ = g.g_mul_scalar_(coef);
+                }
+            }
+        }
+        norm
+    }
+
+    /// Multiply all gradients by `factor` (gradient accumulation averaging, loss-scale removal).
+    pub fn scale_grads(&mut self, factor: f64) {
+        let _guard = tch::no_grad_guard();
+        for s in &self.slots {
+            let mut g = s.param.grad();
+            if g.defined() {
+                let _ = g.g_mul_scalar_(factor);
+            }
+        }
+    }
+
+    /// True when every gradient is finite.
+    pub fn grads_finite(&self) -> bool {
+        let _guard = tch::no_grad_guard();
+        self.slots.iter().all(|s| {
+            let g = s.param.grad();
+            !g.defined() || g.isfinite().all().int64_value(&[]) == 1
+        })
+    }
+
+    /// One AdamW update with scheduled learning rate `lr` (times each group's lr scale). Parameters without a
+    /// gradient are skipped, like PyTorch.
+    pub fn step(&mut self, lr: f64) {
+        let _guard = tch::no_grad_guard();
+        self.steps += 1;
+        let [b1, b2] = self.betas;
+        let t = self.steps as i32;
+        let bias1 = 1.0 - b1.powi(t);
+        let bias2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        for s in &mut self.slots {
+            let g = s.param.grad();
+            if !g.defined() {
+                continue;
+            }
+            let group = &self.groups[s.group];
+            let lr = lr * group.lr_scale;
+            if group.weight_decay > 0.0 {
+                let _ = s.param.g_mul_scalar_(1.0 - lr * group.weight_decay);
+            }
+            let _ = s.exp_avg.lerp_(&g, 1.0 - b1);
+            let _ = s.exp_avg_sq.g_mul_scalar_(b2);
+            let _ = s.exp_avg_sq.g_add_(&(&g * &g * (1.0 - b2)));
+            let denom = s.exp_avg_sq.sqrt() / bias2_sqrt + self.eps;
+            let _ = s.param.g_sub_(&(&s.exp_avg / denom * (lr / bias1)));
+        }
+    }
+
+    /// The moments as named tensors (`exp_avg.<param>`, `exp_avg_sq.<param>`) for `train_state.safetensors`.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.slots.len());
+        for s in &self.slots {
+            out.push((format!("exp_avg.{}", s.name), s.exp_avg.shallow_clone()));
+            out.push((
+                format!("exp_avg_sq.{}", s.name),
+                s.exp_avg_sq.shallow_clone(),
+            ));
+        }
+        out
+    }
+
+    /// Restore the moments and the step count; every parameter's moments must be present with its shape.
+    pub fn load_state(&mut self, tensors: &[(String, Tensor)], steps: u64) -> Result<()> {
+        let map: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let _guard = tch::no_grad_guard();
+        for s in &mut self.slots {
+            for (prefix, dst) in [
+                ("exp_avg", &mut s.exp_avg),
+                ("exp_avg_sq", &mut s.exp_avg_sq),
+            ] {
+                let key = format!("{prefix}.{}", s.name);
+                let src = map.get(key.as_str()).ok_or_else(|| {
+                    TrainError::Data(format!("optimizer state: missing tensor `{key}`"))
+                })?;
+                if src.size() != dst.size() {
+                    return Err(TrainError::Data(format!(
+                        "optimizer state: `{key}` has shape {:?}, the parameter has {:?}",
+                        src.size(),
+                        dst.size()
+                    )));
+                }
+                dst.f_copy_(src)?;
+            }
+        }
+        let known = 2 * self.slots.len();
+        if map.len() != known {
+            return Err(TrainError::Data(format!(
+                "optimizer state: {} tensors for {} parameters (expected {known})",
+                map.len(),
+                self.slots.len()
+            )));
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! Schedule values at hand-computed steps, parameter-group assignment (no decay on norms, biases, position
+//! embeddings, cls/mask tokens; layer-wise lr decay), and AdamW / clipping against hand-computed updates.
+
+use std::collections::BTreeMap;
+
+use tch::{nn::VarStore, Device, Kind, Tensor};
+use trainer::config::OptimConfig;
+use trainer::optim::AdamW;
+use trainer::schedule::LrSchedule;
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 + 1e-9 * b.abs()
+}
+
+#[test]
+fn warmup_then_cosine_at_hand_computed_steps() {
+    // 10 epochs × 5 steps, 2 warmup epochs → 10 warmup steps of 50.
+    let s = LrSchedule::from_epochs(1e-3, 1e-5, 2.0, 10, 5);
+    assert_eq!((s.warmup_steps, s.total_steps), (10, 50));
+    assert_eq!(s.lr_at(0), 0.0);
+    assert!(close(s.lr_at(5), 5e-4));
+    assert!(close(s.lr_at(10), 1e-3));
+    // step 20: t = 10/40 = 0.25 → 1e-5 + 0.99e-3 · ½ (1 + cos π/4) = 8.550178…e-4
+    assert!(close(
+        s.lr_at(20),
+        1e-5 + 0.99e-3 * 0.5 * (1.0 + std::f64::consts::FRAC_1_SQRT_2)
+    ));
+    assert!(
+        close(s.lr_at(20), 8.550_178_562_229_3e-4),
+        "{}",
+        s.lr_at(20)
+    );
+    // step 30: halfway through the cosine → the midpoint.
+    assert!(close(s.lr_at(30), 5.05e-4));
+    assert!(close(s.lr_at(50), 1e-5));
+    assert!(close(s.lr_at(99), 1e-5), "clamped after the end");
+    // Fractional warmup rounds to steps: 0.5 epoch × 5 = 2.5 → 3.
+    assert_eq!(LrSchedule::from_epochs(1.0, 0.0, 0.5, 4, 5).warmup_steps, 3);
+    // No warmup: the first step already uses the peak.
+    assert!(close(
+        LrSchedule::from_epochs(2.0, 0.0, 0.0, 1, 4).lr_at(0),
+        2.0
+    ));
+}
+
+fn tiny_unetr(vs: &VarStore) -> spec::UnetrConfig {
+    let cfg: spec::UnetrConfig = serde_json::from_value(serde_json::json!({
+        "encoder": {"spatial_dims": 2, "in_channels": 1, "img_size": [32, 32], "patch_size": [16, 16],
+                     "embed_dim": 16, "depth": 3, "num_heads": 2},
+        "out_channels": 2, "feature_size": 4, "skip_layers": [0, 1, 2]
+    }))
+    .unwrap();
+    models::Unetr::new(&vs.root(), &cfg).unwrap();
+    cfg
+}
+
+#[test]
+fn param_groups_exclude_norms_biases_pos_embed_and_tokens() {
+    let vs = VarStore::new(Device::Cpu);
+    tiny_unetr(&vs);
+    let cfg = OptimConfig {
+        weight_decay: 0.05,
+        layer_decay: Some(0.5),
+        ..OptimConfig::default()
+    };
+    let opt = AdamW::new(&vs, &cfg, 3);
+    let mut by_name: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for g in opt.groups() {
+        for n in &g.names {
+            by_name.insert(n.clone(), (g.weight_decay, g.lr_scale));
+        }
+    }
+    let trainable = vs.trainable_variables().len();
+    assert_eq!(
+        by_name.len(),
+        trainable,
+        "every trainable tensor is in exactly one group"
+    );
+    let vars = vs.variables();
+    for (name, (wd, _)) in &by_name {
+        let dims = vars[name].dim();
+        let exempt = dims <= 1
+            || name.ends_with(".bias")
+            || name.contains("pos_embed")
+            || name.ends_with("cls_token");
+        assert_eq!(
+            *wd == 0.0,
+            exempt,
+            "{name} (dims {dims}) has weight decay {wd}"
+        );
+    }
+    // Spot checks with depth 3, decay 0.5: embeddings 0.5^4, block i 0.5^(3−i), the rest 1.
+    assert_eq!(by_name["encoder.pos_embed"], (0.0, 0.0625));
+    assert_eq!(by_name["encoder.cls_token"], (0.0, 0.0625));
+    assert_eq!(by_name["encoder.patch_embed.proj.weight"], (0.05, 0.0625));
+    assert_eq!(by_name["encoder.patch_embed.proj.bias"], (0.0, 0.0625));
+    assert_eq!(by_name["encoder.blocks.0.attn.qkv.weight"], (0.05, 0.125));
+    assert_eq!(by_name["encoder.blocks.0.norm1.weight"], (0.0, 0.125));
+    assert_eq!(by_name["encoder.blocks.2.mlp.fc2.weight"], (0.05, 0.5));
+    assert_eq!(by_name["encoder.norm.weight"], (0.0, 1.0));
+    assert_eq!(by_name["out.conv.conv.bias"], (0.0, 1.0));
+    assert_eq!(
+        by_name["decoder2.conv_block.conv1.conv.weight"],
+        (0.05, 1.0)
+    );
+    // Without layer decay every scale is 1.
+    let flat = AdamW::new(&vs, &OptimConfig::default(), 3);
+    assert!(flat.groups().iter().all(|g| g.lr_scale == 1.0));
+    assert_eq!(flat.groups().len(), 2, "decay and no-decay");
+}
+
+#[test]
+fn mae_tokens_and_fixed_tables_are_handled() {
+    let vs = VarStore::new(Device::Cpu);
+    let cfg: spec::MaeConfig = serde_json::from_value(serde_json::json!({
+        "encoder": {"spatial_dims": 3, "in_channels": 1, "img_size": [16, 16, 16], "patch_size": [8, 8, 8],
+                     "embed_dim": 24, "depth": 2, "num_heads": 2},
+        "decoder_embed_dim": 12, "decoder_depth": 1, "decoder_num_heads": 2
+    }))
+    .unwrap();
+    models::Mae::new(&vs.root(), &cfg).unwrap();
+    let opt = AdamW::new(&vs, &OptimConfig::default(), 2);
+    let names: Vec<(String, f64)> = opt
+        .groups()
+        .iter()
+        .flat_map(|g| g.names.iter().map(move |n| (n.clone(), g.weight_decay)))
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|(n, _)| n == "encoder_pos_embed" || n == "decoder_pos_embed"),
+        "fixed sincos tables are not optimised"
+    );
+    assert!(names.contains(&("mask_token".to_string(), 0.0)));
+    assert!(names.contains(&("encoder.cls_token".to_string(), 0.0)));
+    assert!(names.contains(&("decoder.head.weight".to_string(), 0.05)));
+}
+
+#[test]
+fn adamw_step_matches_hand_computation() {
+    let vs = VarStore::new(Device::Cpu);
+    let p = vs.root().var("w", &[1], tch::nn::Init::Const(1.0));
+    let cfg = OptimConfig {
+        betas: [0.9, 0.999],
+        eps: 1e-8,
+        weight_decay: 0.1,
+        ..OptimConfig::default()
+    };
+    let mut opt = AdamW::new(&vs, &cfg, 0);
+    assert_eq!(
+        opt.groups()[0].weight_decay,
+        0.0,
+        "a 1-D tensor is not decayed"
+    );
+    // Use a 2-D parameter for the decayed case.
+    let vs2 = VarStore::new(Device::Cpu);
+    let q = vs2.root().var("w", &[1, 1], tch::nn::Init::Const(1.0));
+    let mut opt2 = AdamW::new(&vs2, &cfg, 0);
+    for (param, o) in [(&p, &mut opt), (&q, &mut opt2)] {
+        o.zero_grad();
+        (param.sum(Kind::Float) * 0.5).backward();
+        o.step(0.1);
+    }
+    // Step 1, g = 0.5: m̂ = 0.5, v̂ = 0.25 → update 0.1 · 0.5 / (0.5 + 1e-8).
+    let upd = 0.1 * 0.5 / (0.5 + 1e-8);
+    assert!((p.double_value(&[0]) - (1.0 - upd)).abs() < 1e-6);
+    assert!((q.double_value(&[0, 0]) - (1.0 * (1.0 - 0.1 * 0.1) - upd)).abs() < 1e-6);
+    // Step 2 with g = 0.5 again: m = 0.095, v = 0.0004998… → m̂ = 0.5, v̂ = 0.25: the same update.
+    opt.zero_grad();
+    (p.sum(Kind::Float) * 0.5).backward();
+    opt.step(0.1);
+    assert!((p.double_value(&[0]) - (1.0 - 2.0 * upd)).abs() < 1e-6);
+    assert_eq!(opt.steps(), 2);
+}
+
+#[test]
+fn clipping_scales_to_the_global_norm_and_state_roundtrips() {
+    let vs = VarStore::new(Device::Cpu);
+    let a = vs.root().var("a", &[1], tch::nn::Init::Const(0.0));
+    let b = vs.root().var("b", &[1], tch::nn::Init::Const(0.0));
+    let mut opt = AdamW::new(&vs, &OptimConfig::default(), 0);
+    opt.zero_grad();
+    (&a * 3.0 + &b * 4.0).sum(Kind::Float).backward();
+    assert!((opt.grad_norm() - 5.0).abs() < 1e-9);
+    let before = opt.clip_grad_norm(1.0);
+    assert!((before - 5.0).abs() < 1e-9);
+    assert!((a.grad().double_value(&[0]) - 0.6).abs() < 1e-6);
+    assert!((b.grad().double_value(&[0]) - 0.8).abs() < 1e-6);
+    assert!(
+        (opt.clip_grad_norm(10.0) - 1.0).abs() < 1e-6,
+        "below the limit nothing changes"
+    );
+    opt.step(0.01);
+    let state = opt.state_tensors();
+    assert_eq!(state.len(), 4);
+    let mut fresh = AdamW::new(&vs, &OptimConfig::default(), 0);
+    fresh.load_state(&state, opt.steps()).unwrap();
+    for ((n1, t1), (n2, t2)) in fresh.state_tensors().iter().zip(&state) {
+        assert_eq!(n1, n2);
+        assert!(t1.equal(t2));
+    }
+    let e = fresh.load_state(&state[..3], 1).unwrap_err().to_string();
+    assert!(e.contains("exp_avg_sq.b"), "{e}");
+    let bad = vec![(
+        "exp_avg.a".to_string(),
+        Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+    )];
+    assert!(fresh
+        .load_state(&bad, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("shape"));
+}
