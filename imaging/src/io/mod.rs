@@ -67,7 +67,7 @@ pub enum FileFormat {
 impl FileFormat {
     /// The format a path's extension names (case-insensitive), if any.
     pub fn from_path(path: &Path) -> Option<Self> {
-        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
         if name.ends_with(".nii.gz") {
             Some(Self::NiiGz)
         } else if name.ends_with(".nii") {

@@ -2,7 +2,6 @@
 //! interleaved, geometry converted back from RAS to ITK's LPS.
 
 use std::fmt::Write as _;
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::super::{write_atomic, FileFormat};
@@ -108,14 +107,12 @@ fn header_text(vol: &Volume, g: &Geometry, data_file: &str) -> String {
 
 /// Write `header` followed by the voxels in MetaImage order (channel fastest, then x, y, z).
 fn write_file(path: &Path, header: &[u8], vol: &Volume) -> Result<()> {
-    let io = |e| ImagingError::io(path, e);
-    let mut w = BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    w.write_all(header).map_err(io)?;
-    for v in vol.data.view().permuted_axes([3, 2, 1, 0]).iter() {
-        w.write_all(&v.to_le_bytes()).map_err(io)?;
+    let ordered = vol.data.view().permuted_axes([3, 2, 1, 0]);
+    let ordered = ordered.as_standard_layout();
+    let mut bytes = Vec::with_capacity(header.len() + ordered.len() * 4);
+    bytes.extend_from_slice(header);
+    for v in ordered.iter() {
+        bytes.extend_from_slice(&v.to_le_bytes());
     }
-    w.into_inner()
-        .map_err(|e| io(e.into_error()))?
-        .sync_all()
-        .map_err(io)
+    std::fs::write(path, bytes).map_err(|e| ImagingError::io(path, e))
 }
