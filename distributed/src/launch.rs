@@ -1,5 +1,18 @@
 //! `--nproc-per-node N`: re-executes the current binary N times on this machine with the torchrun
 //! environment set (store on 127.0.0.1, a free port), waits, and fails fast when a worker dies.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), distributed::DistError> {
+//! # let nproc_per_node = 2;
+//! use distributed::launch;
+//! if launch::should_spawn(nproc_per_node) {
+//!     // the workers see RANK/WORLD_SIZE and MEDMAE_DDP_WORKER, so they train instead of spawning again
+//!     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+//!     return launch::spawn_local_workers(nproc_per_node, &args);
+//! }
+//! // ... DistEnv::from_env(), ProcessGroup::init(...), train ...
+//! # Ok(()) }
+//! ```
 
 use std::ffi::OsString;
 use std::net::TcpListener;
