@@ -18,7 +18,10 @@ pub type Ornt = [Option<(usize, bool)>; 3];
 pub fn io_orientation(affine: &Mat4) -> Ornt {
     let mut rs = [[0.0; 3]; 3];
     for j in 0..3 {
-        let zoom = (0..3).map(|i| affine[i][j] * affine[i][j]).sum::<f64>().sqrt();
+        let zoom = (0..3)
+            .map(|i| affine[i][j] * affine[i][j])
+            .sum::<f64>()
+            .sqrt();
         let zoom = if zoom == 0.0 { 1.0 } else { zoom };
         for (i, row) in rs.iter_mut().enumerate() {
             row[j] = affine[i][j] / zoom;
@@ -49,7 +52,11 @@ pub fn io_orientation(affine: &Mat4) -> Ornt {
         }
     }
     let mut order = [0usize, 1, 2];
-    let key = |j: usize| (0..3).map(|i| -(r[i][j] * r[i][j])).fold(f64::INFINITY, f64::min);
+    let key = |j: usize| {
+        (0..3)
+            .map(|i| -(r[i][j] * r[i][j]))
+            .fold(f64::INFINITY, f64::min)
+    };
     order.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
     let mut ornt: Ornt = [None; 3];
     for in_ax in order {
@@ -86,7 +93,12 @@ pub fn axcodes(affine: &Mat4) -> [char; 3] {
 pub fn parse_axcodes(codes: &str) -> Result<[(usize, bool); 3]> {
     let chars: Vec<char> = codes.chars().map(|c| c.to_ascii_uppercase()).collect();
     let bad = || {
-        ImagingError::config("axcodes", format!("expected 3 codes from L/R, P/A, I/S naming each world axis once, got {codes:?}"))
+        ImagingError::config(
+            "axcodes",
+            format!(
+                "expected 3 codes from L/R, P/A, I/S naming each world axis once, got {codes:?}"
+            ),
+        )
     };
     if chars.len() != 3 {
         return Err(bad());
@@ -94,7 +106,10 @@ pub fn parse_axcodes(codes: &str) -> Result<[(usize, bool); 3]> {
     let mut out = [(0, false); 3];
     let mut seen = [false; 3];
     for (o, ch) in out.iter_mut().zip(&chars) {
-        let ax = LABELS.iter().position(|(n, p)| n == ch || p == ch).ok_or_else(bad)?;
+        let ax = LABELS
+            .iter()
+            .position(|(n, p)| n == ch || p == ch)
+            .ok_or_else(bad)?;
         if seen[ax] {
             return Err(bad());
         }
@@ -138,7 +153,11 @@ impl OrientOp {
 
     /// Map a volume on the reoriented grid back to the original voxel axes (and affine).
     pub fn invert(&self, vol: &Volume) -> Result<Volume> {
-        let out_shape = [self.in_shape[self.perm[0]], self.in_shape[self.perm[1]], self.in_shape[self.perm[2]]];
+        let out_shape = [
+            self.in_shape[self.perm[0]],
+            self.in_shape[self.perm[1]],
+            self.in_shape[self.perm[2]],
+        ];
         if vol.spatial_shape() != out_shape {
             return Err(ImagingError::Shape(format!(
                 "orientation inverse: volume has spatial shape {:?}, expected {out_shape:?}",
@@ -177,17 +196,25 @@ pub fn plan(affine: &Mat4, shape: [usize; 3], target: &str) -> Result<OrientOp> 
     let mut used = [false; 3];
     for (in_ax, s) in src.iter().enumerate() {
         let (world, sflip) = s.ok_or_else(|| {
-            ImagingError::Shape(format!("orientation: voxel axis {in_ax} of affine {affine:?} has no world direction"))
+            ImagingError::Shape(format!(
+                "orientation: voxel axis {in_ax} of affine {affine:?} has no world direction"
+            ))
         })?;
         let out_ax = dst.iter().position(|d| d.0 == world).unwrap_or(in_ax);
         if used[out_ax] {
-            return Err(ImagingError::Shape(format!("orientation: affine {affine:?} maps two voxel axes to one world axis")));
+            return Err(ImagingError::Shape(format!(
+                "orientation: affine {affine:?} maps two voxel axes to one world axis"
+            )));
         }
         used[out_ax] = true;
         perm[out_ax] = in_ax;
         flip[in_ax] = sflip != dst[out_ax].1;
     }
-    Ok(OrientOp { perm, flip, in_shape: shape })
+    Ok(OrientOp {
+        perm,
+        flip,
+        in_shape: shape,
+    })
 }
 
 /// Reorient a volume to `target` axis codes (e.g. "RAS"): returns the new volume and the operation (to invert it).
@@ -203,7 +230,12 @@ mod tests {
 
     fn rot_z(deg: f64) -> Mat4 {
         let (s, c) = deg.to_radians().sin_cos();
-        [[c, -s, 0.0, 1.0], [s, c, 0.0, 2.0], [0.0, 0.0, 1.0, 3.0], [0.0, 0.0, 0.0, 1.0]]
+        [
+            [c, -s, 0.0, 1.0],
+            [s, c, 0.0, 2.0],
+            [0.0, 0.0, 1.0, 3.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
     }
 
     #[test]
@@ -213,7 +245,12 @@ mod tests {
         a[0][0] = -1.0;
         a[1][1] = -2.0;
         assert_eq!(axcodes(&a), ['L', 'P', 'S']);
-        let p = [[0.0, 0.0, -2.0, 0.0], [1.5, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
+        let p = [
+            [0.0, 0.0, -2.0, 0.0],
+            [1.5, 0.0, 0.0, 0.0],
+            [0.0, 3.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         assert_eq!(axcodes(&p), ['A', 'S', 'L']);
         assert_eq!(axcodes(&rot_z(30.0)), ['R', 'A', 'S']);
         assert_eq!(axcodes(&rot_z(60.0)), ['A', 'L', 'S']);
@@ -224,8 +261,14 @@ mod tests {
 
     #[test]
     fn parse_rejects_bad_codes() {
-        assert_eq!(parse_axcodes("ras").unwrap(), [(0, false), (1, false), (2, false)]);
-        assert_eq!(parse_axcodes("PIL").unwrap(), [(1, true), (2, true), (0, true)]);
+        assert_eq!(
+            parse_axcodes("ras").unwrap(),
+            [(0, false), (1, false), (2, false)]
+        );
+        assert_eq!(
+            parse_axcodes("PIL").unwrap(),
+            [(1, true), (2, true), (0, true)]
+        );
         for bad in ["RA", "RAR", "RLS", "XYZ", "RASS"] {
             assert!(parse_axcodes(bad).is_err(), "{bad}");
         }
@@ -233,8 +276,15 @@ mod tests {
 
     #[test]
     fn reorient_and_invert_roundtrip() {
-        let data = Array4::from_shape_fn((2, 3, 4, 5), |(c, i, j, k)| (c * 100 + i * 20 + j * 5 + k) as f32);
-        let affine = [[0.0, 0.0, -2.0, 10.0], [1.5, 0.0, 0.0, -3.0], [0.0, -3.0, 0.0, 7.0], [0.0, 0.0, 0.0, 1.0]];
+        let data = Array4::from_shape_fn((2, 3, 4, 5), |(c, i, j, k)| {
+            (c * 100 + i * 20 + j * 5 + k) as f32
+        });
+        let affine = [
+            [0.0, 0.0, -2.0, 10.0],
+            [1.5, 0.0, 0.0, -3.0],
+            [0.0, -3.0, 0.0, 7.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         let v = Volume::new(data, affine);
         for target in ["RAS", "LPS", "SAR", "IPL"] {
             let (o, op) = reorient(&v, target).unwrap();

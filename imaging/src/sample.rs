@@ -52,7 +52,10 @@ impl Sample {
     }
 
     /// Apply a spatial operation to the image and (if present) the label.
-    pub(crate) fn map_both(self, mut f: impl FnMut(&Volume, bool) -> Result<Volume>) -> Result<Self> {
+    pub(crate) fn map_both(
+        self,
+        mut f: impl FnMut(&Volume, bool) -> Result<Volume>,
+    ) -> Result<Self> {
         let image = f(&self.image, false)?;
         let label = match &self.label {
             Some(l) => Some(f(l, true)?),
@@ -71,8 +74,16 @@ mod tests {
     fn label_must_share_the_grid() {
         let a = Volume::diag_affine([1.0; 3]);
         let img = Volume::new(Array4::zeros((2, 3, 4, 5)), a);
-        assert!(Sample::new(img.clone(), Some(Volume::new(Array4::zeros((1, 3, 4, 5)), a))).is_ok());
-        let e = Sample::new(img.clone(), Some(Volume::new(Array4::zeros((1, 3, 4, 6)), a))).unwrap_err();
+        assert!(Sample::new(
+            img.clone(),
+            Some(Volume::new(Array4::zeros((1, 3, 4, 5)), a))
+        )
+        .is_ok());
+        let e = Sample::new(
+            img.clone(),
+            Some(Volume::new(Array4::zeros((1, 3, 4, 6)), a)),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("[3, 4, 6]"), "{e}");
         assert!(Sample::new(img, Some(Volume::new(Array4::zeros((0, 3, 4, 5)), a))).is_err());
     }

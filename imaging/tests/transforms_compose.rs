@@ -37,11 +37,17 @@ fn yaml_errors_name_index_and_field() {
     let (head, tail) = c.split_at(c.deterministic_prefix());
     assert_eq!((head.len(), tail.len()), (5, 2));
     assert!(tail.specs()[0].is_random());
-    assert_eq!(Compose::from_yaml(&format!("transforms:{}", PIPELINE.replace("\n", "\n  "))).unwrap(), c);
+    assert_eq!(
+        Compose::from_yaml(&format!("transforms:{}", PIPELINE.replace("\n", "\n  "))).unwrap(),
+        c
+    );
 
     let err = |y: &str| Compose::from_yaml(y).unwrap_err().to_string();
     let e = err("- name: Orientation\n- name: Spacing\n  pixdim: []\n");
-    assert!(e.contains("transforms[1].pixdim") && e.contains("Spacing"), "{e}");
+    assert!(
+        e.contains("transforms[1].pixdim") && e.contains("Spacing"),
+        "{e}"
+    );
     let e = err("- name: Orientation\n- name: RandFlip\n  spatial_axis: 1\n  prob: 2\n");
     assert!(e.contains("transforms[1].prob"), "{e}");
     let e = err("- name: Orientation\n  axcodes: RAX\n");
@@ -69,7 +75,12 @@ fn case() -> Sample {
             }
         }
     }
-    let a = [[-1.0, 0.0, 0.0, 10.0], [0.0, -1.0, 0.0, 20.0], [0.0, 0.0, 2.0, -4.0], [0.0, 0.0, 0.0, 1.0]];
+    let a = [
+        [-1.0, 0.0, 0.0, 10.0],
+        [0.0, -1.0, 0.0, 20.0],
+        [0.0, 0.0, 2.0, -4.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
     Sample::new(Volume::new(img, a), Some(Volume::new(lab, a))).unwrap()
 }
 
@@ -93,7 +104,10 @@ fn preprocess_then_restore_is_the_identity_on_labels() {
     assert_eq!(axcodes(&pre.affine), ['R', 'A', 'S']);
     // The same deterministic transforms applied to image + label give the label on the preprocessed grid.
     let (head, _) = c.split_at(c.deterministic_prefix());
-    let det = head.apply(input.clone(), &mut Rng::seed_from_u64(0)).unwrap().remove(0);
+    let det = head
+        .apply(input.clone(), &mut Rng::seed_from_u64(0))
+        .unwrap()
+        .remove(0);
     assert_eq!(det.image, pre);
     assert_eq!(inv.output_shape(), pre.spatial_shape());
     // x: 1 mm → 0.5 mm (2n - 1 voxels); the bright box (3 voxels → 5, plus 2 interpolated edges) ± 1 voxel of
@@ -106,7 +120,14 @@ fn preprocess_then_restore_is_the_identity_on_labels() {
     // Probabilities come back on the input grid too (linear), equal to the label where it is piecewise constant.
     let probs = inv.restore_probabilities(&label).unwrap();
     assert_eq!(probs.spatial_shape(), [7, 6, 4]);
-    assert_eq!(probs.data[[0, 3, 1, 1]], input.label.as_ref().unwrap().data[[0, 3, 1, 1]]);
+    assert_eq!(
+        probs.data[[0, 3, 1, 1]],
+        input.label.as_ref().unwrap().data[[0, 3, 1, 1]]
+    );
     let wrong = Volume::new(Array4::zeros((1, 2, 2, 2)), pre.affine);
-    assert!(inv.restore_label(&wrong).unwrap_err().to_string().contains("preprocessed grid"));
+    assert!(inv
+        .restore_label(&wrong)
+        .unwrap_err()
+        .to_string()
+        .contains("preprocessed grid"));
 }

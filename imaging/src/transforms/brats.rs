@@ -13,7 +13,10 @@ impl ConvertToMultiChannelBasedOnBratsClasses {
     /// Build; `et_label` cannot be 1 or 2 (reserved for NCR and ED).
     pub fn new(et_label: u32) -> Result<Self> {
         if et_label == 1 || et_label == 2 {
-            return Err(ImagingError::config("et_label", format!("cannot be 1 or 2 (reserved), got {et_label}")));
+            return Err(ImagingError::config(
+                "et_label",
+                format!("cannot be 1 or 2 (reserved), got {et_label}"),
+            ));
         }
         Ok(Self { et_label })
     }
@@ -43,7 +46,10 @@ impl ConvertToMultiChannelBasedOnBratsClasses {
     /// Convert the label of a sample (error if it has none).
     pub fn apply(&self, mut sample: Sample) -> Result<Sample> {
         let label = sample.label.as_ref().ok_or_else(|| {
-            ImagingError::config("label", "ConvertToMultiChannelBasedOnBratsClasses needs a label map")
+            ImagingError::config(
+                "label",
+                "ConvertToMultiChannelBasedOnBratsClasses needs a label map",
+            )
         })?;
         sample.label = Some(self.convert(label)?);
         Ok(sample)
@@ -56,14 +62,27 @@ mod tests {
 
     #[test]
     fn channels_per_class() {
-        let l = ndarray::Array4::from_shape_vec((1, 1, 1, 6), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let l = ndarray::Array4::from_shape_vec((1, 1, 1, 6), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+            .unwrap();
         let v = Volume::new(l, Volume::diag_affine([1.0; 3]));
-        let o = ConvertToMultiChannelBasedOnBratsClasses::new(4).unwrap().convert(&v).unwrap();
-        let ch = |c: usize| o.data.index_axis(ndarray::Axis(0), c).iter().copied().collect::<Vec<f32>>();
+        let o = ConvertToMultiChannelBasedOnBratsClasses::new(4)
+            .unwrap()
+            .convert(&v)
+            .unwrap();
+        let ch = |c: usize| {
+            o.data
+                .index_axis(ndarray::Axis(0), c)
+                .iter()
+                .copied()
+                .collect::<Vec<f32>>()
+        };
         assert_eq!(ch(0), vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
         assert_eq!(ch(1), vec![0.0, 1.0, 1.0, 0.0, 1.0, 0.0]);
         assert_eq!(ch(2), vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
-        let o3 = ConvertToMultiChannelBasedOnBratsClasses::new(3).unwrap().convert(&v).unwrap();
+        let o3 = ConvertToMultiChannelBasedOnBratsClasses::new(3)
+            .unwrap()
+            .convert(&v)
+            .unwrap();
         assert_eq!(o3.data[[2, 0, 0, 3]], 1.0);
         assert!(ConvertToMultiChannelBasedOnBratsClasses::new(2).is_err());
     }

@@ -6,9 +6,9 @@ use std::path::Path;
 use super::inverse::{Inverse, InverseStep};
 use super::spec::{Source, TransformSpec};
 use super::{
-    ConvertToMultiChannelBasedOnBratsClasses, CropForeground, NormalizeIntensity, Orientation, RandCropByPosNegLabel,
-    RandFlip, RandRotate90, RandScaleIntensity, RandShiftIntensity, RandSpatialCrop, ScaleIntensityRange, Spacing,
-    SpatialPad,
+    ConvertToMultiChannelBasedOnBratsClasses, CropForeground, NormalizeIntensity, Orientation,
+    RandCropByPosNegLabel, RandFlip, RandRotate90, RandScaleIntensity, RandShiftIntensity,
+    RandSpatialCrop, ScaleIntensityRange, Spacing, SpatialPad,
 };
 use crate::{ImagingError, Result, Rng, Sample, Volume};
 
@@ -35,24 +35,52 @@ fn build(spec: &TransformSpec) -> Result<Step> {
     Ok(match spec {
         T::Orientation { axcodes } => Step::Orientation(Orientation::new(axcodes)?),
         T::Spacing { pixdim } => Step::Spacing(Spacing::new(pixdim)?),
-        T::ScaleIntensityRange { a_min, a_max, b_min, b_max, clip } => {
-            Step::ScaleIntensityRange(ScaleIntensityRange::new(*a_min, *a_max, *b_min, *b_max, *clip)?)
-        }
-        T::NormalizeIntensity { nonzero, channel_wise } => {
-            Step::NormalizeIntensity(NormalizeIntensity::new(*nonzero, *channel_wise)?)
-        }
-        T::CropForeground { source, select, margin, k_divisible } => {
-            Step::CropForeground(CropForeground::new(*source, *select, margin, k_divisible)?)
-        }
+        T::ScaleIntensityRange {
+            a_min,
+            a_max,
+            b_min,
+            b_max,
+            clip,
+        } => Step::ScaleIntensityRange(ScaleIntensityRange::new(
+            *a_min, *a_max, *b_min, *b_max, *clip,
+        )?),
+        T::NormalizeIntensity {
+            nonzero,
+            channel_wise,
+        } => Step::NormalizeIntensity(NormalizeIntensity::new(*nonzero, *channel_wise)?),
+        T::CropForeground {
+            source,
+            select,
+            margin,
+            k_divisible,
+        } => Step::CropForeground(CropForeground::new(*source, *select, margin, k_divisible)?),
         T::SpatialPad { spatial_size } => Step::SpatialPad(SpatialPad::new(spatial_size)?),
         T::RandSpatialCrop { roi_size } => Step::RandSpatialCrop(RandSpatialCrop::new(roi_size)?),
-        T::RandCropByPosNegLabel { spatial_size, pos, neg, num_samples, image_threshold } => Step::RandCropByPosNegLabel(
-            RandCropByPosNegLabel::new(spatial_size, *pos, *neg, *num_samples, *image_threshold)?,
-        ),
+        T::RandCropByPosNegLabel {
+            spatial_size,
+            pos,
+            neg,
+            num_samples,
+            image_threshold,
+        } => Step::RandCropByPosNegLabel(RandCropByPosNegLabel::new(
+            spatial_size,
+            *pos,
+            *neg,
+            *num_samples,
+            *image_threshold,
+        )?),
         T::RandFlip { prob, spatial_axis } => Step::RandFlip(RandFlip::new(*prob, *spatial_axis)?),
-        T::RandRotate90 { prob, max_k, spatial_axes } => Step::RandRotate90(RandRotate90::new(*prob, *max_k, *spatial_axes)?),
-        T::RandScaleIntensity { factors, prob } => Step::RandScaleIntensity(RandScaleIntensity::new(*factors, *prob)?),
-        T::RandShiftIntensity { offsets, prob } => Step::RandShiftIntensity(RandShiftIntensity::new(*offsets, *prob)?),
+        T::RandRotate90 {
+            prob,
+            max_k,
+            spatial_axes,
+        } => Step::RandRotate90(RandRotate90::new(*prob, *max_k, *spatial_axes)?),
+        T::RandScaleIntensity { factors, prob } => {
+            Step::RandScaleIntensity(RandScaleIntensity::new(*factors, *prob)?)
+        }
+        T::RandShiftIntensity { offsets, prob } => {
+            Step::RandShiftIntensity(RandShiftIntensity::new(*offsets, *prob)?)
+        }
         T::ConvertToMultiChannelBasedOnBratsClasses { et_label, .. } => {
             Step::Brats(ConvertToMultiChannelBasedOnBratsClasses::new(*et_label)?)
         }
@@ -62,10 +90,13 @@ fn build(spec: &TransformSpec) -> Result<Step> {
 /// Prefix an error with the position and name of the transform it came from.
 fn at(i: usize, spec: &TransformSpec) -> impl Fn(ImagingError) -> ImagingError + '_ {
     move |e| match e {
-        ImagingError::Config { field, msg } => {
-            ImagingError::Config { field: format!("transforms[{i}].{field}"), msg: format!("{}: {msg}", spec.name()) }
+        ImagingError::Config { field, msg } => ImagingError::Config {
+            field: format!("transforms[{i}].{field}"),
+            msg: format!("{}: {msg}", spec.name()),
+        },
+        ImagingError::Shape(msg) => {
+            ImagingError::Shape(format!("transforms[{i}] ({}): {msg}", spec.name()))
         }
-        ImagingError::Shape(msg) => ImagingError::Shape(format!("transforms[{i}] ({}): {msg}", spec.name())),
         other => other,
     }
 }
@@ -80,28 +111,46 @@ pub struct Compose {
 impl Compose {
     /// Build and validate every transform; errors name `transforms[i].field`.
     pub fn new(specs: &[TransformSpec]) -> Result<Self> {
-        let steps = specs.iter().enumerate().map(|(i, s)| build(s).map_err(at(i, s))).collect::<Result<Vec<_>>>()?;
-        Ok(Self { specs: specs.to_vec(), steps })
+        let steps = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| build(s).map_err(at(i, s)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            specs: specs.to_vec(),
+            steps,
+        })
     }
 
     /// Parse a YAML list of transforms (or a map with a `transforms` list).
     pub fn from_yaml(text: &str) -> Result<Self> {
-        let root: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| ImagingError::config("transforms", e.to_string()))?;
+        let root: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| ImagingError::config("transforms", e.to_string()))?;
         let list = match &root {
-            serde_yaml::Value::Mapping(m) => m.get("transforms").cloned().unwrap_or(serde_yaml::Value::Null),
+            serde_yaml::Value::Mapping(m) => m
+                .get("transforms")
+                .cloned()
+                .unwrap_or(serde_yaml::Value::Null),
             other => other.clone(),
         };
         let serde_yaml::Value::Sequence(items) = list else {
-            return Err(ImagingError::config("transforms", "expected a list of transforms"));
+            return Err(ImagingError::config(
+                "transforms",
+                "expected a list of transforms",
+            ));
         };
         let specs = items
             .into_iter()
             .enumerate()
             .map(|(i, v)| {
-                let name = v.get("name").and_then(|n| n.as_str()).unwrap_or("?").to_string();
-                serde_yaml::from_value::<TransformSpec>(v)
-                    .map_err(|e| ImagingError::config(format!("transforms[{i}]"), format!("{name}: {e}")))
+                let name = v
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("?")
+                    .to_string();
+                serde_yaml::from_value::<TransformSpec>(v).map_err(|e| {
+                    ImagingError::config(format!("transforms[{i}]"), format!("{name}: {e}"))
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Self::new(&specs)
@@ -112,7 +161,9 @@ impl Compose {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| ImagingError::io(path, e))?;
         Self::from_yaml(&text).map_err(|e| match e {
-            ImagingError::Config { field, msg } => ImagingError::format(path, format!("`{field}`: {msg}")),
+            ImagingError::Config { field, msg } => {
+                ImagingError::format(path, format!("`{field}`: {msg}"))
+            }
             other => other,
         })
     }
@@ -134,14 +185,23 @@ impl Compose {
 
     /// Number of leading transforms that draw nothing from the RNG: their output can be cached per volume.
     pub fn deterministic_prefix(&self) -> usize {
-        self.specs.iter().position(TransformSpec::is_random).unwrap_or(self.specs.len())
+        self.specs
+            .iter()
+            .position(TransformSpec::is_random)
+            .unwrap_or(self.specs.len())
     }
 
     /// Split into the first `n` transforms and the rest (`n` clamped to the length).
     pub fn split_at(&self, n: usize) -> (Compose, Compose) {
         let n = n.min(self.steps.len());
-        let head = Compose { specs: self.specs[..n].to_vec(), steps: self.steps[..n].to_vec() };
-        let tail = Compose { specs: self.specs[n..].to_vec(), steps: self.steps[n..].to_vec() };
+        let head = Compose {
+            specs: self.specs[..n].to_vec(),
+            steps: self.steps[..n].to_vec(),
+        };
+        let tail = Compose {
+            specs: self.specs[n..].to_vec(),
+            steps: self.steps[n..].to_vec(),
+        };
         (head, tail)
     }
 
@@ -187,14 +247,28 @@ impl Compose {
                     let (s, b) = c.apply(Sample::image_only(vol)).map_err(&err)?;
                     vol = s.image;
                     if let Some(b) = b {
-                        inv.push(InverseStep::CropPad { start: b.start, affine, shape }, &vol);
+                        inv.push(
+                            InverseStep::CropPad {
+                                start: b.start,
+                                affine,
+                                shape,
+                            },
+                            &vol,
+                        );
                     }
                 }
                 Step::SpatialPad(p) => {
                     let (affine, shape) = (vol.affine, vol.spatial_shape());
                     if let Some((start, _)) = p.plan(shape) {
                         vol = p.apply_volume(&vol);
-                        inv.push(InverseStep::CropPad { start, affine, shape }, &vol);
+                        inv.push(
+                            InverseStep::CropPad {
+                                start,
+                                affine,
+                                shape,
+                            },
+                            &vol,
+                        );
                     }
                 }
                 Step::CropForeground(_)

@@ -8,8 +8,8 @@
 use rayon::prelude::*;
 
 use super::geometry::{contiguous, crop_pad};
-use super::spec::{Select, Source};
 use super::spatial3;
+use super::spec::{Select, Source};
 use crate::{ImagingError, Result, Sample, Volume};
 
 /// Crop to the foreground bounding box.
@@ -32,15 +32,28 @@ pub struct CropBox {
 
 impl CropForeground {
     /// Build; `margin` and `k_divisible` take 0, 1 (all axes) or 3 values (2 = x, y only).
-    pub fn new(source: Source, select: Select, margin: &[usize], k_divisible: &[usize]) -> Result<Self> {
+    pub fn new(
+        source: Source,
+        select: Select,
+        margin: &[usize],
+        k_divisible: &[usize],
+    ) -> Result<Self> {
         let margin = spatial3("margin", margin, 0)?;
         let k_divisible = spatial3("k_divisible", k_divisible, 1)?;
         if let Select::Gt { threshold } = select {
             if threshold.is_nan() {
-                return Err(ImagingError::config("select.threshold", "expected a number, got NaN"));
+                return Err(ImagingError::config(
+                    "select.threshold",
+                    "expected a number, got NaN",
+                ));
             }
         }
-        Ok(Self { source, select, margin, k_divisible })
+        Ok(Self {
+            source,
+            select,
+            margin,
+            k_divisible,
+        })
     }
 
     /// Where the foreground is read.
@@ -70,7 +83,10 @@ impl CropForeground {
         let src = match self.source {
             Source::Image => &sample.image,
             Source::Label => sample.label.as_ref().ok_or_else(|| {
-                ImagingError::config("source", "CropForeground reads the label, but the sample has none")
+                ImagingError::config(
+                    "source",
+                    "CropForeground reads the label, but the sample has none",
+                )
             })?,
         };
         let Some(b) = self.compute_box(src) else {
@@ -93,14 +109,15 @@ fn foreground_extent(vol: &Volume, select: Select) -> Option<([usize; 3], [usize
         Select::Gt { threshold } => x > threshold,
         Select::Nonzero => x != 0.0,
     };
-    let merge = |a: Option<([usize; 3], [usize; 3])>, b: Option<([usize; 3], [usize; 3])>| match (a, b) {
-        (Some((l1, h1)), Some((l2, h2))) => Some((
-            [l1[0].min(l2[0]), l1[1].min(l2[1]), l1[2].min(l2[2])],
-            [h1[0].max(h2[0]), h1[1].max(h2[1]), h1[2].max(h2[2])],
-        )),
-        (a, None) => a,
-        (None, b) => b,
-    };
+    let merge =
+        |a: Option<([usize; 3], [usize; 3])>, b: Option<([usize; 3], [usize; 3])>| match (a, b) {
+            (Some((l1, h1)), Some((l2, h2))) => Some((
+                [l1[0].min(l2[0]), l1[1].min(l2[1]), l1[2].min(l2[2])],
+                [h1[0].max(h2[0]), h1[1].max(h2[1]), h1[2].max(h2[2])],
+            )),
+            (a, None) => a,
+            (None, b) => b,
+        };
     src.par_chunks(ny * nz)
         .enumerate()
         .map(|(ci, slab)| {
@@ -135,7 +152,13 @@ mod tests {
     fn box_margin_and_k_divisible() {
         let c = CropForeground::new(Source::Image, Select::default(), &[], &[]).unwrap();
         let (out, b) = c.apply(blob()).unwrap();
-        assert_eq!(b, Some(CropBox { start: [3, 2, 1], size: [3, 3, 1] }));
+        assert_eq!(
+            b,
+            Some(CropBox {
+                start: [3, 2, 1],
+                size: [3, 3, 1]
+            })
+        );
         assert_eq!(out.image.data[[0, 2, 2, 0]], 2.0);
         assert_eq!(out.label.as_ref().unwrap().data[[0, 2, 2, 0]], 1.0);
         assert_eq!(out.image.affine[0][3], 6.0);
@@ -143,15 +166,34 @@ mod tests {
         // floor(extra / 2); the negative z start is zero-padded.
         let c = CropForeground::new(Source::Image, Select::default(), &[2], &[4]).unwrap();
         let (out, b) = c.apply(blob()).unwrap();
-        assert_eq!(b, Some(CropBox { start: [1, 0, -2], size: [8, 8, 8] }));
+        assert_eq!(
+            b,
+            Some(CropBox {
+                start: [1, 0, -2],
+                size: [8, 8, 8]
+            })
+        );
         assert_eq!(out.image.data[[0, 4, 4, 3]], 2.0);
         assert_eq!(out.image.data.sum(), 3.0);
         // label source, threshold select.
-        let c = CropForeground::new(Source::Label, Select::Gt { threshold: 0.5 }, &[], &[]).unwrap();
-        assert_eq!(c.apply(blob()).unwrap().1, Some(CropBox { start: [5, 4, 1], size: [1, 1, 1] }));
-        let c = CropForeground::new(Source::Image, Select::Gt { threshold: 5.0 }, &[], &[]).unwrap();
+        let c =
+            CropForeground::new(Source::Label, Select::Gt { threshold: 0.5 }, &[], &[]).unwrap();
+        assert_eq!(
+            c.apply(blob()).unwrap().1,
+            Some(CropBox {
+                start: [5, 4, 1],
+                size: [1, 1, 1]
+            })
+        );
+        let c =
+            CropForeground::new(Source::Image, Select::Gt { threshold: 5.0 }, &[], &[]).unwrap();
         let (out, b) = c.apply(blob()).unwrap();
         assert_eq!((b, out), (None, blob()));
-        assert!(CropForeground::new(Source::Image, Select::Nonzero, &[1, 2, 3, 4], &[]).unwrap_err().to_string().contains("margin"));
+        assert!(
+            CropForeground::new(Source::Image, Select::Nonzero, &[1, 2, 3, 4], &[])
+                .unwrap_err()
+                .to_string()
+                .contains("margin")
+        );
     }
 }

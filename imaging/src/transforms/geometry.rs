@@ -20,7 +20,11 @@ pub(crate) fn contiguous(data: &Array4<f32>) -> std::borrow::Cow<'_, [f32]> {
 
 /// The affine `M` (output voxel → input voxel) of a permutation with flips: output axis `k` reads input axis
 /// `perm[k]`, reversed when `flip_in[perm[k]]`.
-pub(crate) fn permute_flip_affine(in_shape: [usize; 3], perm: [usize; 3], flip_in: [bool; 3]) -> Mat4 {
+pub(crate) fn permute_flip_affine(
+    in_shape: [usize; 3],
+    perm: [usize; 3],
+    flip_in: [bool; 3],
+) -> Mat4 {
     let mut m = [[0.0; 4]; 4];
     m[3][3] = 1.0;
     for (k, &i) in perm.iter().enumerate() {
@@ -126,7 +130,10 @@ pub(crate) fn crop_pad_with(vol: &Volume, start: [i64; 3], size: [usize; 3], fil
     }
     let data = Array4::from_shape_vec((c, size[0], size[1], size[2]), out)
         .unwrap_or_else(|_| unreachable!("buffer length equals the product of the output shape"));
-    let affine = matmul4(&vol.affine, &translate([start[0] as f64, start[1] as f64, start[2] as f64]));
+    let affine = matmul4(
+        &vol.affine,
+        &translate([start[0] as f64, start[1] as f64, start[2] as f64]),
+    );
     Volume::new(data, affine)
 }
 
@@ -137,9 +144,17 @@ mod tests {
 
     fn ramp(shape: [usize; 4]) -> Volume {
         let n: usize = shape.iter().product();
-        let data = Array4::from_shape_vec((shape[0], shape[1], shape[2], shape[3]), (0..n).map(|v| v as f32).collect())
-            .unwrap();
-        let affine = [[0.0, 0.0, 2.0, 5.0], [-1.5, 0.0, 0.0, 1.0], [0.0, 3.0, 0.0, -2.0], [0.0, 0.0, 0.0, 1.0]];
+        let data = Array4::from_shape_vec(
+            (shape[0], shape[1], shape[2], shape[3]),
+            (0..n).map(|v| v as f32).collect(),
+        )
+        .unwrap();
+        let affine = [
+            [0.0, 0.0, 2.0, 5.0],
+            [-1.5, 0.0, 0.0, 1.0],
+            [0.0, 3.0, 0.0, -2.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         Volume::new(data, affine)
     }
 
@@ -164,7 +179,10 @@ mod tests {
                                 let src = [n / 20, (n / 5) % 4, n % 5];
                                 assert_eq!(val as usize / 60, c);
                                 let (a, b) = (world(&o, [i, j, k]), world(&v, src));
-                                assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12), "{perm:?} {flips:?}");
+                                assert!(
+                                    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12),
+                                    "{perm:?} {flips:?}"
+                                );
                             }
                         }
                     }
@@ -182,11 +200,12 @@ mod tests {
             for j in 0..2i64 {
                 for k in 0..4i64 {
                     let (si, sj, sk) = (i - 1, j + 1, k + 3);
-                    let want = if (0..3).contains(&si) && (0..4).contains(&sj) && (0..5).contains(&sk) {
-                        v.data[[0, si as usize, sj as usize, sk as usize]]
-                    } else {
-                        0.0
-                    };
+                    let want =
+                        if (0..3).contains(&si) && (0..4).contains(&sj) && (0..5).contains(&sk) {
+                            v.data[[0, si as usize, sj as usize, sk as usize]]
+                        } else {
+                            0.0
+                        };
                     assert_eq!(o.data[[0, i as usize, j as usize, k as usize]], want);
                 }
             }

@@ -18,7 +18,11 @@ pub(crate) enum InverseStep {
     /// A resampling from the grid (`affine`, `shape`).
     Resample { affine: Mat4, shape: [usize; 3] },
     /// A crop/pad by the box starting at `start` of the grid (`affine`, `shape`).
-    CropPad { start: [i64; 3], affine: Mat4, shape: [usize; 3] },
+    CropPad {
+        start: [i64; 3],
+        affine: Mat4,
+        shape: [usize; 3],
+    },
 }
 
 /// How to map a volume on the preprocessed grid back to the original input grid.
@@ -34,7 +38,13 @@ pub struct Inverse {
 impl Inverse {
     /// Start recording for an input grid.
     pub(crate) fn new(affine: Mat4, shape: [usize; 3]) -> Self {
-        Self { input_affine: affine, input_shape: shape, output_affine: affine, output_shape: shape, steps: Vec::new() }
+        Self {
+            input_affine: affine,
+            input_shape: shape,
+            output_affine: affine,
+            output_shape: shape,
+            steps: Vec::new(),
+        }
     }
 
     /// Record a step and the grid it produced.
@@ -96,7 +106,11 @@ impl Inverse {
                     r.affine = *affine;
                     r
                 }
-                InverseStep::CropPad { start, affine, shape } => {
+                InverseStep::CropPad {
+                    start,
+                    affine,
+                    shape,
+                } => {
                     let mut r = crop_pad(&v, start.map(|s| -s), *shape);
                     r.affine = *affine;
                     r

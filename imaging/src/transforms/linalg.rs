@@ -2,6 +2,9 @@
 //!
 //! Everything is fixed-size and allocation-free; singular inputs return `None` so callers can name what failed.
 
+// Matrix code reads (and is checked against textbooks) best with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 /// A 4x4 homogeneous affine, row-major.
 pub type Mat4 = [[f64; 4]; 4];
 /// A 3x3 matrix, row-major.
@@ -210,12 +213,20 @@ mod tests {
     use super::*;
 
     fn close(a: &Mat4, b: &Mat4, tol: f64) -> bool {
-        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() <= tol)
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .all(|(x, y)| (x - y).abs() <= tol)
     }
 
     #[test]
     fn solve_and_inverse() {
-        let a = [[0.0, 2.0, 0.5, 3.0], [1.5, 0.0, 0.2, -1.0], [0.1, 0.3, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]];
+        let a = [
+            [0.0, 2.0, 0.5, 3.0],
+            [1.5, 0.0, 0.2, -1.0],
+            [0.1, 0.3, 2.5, 7.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         let inv = inv4(&a).unwrap();
         assert!(close(&matmul4(&a, &inv), &identity4(), 1e-12));
         let b = translate([1.0, 2.0, 3.0]);
@@ -255,7 +266,11 @@ mod tests {
         let (w, v) = sym_eig3(&s);
         let mut sorted = w;
         sorted.sort_by(f64::total_cmp);
-        assert!((sorted[0] - 1.0).abs() < 1e-12 && (sorted[1] - 3.0).abs() < 1e-12 && (sorted[2] - 5.0).abs() < 1e-12);
+        assert!(
+            (sorted[0] - 1.0).abs() < 1e-12
+                && (sorted[1] - 3.0).abs() < 1e-12
+                && (sorted[2] - 5.0).abs() < 1e-12
+        );
         for k in 0..3 {
             let col = [v[0][k], v[1][k], v[2][k]];
             for i in 0..3 {

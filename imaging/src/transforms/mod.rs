@@ -54,14 +54,23 @@ pub(crate) fn spatial3(field: &str, v: &[usize], fill: usize) -> Result<[usize; 
         [a] => Ok([a; 3]),
         [a, b] => Ok([a, b, fill]),
         [a, b, c] => Ok([a, b, c]),
-        _ => Err(ImagingError::config(field, format!("expected 1 to 3 values (one per spatial axis), got {}", v.len()))),
+        _ => Err(ImagingError::config(
+            field,
+            format!(
+                "expected 1 to 3 values (one per spatial axis), got {}",
+                v.len()
+            ),
+        )),
     }
 }
 
 /// As [`spatial3`] for a size that must be given (at least one value).
 pub(crate) fn required3(field: &str, v: &[usize]) -> Result<[usize; 3]> {
     if v.is_empty() {
-        return Err(ImagingError::config(field, "expected 1 to 3 sizes (one per spatial axis), got none"));
+        return Err(ImagingError::config(
+            field,
+            "expected 1 to 3 sizes (one per spatial axis), got none",
+        ));
     }
     spatial3(field, v, 0)
 }
@@ -71,7 +80,10 @@ pub(crate) fn check_prob(prob: f64) -> Result<()> {
     if (0.0..=1.0).contains(&prob) {
         Ok(())
     } else {
-        Err(ImagingError::config("prob", format!("expected a probability in [0, 1], got {prob}")))
+        Err(ImagingError::config(
+            "prob",
+            format!("expected a probability in [0, 1], got {prob}"),
+        ))
     }
 }
 
@@ -88,7 +100,9 @@ pub(crate) fn rand_below(rng: &mut Rng, n: usize) -> usize {
 /// Apply `f` to every voxel in parallel (fixed chunks: no thread-dependent result).
 pub(crate) fn map_inplace(data: &mut ndarray::Array4<f32>, f: impl Fn(f32) -> f32 + Sync) {
     match data.as_slice_mut() {
-        Some(s) => s.par_chunks_mut(1 << 16).for_each(|c| c.iter_mut().for_each(|x| *x = f(*x))),
+        Some(s) => s
+            .par_chunks_mut(1 << 16)
+            .for_each(|c| c.iter_mut().for_each(|x| *x = f(*x))),
         None => data.mapv_inplace(f),
     }
 }

@@ -13,12 +13,18 @@ impl Orientation {
     /// Build; `axcodes` like "RAS".
     pub fn new(axcodes: &str) -> Result<Self> {
         parse_axcodes(axcodes)?;
-        Ok(Self { axcodes: axcodes.to_string() })
+        Ok(Self {
+            axcodes: axcodes.to_string(),
+        })
     }
 
     /// Reorient image and label (planned from the image's affine); returns the operation for inversion.
     pub fn apply(&self, sample: Sample) -> Result<(Sample, OrientOp)> {
-        let op = plan(&sample.image.affine, sample.image.spatial_shape(), &self.axcodes)?;
+        let op = plan(
+            &sample.image.affine,
+            sample.image.spatial_shape(),
+            &self.axcodes,
+        )?;
         let out = sample.map_both(|v, _| op.apply(v))?;
         Ok((out, op))
     }

@@ -22,13 +22,25 @@ pub struct RandCropByPosNegLabel {
 
 impl RandCropByPosNegLabel {
     /// Build; `pos`, `neg` ≥ 0 and not both 0, `num_samples` ≥ 1.
-    pub fn new(spatial_size: &[usize], pos: f64, neg: f64, num_samples: usize, image_threshold: Option<f32>) -> Result<Self> {
+    pub fn new(
+        spatial_size: &[usize],
+        pos: f64,
+        neg: f64,
+        num_samples: usize,
+        image_threshold: Option<f32>,
+    ) -> Result<Self> {
         let roi = required3("spatial_size", spatial_size)?;
         if !(pos >= 0.0 && pos.is_finite()) {
-            return Err(ImagingError::config("pos", format!("expected a finite number >= 0, got {pos}")));
+            return Err(ImagingError::config(
+                "pos",
+                format!("expected a finite number >= 0, got {pos}"),
+            ));
         }
         if !(neg >= 0.0 && neg.is_finite()) {
-            return Err(ImagingError::config("neg", format!("expected a finite number >= 0, got {neg}")));
+            return Err(ImagingError::config(
+                "neg",
+                format!("expected a finite number >= 0, got {neg}"),
+            ));
         }
         if pos + neg == 0.0 {
             return Err(ImagingError::config("pos", "pos and neg cannot both be 0"));
@@ -37,9 +49,17 @@ impl RandCropByPosNegLabel {
             return Err(ImagingError::config("num_samples", "expected at least 1"));
         }
         if image_threshold.is_some_and(f32::is_nan) {
-            return Err(ImagingError::config("image_threshold", "expected a number, got NaN"));
+            return Err(ImagingError::config(
+                "image_threshold",
+                "expected a number, got NaN",
+            ));
         }
-        Ok(Self { roi, pos_ratio: pos / (pos + neg), num_samples, image_threshold })
+        Ok(Self {
+            roi,
+            pos_ratio: pos / (pos + neg),
+            num_samples,
+            image_threshold,
+        })
     }
 
     /// Number of crops per input sample.
@@ -50,14 +70,19 @@ impl RandCropByPosNegLabel {
     /// Draw the crop centres (voxel indices, already corrected to fit) for a sample.
     pub fn centers(&self, sample: &Sample, rng: &mut Rng) -> Result<Vec<[usize; 3]>> {
         let label = sample.label.as_ref().ok_or_else(|| {
-            ImagingError::config("label", "RandCropByPosNegLabel needs a label map, the sample has none")
+            ImagingError::config(
+                "label",
+                "RandCropByPosNegLabel needs a label map, the sample has none",
+            )
         })?;
         let shape = label.spatial_shape();
         let roi = self.roi_for(shape)?;
         let image = self.image_threshold.map(|t| (&sample.image, t));
         let (fg, bg) = fg_bg_indices(label, image);
         if fg.is_empty() && bg.is_empty() {
-            return Err(ImagingError::Shape("RandCropByPosNegLabel: no foreground and no valid background voxel".into()));
+            return Err(ImagingError::Shape(
+                "RandCropByPosNegLabel: no foreground and no valid background voxel".into(),
+            ));
         }
         let ratio = if fg.is_empty() {
             0.0
@@ -70,7 +95,11 @@ impl RandCropByPosNegLabel {
         for _ in 0..self.num_samples {
             let pool = if rand_unit(rng) < ratio { &fg } else { &bg };
             let idx = pool[rand_below(rng, pool.len())] as usize;
-            let c = [idx / (shape[1] * shape[2]), (idx / shape[2]) % shape[1], idx % shape[2]];
+            let c = [
+                idx / (shape[1] * shape[2]),
+                (idx / shape[2]) % shape[1],
+                idx % shape[2],
+            ];
             out.push(correct_center(c, roi, shape));
         }
         Ok(out)
@@ -134,7 +163,10 @@ fn fg_bg_indices(label: &Volume, image: Option<(&Volume, f32)>) -> (Vec<u32>, Ve
             for i in b * chunk..((b + 1) * chunk).min(n) {
                 if (first..label.channels()).any(|c| lab[c * n + i] != 0.0) {
                     fg.push(i as u32);
-                } else if img.as_ref().is_none_or(|(d, ch, t)| (0..*ch).any(|c| d[c * n + i] > *t)) {
+                } else if img
+                    .as_ref()
+                    .is_none_or(|(d, ch, t)| (0..*ch).any(|c| d[c * n + i] > *t))
+                {
                     bg.push(i as u32);
                 }
             }
@@ -156,16 +188,31 @@ mod tests {
     #[test]
     fn centers_are_clamped_like_monai() {
         // shape 10, roi 4: valid centres 2..=8; roi 5: 2..=7.
-        assert_eq!(correct_center([0, 9, 5], [4, 4, 4], [10, 10, 10]), [2, 8, 5]);
-        assert_eq!(correct_center([0, 9, 5], [5, 5, 5], [10, 10, 10]), [2, 7, 5]);
+        assert_eq!(
+            correct_center([0, 9, 5], [4, 4, 4], [10, 10, 10]),
+            [2, 8, 5]
+        );
+        assert_eq!(
+            correct_center([0, 9, 5], [5, 5, 5], [10, 10, 10]),
+            [2, 7, 5]
+        );
         // roi == shape: the only centre is shape / 2.
         assert_eq!(correct_center([0, 9, 3], [10, 9, 1], [10, 9, 1]), [5, 4, 0]);
     }
 
     #[test]
     fn validation() {
-        assert!(RandCropByPosNegLabel::new(&[4], 0.0, 0.0, 1, None).unwrap_err().to_string().contains("pos"));
-        assert!(RandCropByPosNegLabel::new(&[4], 1.0, 1.0, 0, None).unwrap_err().to_string().contains("num_samples"));
-        assert!(RandCropByPosNegLabel::new(&[4], 1.0, -1.0, 1, None).unwrap_err().to_string().contains("neg"));
+        assert!(RandCropByPosNegLabel::new(&[4], 0.0, 0.0, 1, None)
+            .unwrap_err()
+            .to_string()
+            .contains("pos"));
+        assert!(RandCropByPosNegLabel::new(&[4], 1.0, 1.0, 0, None)
+            .unwrap_err()
+            .to_string()
+            .contains("num_samples"));
+        assert!(RandCropByPosNegLabel::new(&[4], 1.0, -1.0, 1, None)
+            .unwrap_err()
+            .to_string()
+            .contains("neg"));
     }
 }

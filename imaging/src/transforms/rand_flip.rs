@@ -17,9 +17,15 @@ impl RandFlip {
     pub fn new(prob: f64, spatial_axis: usize) -> Result<Self> {
         check_prob(prob)?;
         if spatial_axis > 2 {
-            return Err(ImagingError::config("spatial_axis", format!("expected 0, 1 or 2, got {spatial_axis}")));
+            return Err(ImagingError::config(
+                "spatial_axis",
+                format!("expected 0, 1 or 2, got {spatial_axis}"),
+            ));
         }
-        Ok(Self { prob, axis: spatial_axis })
+        Ok(Self {
+            prob,
+            axis: spatial_axis,
+        })
     }
 
     /// Flip unconditionally.

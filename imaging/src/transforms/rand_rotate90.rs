@@ -50,7 +50,11 @@ impl RandRotate90 {
                 format!("expected two different axes in 0..=2, got {spatial_axes:?}"),
             ));
         }
-        Ok(Self { prob, max_k, axes: spatial_axes })
+        Ok(Self {
+            prob,
+            max_k,
+            axes: spatial_axes,
+        })
     }
 
     /// Rotate by `k` quarter turns.
@@ -79,6 +83,9 @@ mod tests {
         // m = [[0, 1, 2], [3, 4, 5]] in the (0, 1) plane; np.rot90(m) = [[2, 5], [1, 4], [0, 3]].
         let m = Array4::from_shape_vec((1, 2, 3, 1), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         let r = rot90(&Volume::new(m, Volume::diag_affine([1.0; 3])), 1, [0, 1]);
-        assert_eq!(r.data.iter().copied().collect::<Vec<_>>(), vec![2.0, 5.0, 1.0, 4.0, 0.0, 3.0]);
+        assert_eq!(
+            r.data.iter().copied().collect::<Vec<_>>(),
+            vec![2.0, 5.0, 1.0, 4.0, 0.0, 3.0]
+        );
     }
 }

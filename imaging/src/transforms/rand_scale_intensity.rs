@@ -16,9 +16,15 @@ impl RandScaleIntensity {
     pub fn new(factors: f32, prob: f64) -> Result<Self> {
         check_prob(prob)?;
         if !factors.is_finite() {
-            return Err(ImagingError::config("factors", format!("expected a finite number, got {factors}")));
+            return Err(ImagingError::config(
+                "factors",
+                format!("expected a finite number, got {factors}"),
+            ));
         }
-        Ok(Self { factors: factors.abs(), prob })
+        Ok(Self {
+            factors: factors.abs(),
+            prob,
+        })
     }
 
     /// Scale with probability `prob` (one draw, plus one for the factor when applied).

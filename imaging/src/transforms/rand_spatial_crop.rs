@@ -14,7 +14,9 @@ pub struct RandSpatialCrop {
 impl RandSpatialCrop {
     /// Build from 1, 2 (x, y) or 3 sizes; 0 means the whole axis.
     pub fn new(roi_size: &[usize]) -> Result<Self> {
-        Ok(Self { roi: required3("roi_size", roi_size)? })
+        Ok(Self {
+            roi: required3("roi_size", roi_size)?,
+        })
     }
 
     /// Crop a sample at a random position.
@@ -23,7 +25,11 @@ impl RandSpatialCrop {
         let mut start = [0i64; 3];
         let mut size = [0usize; 3];
         for a in 0..3 {
-            size[a] = if self.roi[a] == 0 { shape[a] } else { self.roi[a].min(shape[a]) };
+            size[a] = if self.roi[a] == 0 {
+                shape[a]
+            } else {
+                self.roi[a].min(shape[a])
+            };
             if shape[a] > size[a] {
                 start[a] = rand_below(rng, shape[a] - size[a] + 1) as i64;
             }

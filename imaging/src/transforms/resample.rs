@@ -29,21 +29,38 @@ pub(crate) const AFFINE_TOL: f64 = 1e-3;
 ///
 /// Like MONAI, a target grid equal to the source one (affines within [`AFFINE_TOL`], same shape) returns the input
 /// unchanged, keeping its affine.
-pub fn resample_to(vol: &Volume, dst_affine: &Mat4, dst_shape: [usize; 3], interp: Interp) -> Result<Volume> {
+pub fn resample_to(
+    vol: &Volume,
+    dst_affine: &Mat4,
+    dst_shape: [usize; 3],
+    interp: Interp,
+) -> Result<Volume> {
     let in_shape = vol.spatial_shape();
     if in_shape.contains(&0) || vol.channels() == 0 {
-        return Err(ImagingError::Shape(format!("cannot resample an empty volume of spatial shape {in_shape:?}")));
+        return Err(ImagingError::Shape(format!(
+            "cannot resample an empty volume of spatial shape {in_shape:?}"
+        )));
     }
-    let xform = solve4(&vol.affine, dst_affine)
-        .ok_or_else(|| ImagingError::Shape(format!("resample: source affine {:?} is not invertible", vol.affine)))?;
+    let xform = solve4(&vol.affine, dst_affine).ok_or_else(|| {
+        ImagingError::Shape(format!(
+            "resample: source affine {:?} is not invertible",
+            vol.affine
+        ))
+    })?;
     let close = |a: &Mat4, b: &Mat4| {
-        a.iter().flatten().zip(b.iter().flatten()).all(|(x, y)| (x - y).abs() <= AFFINE_TOL + 1e-5 * y.abs())
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .all(|(x, y)| (x - y).abs() <= AFFINE_TOL + 1e-5 * y.abs())
     };
     let ident = super::linalg::identity4();
     if dst_shape == in_shape && (close(&vol.affine, dst_affine) || close(&xform, &ident)) {
         return Ok(vol.clone());
     }
-    Ok(Volume::new(resample_voxels(vol, &xform, dst_shape, interp), *dst_affine))
+    Ok(Volume::new(
+        resample_voxels(vol, &xform, dst_shape, interp),
+        *dst_affine,
+    ))
 }
 
 /// Per-axis lookup for the separable path: lower index, upper index, weight of the upper sample.
@@ -88,7 +105,11 @@ fn torch_coords(scale: f64, shift: f64, n_in: usize, n_out: usize) -> impl Itera
 
 fn axis_table(scale: f64, shift: f64, n_out: usize, n_in: usize, interp: Interp) -> AxisTable {
     let max = (n_in - 1) as f64;
-    let mut t = AxisTable { lo: Vec::with_capacity(n_out), hi: Vec::with_capacity(n_out), w: Vec::with_capacity(n_out) };
+    let mut t = AxisTable {
+        lo: Vec::with_capacity(n_out),
+        hi: Vec::with_capacity(n_out),
+        w: Vec::with_capacity(n_out),
+    };
     for x in torch_coords(scale, shift, n_in, n_out) {
         let x = x.clamp(0.0, max);
         match interp {
@@ -112,7 +133,12 @@ fn axis_table(scale: f64, shift: f64, n_out: usize, n_in: usize, interp: Interp)
 
 /// Resample the voxel data: output voxel `p` samples the input at `xform · p` (voxel coordinates), border padding.
 /// The input must be non-empty.
-pub(crate) fn resample_voxels(vol: &Volume, xform: &Mat4, out_shape: [usize; 3], interp: Interp) -> Array4<f32> {
+pub(crate) fn resample_voxels(
+    vol: &Volume,
+    xform: &Mat4,
+    out_shape: [usize; 3],
+    interp: Interp,
+) -> Array4<f32> {
     let in_shape = vol.spatial_shape();
     let c = vol.channels();
     let src = contiguous(&vol.data);
@@ -123,8 +149,9 @@ pub(crate) fn resample_voxels(vol: &Volume, xform: &Mat4, out_shape: [usize; 3],
     let mut out = vec![0f32; c * out_shape[0] * slab];
     if slab > 0 {
         if separable {
-            let tables: Vec<AxisTable> =
-                (0..3).map(|a| axis_table(xform[a][a], xform[a][3], out_shape[a], in_shape[a], interp)).collect();
+            let tables: Vec<AxisTable> = (0..3)
+                .map(|a| axis_table(xform[a][a], xform[a][3], out_shape[a], in_shape[a], interp))
+                .collect();
             separable_kernel(&src, in_shape, &tables, out_shape, interp, &mut out);
         } else {
             general_kernel(&src, in_shape, xform, out_shape, interp, &mut out);
@@ -153,7 +180,9 @@ fn separable_kernel(
             let (x0, x1, wx) = (t[0].lo[i], t[0].hi[i], t[0].w[i]);
             for (j, row) in dst.chunks_mut(out_shape[2]).enumerate() {
                 let (y0, y1, wy) = (t[1].lo[j], t[1].hi[j], t[1].w[j]);
-                let r = |x: usize, y: usize| &src[base + (x * ny + y) * nz..base + (x * ny + y + 1) * nz];
+                let r = |x: usize, y: usize| {
+                    &src[base + (x * ny + y) * nz..base + (x * ny + y + 1) * nz]
+                };
                 match interp {
                     Interp::Nearest => {
                         let r00 = r(x0, y0);
@@ -162,7 +191,12 @@ fn separable_kernel(
                         }
                     }
                     Interp::Linear => {
-                        let (w00, w01, w10, w11) = ((1.0 - wx) * (1.0 - wy), (1.0 - wx) * wy, wx * (1.0 - wy), wx * wy);
+                        let (w00, w01, w10, w11) = (
+                            (1.0 - wx) * (1.0 - wy),
+                            (1.0 - wx) * wy,
+                            wx * (1.0 - wy),
+                            wx * wy,
+                        );
                         let (r00, r01, r10, r11) = (r(x0, y0), r(x0, y1), r(x1, y0), r(x1, y1));
                         for (z, v) in tmp.iter_mut().enumerate() {
                             *v = w00 * r00[z] + w01 * r01[z] + w10 * r10[z] + w11 * r11[z];
@@ -178,7 +212,14 @@ fn separable_kernel(
     );
 }
 
-fn general_kernel(src: &[f32], in_shape: [usize; 3], m: &Mat4, out_shape: [usize; 3], interp: Interp, out: &mut [f32]) {
+fn general_kernel(
+    src: &[f32],
+    in_shape: [usize; 3],
+    m: &Mat4,
+    out_shape: [usize; 3],
+    interp: Interp,
+    out: &mut [f32],
+) {
     let (ny, nz) = (in_shape[1], in_shape[2]);
     let chan = in_shape[0] * ny * nz;
     let slab = out_shape[1] * out_shape[2];
@@ -193,7 +234,8 @@ fn general_kernel(src: &[f32], in_shape: [usize; 3], m: &Mat4, out_shape: [usize
                 let mut hi = [0usize; 3];
                 let mut w = [0f64; 3];
                 for a in 0..3 {
-                    let x = (m[a][0] * p[0] + m[a][1] * p[1] + m[a][2] * p[2] + m[a][3]).clamp(0.0, max[a]);
+                    let x = (m[a][0] * p[0] + m[a][1] * p[1] + m[a][2] * p[2] + m[a][3])
+                        .clamp(0.0, max[a]);
                     match interp {
                         Interp::Linear => {
                             let f = x.floor();
@@ -213,7 +255,10 @@ fn general_kernel(src: &[f32], in_shape: [usize; 3], m: &Mat4, out_shape: [usize
                         for (xi, wx) in [(lo[0], 1.0 - w[0]), (hi[0], w[0])] {
                             for (yi, wy) in [(lo[1], 1.0 - w[1]), (hi[1], w[1])] {
                                 let r = (xi * ny + yi) * nz;
-                                acc += wx * wy * ((1.0 - w[2]) * s[r + lo[2]] as f64 + w[2] * s[r + hi[2]] as f64);
+                                acc += wx
+                                    * wy
+                                    * ((1.0 - w[2]) * s[r + lo[2]] as f64
+                                        + w[2] * s[r + hi[2]] as f64);
                             }
                         }
                         acc as f32
@@ -253,13 +298,25 @@ mod tests {
         sep[0][3] = 0.2;
         // General: a small rotation in the x-y plane.
         let (s, c) = 0.3f64.sin_cos();
-        let rot = [[c, -s, 0.0, 1.0], [s, c, 0.0, 0.5], [0.0, 0.0, 1.0, 0.3], [0.0, 0.0, 0.0, 1.0]];
+        let rot = [
+            [c, -s, 0.0, 1.0],
+            [s, c, 0.0, 0.5],
+            [0.0, 0.0, 1.0, 0.3],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
         for m in [sep, rot] {
             let out = resample_voxels(&v, &m, [5, 6, 9], Interp::Linear);
             for ((_, i, j, k), &got) in out.indexed_iter() {
                 let p = crate::transforms::linalg::apply(&m, [i as f64, j as f64, k as f64]);
-                let clamped = [p[0].clamp(0.0, 5.0), p[1].clamp(0.0, 6.0), p[2].clamp(0.0, 7.0)];
-                assert!((got as f64 - field(clamped)).abs() < 1e-4, "{m:?} {i} {j} {k}");
+                let clamped = [
+                    p[0].clamp(0.0, 5.0),
+                    p[1].clamp(0.0, 6.0),
+                    p[2].clamp(0.0, 7.0),
+                ];
+                assert!(
+                    (got as f64 - field(clamped)).abs() < 1e-4,
+                    "{m:?} {i} {j} {k}"
+                );
             }
         }
     }
@@ -280,7 +337,8 @@ mod tests {
         let v = linear_field([3, 3, 3]);
         let out = resample_to(&v, &v.affine, [3, 3, 3], Interp::Linear).unwrap();
         assert_eq!(out, v);
-        let shifted = resample_to(&v, &translate([1.0, 0.0, 0.0]), [2, 3, 3], Interp::Linear).unwrap();
+        let shifted =
+            resample_to(&v, &translate([1.0, 0.0, 0.0]), [2, 3, 3], Interp::Linear).unwrap();
         assert_eq!(shifted.data[[0, 0, 1, 1]], v.data[[0, 1, 1, 1]]);
         let mut sing = v.clone();
         sing.affine = [[0.0; 4]; 4];

@@ -5,7 +5,9 @@
 //! (ties to even), origin at the input corner that is smallest in the output axes (the input origin for unflipped
 //! grids). An axis whose spacing is already within 1e-3 mm of the target keeps its spacing.
 
-use super::linalg::{apply, cholesky_upper, column_norms, inv_upper3, linear_part, matmul3, solve4, transpose3, Mat4};
+use super::linalg::{
+    apply, cholesky_upper, column_norms, inv_upper3, linear_part, matmul3, solve4, transpose3, Mat4,
+};
 use super::resample::{resample_to, Interp, AFFINE_TOL};
 use crate::{ImagingError, Result, Sample, Volume};
 
@@ -19,14 +21,23 @@ impl Spacing {
     /// Build from `pixdim` (1..=3 values; a shorter list repeats its last value like MONAI; a non-positive value keeps
     /// the input spacing of that axis).
     pub fn new(pixdim: &[f64]) -> Result<Self> {
-        let last = *pixdim
-            .last()
-            .ok_or_else(|| ImagingError::config("pixdim", "expected 1 to 3 voxel sizes in mm, got an empty list"))?;
+        let last = *pixdim.last().ok_or_else(|| {
+            ImagingError::config(
+                "pixdim",
+                "expected 1 to 3 voxel sizes in mm, got an empty list",
+            )
+        })?;
         if pixdim.len() > 3 {
-            return Err(ImagingError::config("pixdim", format!("expected at most 3 values, got {}", pixdim.len())));
+            return Err(ImagingError::config(
+                "pixdim",
+                format!("expected at most 3 values, got {}", pixdim.len()),
+            ));
         }
         if pixdim.iter().any(|v| !v.is_finite()) {
-            return Err(ImagingError::config("pixdim", format!("expected finite values, got {pixdim:?}")));
+            return Err(ImagingError::config(
+                "pixdim",
+                format!("expected finite values, got {pixdim:?}"),
+            ));
         }
         let mut p = [last; 3];
         p[..pixdim.len()].copy_from_slice(pixdim);
@@ -39,12 +50,18 @@ impl Spacing {
         let mut scale = [0.0; 3];
         for a in 0..3 {
             let t = self.pixdim[a];
-            scale[a] = if (t - AFFINE_TOL..=t + AFFINE_TOL).contains(&orig[a]) || t <= 0.0 { orig[a] } else { t };
+            scale[a] = if (t - AFFINE_TOL..=t + AFFINE_TOL).contains(&orig[a]) || t <= 0.0 {
+                orig[a]
+            } else {
+                t
+            };
         }
         // zoom_affine(diagonal=False): keep the rotation of the QR (Cholesky) decomposition, replace the zooms.
         let rzs = linear_part(affine);
         let zs = cholesky_upper(&matmul3(&transpose3(&rzs), &rzs)).ok_or_else(|| {
-            ImagingError::Shape(format!("Spacing: affine {affine:?} has a singular 3x3 part (no voxel size)"))
+            ImagingError::Shape(format!(
+                "Spacing: affine {affine:?} has a singular 3x3 part (no voxel size)"
+            ))
         })?;
         let rot = matmul3(&rzs, &inv_upper3(&zs));
         let mut new = super::linalg::identity4();
@@ -63,7 +80,16 @@ impl Spacing {
     /// Resample one volume (`label`: nearest instead of trilinear).
     pub fn apply_volume(&self, vol: &Volume, label: bool) -> Result<Volume> {
         let (affine, shape) = self.target_grid(&vol.affine, vol.spatial_shape())?;
-        resample_to(vol, &affine, shape, if label { Interp::Nearest } else { Interp::Linear })
+        resample_to(
+            vol,
+            &affine,
+            shape,
+            if label {
+                Interp::Nearest
+            } else {
+                Interp::Linear
+            },
+        )
     }
 
     /// Resample image and label.
@@ -73,9 +99,16 @@ impl Spacing {
 }
 
 /// MONAI `compute_shape_offset` with `scale_extent=False`.
-fn shape_offset(shape: [usize; 3], in_aff: &Mat4, out_aff: &Mat4) -> Result<([usize; 3], [f64; 3])> {
-    let m = solve4(out_aff, in_aff)
-        .ok_or_else(|| ImagingError::Shape(format!("Spacing: target affine {out_aff:?} is not invertible")))?;
+fn shape_offset(
+    shape: [usize; 3],
+    in_aff: &Mat4,
+    out_aff: &Mat4,
+) -> Result<([usize; 3], [f64; 3])> {
+    let m = solve4(out_aff, in_aff).ok_or_else(|| {
+        ImagingError::Shape(format!(
+            "Spacing: target affine {out_aff:?} is not invertible"
+        ))
+    })?;
     let mut corners = Vec::with_capacity(8);
     for a in 0..2 {
         for b in 0..2 {
@@ -88,15 +121,27 @@ fn shape_offset(shape: [usize; 3], in_aff: &Mat4, out_aff: &Mat4) -> Result<([us
     let dist: Vec<[f64; 3]> = corners.iter().map(|p| apply(&m, *p)).collect();
     let mut out_shape = [0usize; 3];
     for (ax, o) in out_shape.iter_mut().enumerate() {
-        let (lo, hi) = dist.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), d| (l.min(d[ax]), h.max(d[ax])));
+        let (lo, hi) = dist
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), d| {
+                (l.min(d[ax]), h.max(d[ax]))
+            });
         let n = (hi - lo + 1.0).round_ties_even();
-        if !(n.is_finite() && n >= 1.0 && n < 1e9) {
-            return Err(ImagingError::Shape(format!("Spacing: output extent {n} along axis {ax} is not a valid size")));
+        if !(1.0..1e9).contains(&n) {
+            return Err(ImagingError::Shape(format!(
+                "Spacing: output extent {n} along axis {ax} is not a valid size"
+            )));
         }
         *o = n as usize;
     }
     let smallest = (0..8).find(|&i| {
-        (0..3).all(|ax| dist.iter().map(|d| d[ax] - dist[i][ax]).fold(f64::INFINITY, f64::min).abs() <= 1e-8)
+        (0..3).all(|ax| {
+            dist.iter()
+                .map(|d| d[ax] - dist[i][ax])
+                .fold(f64::INFINITY, f64::min)
+                .abs()
+                <= 1e-8
+        })
     });
     let offset = match smallest {
         Some(i) => apply(in_aff, corners[i]),
@@ -104,7 +149,12 @@ fn shape_offset(shape: [usize; 3], in_aff: &Mat4, out_aff: &Mat4) -> Result<([us
             let mut o = [0.0; 3];
             for (r, v) in o.iter_mut().enumerate() {
                 *v = in_aff[r][3]
-                    + (0..3).map(|c| in_aff[r][c] * shape[c] as f64 / 2.0 - out_aff[r][c] * out_shape[c] as f64 / 2.0).sum::<f64>();
+                    + (0..3)
+                        .map(|c| {
+                            in_aff[r][c] * shape[c] as f64 / 2.0
+                                - out_aff[r][c] * out_shape[c] as f64 / 2.0
+                        })
+                        .sum::<f64>();
             }
             o
         }
@@ -119,7 +169,10 @@ mod tests {
 
     #[test]
     fn validation_names_pixdim() {
-        assert!(Spacing::new(&[]).unwrap_err().to_string().contains("pixdim"));
+        assert!(Spacing::new(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("pixdim"));
         assert!(Spacing::new(&[1.0, 1.0, 1.0, 1.0]).is_err());
         assert_eq!(Spacing::new(&[1.0, 2.0]).unwrap().pixdim, [1.0, 2.0, 2.0]);
     }
@@ -139,9 +192,20 @@ mod tests {
 
     #[test]
     fn flipped_axes_keep_their_direction() {
-        let a = [[-2.0, 0.0, 0.0, 30.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
-        let v = Volume::new(Array4::from_shape_fn((1, 6, 2, 2), |(_, i, _, _)| i as f32), a);
-        let out = Spacing::new(&[1.0]).unwrap().apply_volume(&v, false).unwrap();
+        let a = [
+            [-2.0, 0.0, 0.0, 30.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let v = Volume::new(
+            Array4::from_shape_fn((1, 6, 2, 2), |(_, i, _, _)| i as f32),
+            a,
+        );
+        let out = Spacing::new(&[1.0])
+            .unwrap()
+            .apply_volume(&v, false)
+            .unwrap();
         assert_eq!(out.spatial_shape(), [11, 2, 2]);
         // The direction is kept, so the input's first voxel (world x = 30) stays the origin.
         assert_eq!(out.affine[0][3], 30.0);

@@ -14,7 +14,9 @@ pub struct SpatialPad {
 impl SpatialPad {
     /// Build from 1 (all axes), 2 (x, y) or 3 sizes; 0 keeps an axis.
     pub fn new(spatial_size: &[usize]) -> Result<Self> {
-        Ok(Self { size: required3("spatial_size", spatial_size)? })
+        Ok(Self {
+            size: required3("spatial_size", spatial_size)?,
+        })
     }
 
     /// Start (negative = padding before) and output size for an input shape; `None` if nothing to pad.
@@ -56,13 +58,19 @@ mod tests {
         let p = SpatialPad::new(&[6, 3, 0]).unwrap();
         assert_eq!(p.plan([3, 4, 2]), Some(([-1, 0, 0], [6, 4, 2])));
         assert_eq!(p.plan([6, 5, 1]), None);
-        let v = Volume::new(Array4::from_elem((1, 3, 4, 2), 1.0), Volume::diag_affine([2.0; 3]));
+        let v = Volume::new(
+            Array4::from_elem((1, 3, 4, 2), 1.0),
+            Volume::diag_affine([2.0; 3]),
+        );
         let o = p.apply_volume(&v);
         assert_eq!(o.data.sum(), 24.0);
         assert_eq!(o.data[[0, 0, 0, 0]], 0.0);
         assert_eq!(o.data[[0, 1, 0, 0]], 1.0);
         assert_eq!(o.data[[0, 4, 0, 0]], 0.0);
         assert_eq!(o.affine[0][3], -2.0);
-        assert!(SpatialPad::new(&[]).unwrap_err().to_string().contains("spatial_size"));
+        assert!(SpatialPad::new(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("spatial_size"));
     }
 }

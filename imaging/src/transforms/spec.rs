@@ -205,7 +205,10 @@ impl TransformSpec {
 
     /// MONAI name of the transform.
     pub fn name(&self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.get("name").and_then(|n| n.as_str().map(str::to_string))).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("name").and_then(|n| n.as_str().map(str::to_string)))
+            .unwrap_or_default()
     }
 }
 
@@ -217,12 +220,27 @@ mod tests {
     fn yaml_with_monai_names_and_defaults() {
         let y = "- name: Orientation\n- name: Spacing\n  pixdim: [1.5, 1.5, 2.0]\n- name: ScaleIntensityRange\n  a_min: -175\n  a_max: 250\n  b_min: 0\n  b_max: 1\n  clip: true\n- name: CropForeground\n- name: RandFlip\n  spatial_axis: 2\n";
         let t: Vec<TransformSpec> = serde_yaml::from_str(y).unwrap();
-        assert_eq!(t[0], TransformSpec::Orientation { axcodes: "RAS".into() });
-        assert_eq!(t[3], TransformSpec::CropForeground { source: Source::Image, select: Select::Gt { threshold: 0.0 }, margin: vec![], k_divisible: vec![] });
+        assert_eq!(
+            t[0],
+            TransformSpec::Orientation {
+                axcodes: "RAS".into()
+            }
+        );
+        assert_eq!(
+            t[3],
+            TransformSpec::CropForeground {
+                source: Source::Image,
+                select: Select::Gt { threshold: 0.0 },
+                margin: vec![],
+                k_divisible: vec![]
+            }
+        );
         assert!(t[4].is_random() && !t[2].is_random());
         assert_eq!(t[1].name(), "Spacing");
         let bad = "- name: Spacing\n  pixdim: [1, 1, 1]\n  mode: bilinear\n";
-        let e = serde_yaml::from_str::<Vec<TransformSpec>>(bad).unwrap_err().to_string();
+        let e = serde_yaml::from_str::<Vec<TransformSpec>>(bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mode"), "{e}");
     }
 }

@@ -1,0 +1,83 @@
+//! Benchmark of medmae's preprocessing per volume: load (NIfTI) + Orientation RAS + Spacing (1.5, 1.5, 2) +
+//! ScaleIntensityRange (-175..250 → 0..1, clipped) + CropForeground — the MONAI pipeline of `monai_pipeline.py`.
+//!
+//! Usage: `cargo bench -p medmae-imaging --bench pipeline -- [--passes N] FILE...` (see `bench/imaging/run`).
+//! Prints one JSON line per volume (last pass) and a summary line with the best pass time.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use imaging::transforms::{Compose, TransformSpec};
+use imaging::{Rng, Sample};
+use rand::SeedableRng;
+
+fn pipeline() -> imaging::Result<Compose> {
+    use TransformSpec as T;
+    Compose::new(&[
+        T::Orientation {
+            axcodes: "RAS".into(),
+        },
+        T::Spacing {
+            pixdim: vec![1.5, 1.5, 2.0],
+        },
+        T::ScaleIntensityRange {
+            a_min: -175.0,
+            a_max: 250.0,
+            b_min: 0.0,
+            b_max: 1.0,
+            clip: true,
+        },
+        T::CropForeground {
+            source: Default::default(),
+            select: Default::default(),
+            margin: vec![],
+            k_divisible: vec![],
+        },
+    ])
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut passes = 3usize;
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--passes" => passes = args.next().ok_or("--passes needs a number")?.parse()?,
+            "--bench" => {}
+            _ => files.push(PathBuf::from(a)),
+        }
+    }
+    if files.is_empty() {
+        return Err("usage: pipeline [--passes N] FILE...".into());
+    }
+    let compose = pipeline()?;
+    let mut best = f64::INFINITY;
+    for pass in 0..passes.max(1) {
+        let t_pass = Instant::now();
+        for f in &files {
+            let t = Instant::now();
+            let image = imaging::io::load(f)?;
+            let load = t.elapsed().as_secs_f64();
+            let out = compose.apply(Sample::image_only(image), &mut Rng::seed_from_u64(0))?;
+            let secs = t.elapsed().as_secs_f64();
+            if pass + 1 == passes.max(1) {
+                let shape = out
+                    .first()
+                    .map(|s| s.image.data.shape().to_vec())
+                    .unwrap_or_default();
+                println!(
+                    "{{\"file\": {:?}, \"seconds\": {secs:.4}, \"load_seconds\": {load:.4}, \"shape\": {shape:?}}}",
+                    f.display().to_string()
+                );
+            }
+        }
+        best = best.min(t_pass.elapsed().as_secs_f64());
+    }
+    println!(
+        "{{\"impl\": \"medmae\", \"volumes\": {}, \"best_pass_seconds\": {best:.4}, \"per_volume_seconds\": {:.4}, \"threads\": {}}}",
+        files.len(),
+        best / files.len() as f64,
+        rayon::current_num_threads()
+    );
+    Ok(())
+}
