@@ -82,8 +82,8 @@ struct TrainArgs {
     #[command(flatten)]
     common: CommonArgs,
     /// Resume from a checkpoint directory (default with no value: <output_dir>/checkpoints/last).
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    resume: Option<PathBuf>,
+    #[arg(long, num_args = 0..=1, value_name = "CHECKPOINT")]
+    resume: Option<Option<PathBuf>>,
     /// Stop after this many optimiser steps in total, writing a checkpoint (resume later with --resume).
     #[arg(long)]
     max_steps: Option<u64>,
@@ -102,13 +102,8 @@ fn load_config(c: &CommonArgs) -> anyhow::Result<ExperimentConfig> {
 }
 
 fn run_options(cfg: &ExperimentConfig, a: &TrainArgs) -> RunOptions {
-    let resume = a.resume.as_ref().map(|p| {
-        if p.as_os_str().is_empty() {
-            cfg.output_dir.join("checkpoints").join("last")
-        } else {
-            p.clone()
-        }
-    });
+    let last = cfg.output_dir.join("checkpoints").join("last");
+    let resume = a.resume.clone().map(|p| p.unwrap_or(last));
     RunOptions {
         resume,
         max_steps: a.max_steps,

@@ -52,6 +52,7 @@ pub fn tiny_unetr() -> Vec<String> {
         "model.skip_layers=[0, 1, 2]".into(),
         "data.train_transforms.1.num_samples=1".into(),
         "validation.sw_batch_size=2".into(),
+        "validation.every_epochs=1".into(),
     ]
 }
 
