@@ -25,3 +25,25 @@ pub use losses::{dice_ce_loss, dice_loss, DiceCeOptions};
 pub use mae::{patchify, random_masking, unpatchify, Mae, MaeOutput, Masking};
 pub use unetr::Unetr;
 pub use vit::Vit;
+
+use spec::ModelConfig;
+use tch::nn;
+
+/// A network of any kind, built from the `model` section of `model.json`.
+#[derive(Debug)]
+pub enum Model {
+    /// Masked autoencoder.
+    Mae(Mae),
+    /// UNETR segmentation network.
+    Unetr(Unetr),
+}
+
+impl Model {
+    /// Build the network `cfg` describes on the model root `p` (parameter names per `spec::expected_weights`).
+    pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Result<Self> {
+        Ok(match cfg {
+            ModelConfig::Mae(m) => Model::Mae(Mae::new(p, m)?),
+            ModelConfig::Unetr(u) => Model::Unetr(Unetr::new(p, u)?),
+        })
+    }
+}

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use models::checkpoint::{expected_shapes, init_unetr_from_mae, load, save, variable_shapes};
-use models::{Mae, ModelError, Unetr};
+use models::{Mae, Model, ModelError, Unetr};
 use spec::{MaeConfig, ModelConfig, ReconLoss, UnetrConfig, VitConfig, VitStyle};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -49,10 +49,11 @@ fn mae(img: usize, e: usize, loss: ReconLoss) -> MaeConfig {
 }
 
 fn build(cfg: &ModelConfig, vs: &VarStore) {
-    match cfg {
-        ModelConfig::Mae(m) => drop(Mae::new(&vs.root(), m).unwrap()),
-        ModelConfig::Unetr(u) => drop(Unetr::new(&vs.root(), u).unwrap()),
-    }
+    let model = Model::new(&vs.root(), cfg).unwrap();
+    assert_eq!(
+        matches!(model, Model::Mae(_)),
+        matches!(cfg, ModelConfig::Mae(_))
+    );
 }
 
 #[test]
