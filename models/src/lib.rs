@@ -33,17 +33,17 @@ use tch::nn;
 #[derive(Debug)]
 pub enum Model {
     /// Masked autoencoder.
-    Mae(Mae),
+    Mae(Box<Mae>),
     /// UNETR segmentation network.
-    Unetr(Unetr),
+    Unetr(Box<Unetr>),
 }
 
 impl Model {
     /// Build the network `cfg` describes on the model root `p` (parameter names per `spec::expected_weights`).
     pub fn new(p: &nn::Path, cfg: &ModelConfig) -> Result<Self> {
         Ok(match cfg {
-            ModelConfig::Mae(m) => Model::Mae(Mae::new(p, m)?),
-            ModelConfig::Unetr(u) => Model::Unetr(Unetr::new(p, u)?),
+            ModelConfig::Mae(m) => Model::Mae(Box::new(Mae::new(p, m)?)),
+            ModelConfig::Unetr(u) => Model::Unetr(Box::new(Unetr::new(p, u)?)),
         })
     }
 }
