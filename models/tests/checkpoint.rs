@@ -106,6 +106,17 @@ fn save_is_atomic_and_load_roundtrips_and_reports() {
         assert_eq!(v, &vb[k], "{k}");
     }
 
+    // libtorch's own format (what `VarStore::save` writes for other extensions) loads the same way
+    let ot = dir.path().join("model.ot");
+    a.save(&ot).unwrap();
+    let b2 = VarStore::new(Device::Cpu);
+    Unetr::new(&b2.root(), &cfg).unwrap();
+    assert!(load(&b2, &ot, true).unwrap().is_clean());
+    assert_eq!(
+        b2.variables()["out.conv.conv.bias"],
+        va["out.conv.conv.bias"]
+    );
+
     // a different width: strict load names the first mis-shaped tensor, lenient load reports all of them
     let c = VarStore::new(Device::Cpu);
     Unetr::new(&c.root(), &unetr(2, 32, 12, VitStyle::Timm)).unwrap();
