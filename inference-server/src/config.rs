@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(e.field, "model_repository");
         let e = ServerConfig::merge(args(&["--model-repository", repo, "--tls-cert", repo]), FileConfig::default()).unwrap_err();
         assert_eq!(e.field, "tls_cert");
-        let e = ServerConfig::merge(args(&["--model-repository", repo, "--request-timeout", "-1"]), FileConfig::default()).unwrap_err();
+        let e = ServerConfig::merge(args(&["--model-repository", repo, "--request-timeout=-1"]), FileConfig::default()).unwrap_err();
         assert_eq!(e.field, "request_timeout");
         assert!(ServeArgs::try_parse_from(["medmae-serve", "--backend", "onnx"]).is_err());
         assert!(toml::from_str::<FileConfig>("listen_addr = \"x\"").is_err());

@@ -60,7 +60,7 @@ async fn receive(stream: &mut Streaming<pb::SegmentRequest>, header: &pb::Segmen
         return Err(ServeError::TooLarge(format!("upload of {} bytes exceeds the server limit of {max_bytes} bytes", header.total_bytes)));
     }
     let mut total: u64 = 0;
-    let mut next = async |stream: &mut Streaming<pb::SegmentRequest>, total: &mut u64| -> Result<Option<Vec<u8>>, ServeError> {
+    let next = async |stream: &mut Streaming<pb::SegmentRequest>, total: &mut u64| -> Result<Option<Vec<u8>>, ServeError> {
         match stream.next().await {
             None => Ok(None),
             Some(Err(s)) => Err(ServeError::invalid(format!("upload interrupted: {}", s.message()))),

@@ -82,7 +82,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         match &auth {
             None => Ok(req),
-            Some(a) => a.check(&req).map(|()| req).inspect_err(|_| auth_metrics.auth_failures.inc()),
+            Some(a) => a.check(&req).map(|()| req).inspect_err(|_| {
+                auth_metrics.auth_failures.inc();
+            }),
         }
     };
 

@@ -1,8 +1,9 @@
 //! ONNX Runtime backend (`ort` 2.0 with a dynamically loaded `libonnxruntime`).
 
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, OnceLock};
 
 use ndarray::ArrayD;
+use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor;
@@ -19,47 +20,28 @@ pub struct OrtBackend {
     name: &'static str,
 }
 
-static INIT: Once = Once::new();
-static INIT_ERROR: Mutex<Option<String>> = Mutex::new(None);
+/// The process-wide ONNX Runtime environment (kept alive for the sessions), or why it could not be created.
+static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 fn err(msg: impl std::fmt::Display) -> ServeError {
     ServeError::Backend { backend: "ort", msg: msg.to_string() }
 }
 
-/// Load the ONNX Runtime library once per process.
-fn init(opts: &BackendOptions) -> Result<(), ServeError> {
-    INIT.call_once(|| {
-        let result = match &opts.ort_library {
-            Some(p) => ort::init_from(p).map_err(|e| format!("loading ONNX Runtime from {}: {e}", p.display())).and_then(|b| b.commit_or_build()),
-            None => Ok(()),
-        };
-        if let Err(e) = result {
-            if let Ok(mut slot) = INIT_ERROR.lock() {
-                *slot = Some(e);
-            }
-        }
+/// Load the ONNX Runtime library and create the environment, once per process.
+fn init(opts: &BackendOptions) -> Result<&'static Environment, ServeError> {
+    let env = ENV.get_or_init(|| {
+        let p = opts.ort_library.as_ref().ok_or("the ort backend needs the ONNX Runtime library: pass --ort-library or set ORT_DYLIB_PATH to libonnxruntime.so")?;
+        let builder = ort::init_from(p).map_err(|e| format!("loading ONNX Runtime from {}: {e}", p.display()))?;
+        builder.with_name("medmae-serve").build().map_err(|e| format!("creating the ONNX Runtime environment: {e}"))
     });
-    match INIT_ERROR.lock().map_err(|_| err("init lock poisoned"))?.as_ref() {
-        Some(e) => Err(err(e)),
-        None => Ok(()),
-    }
-}
-
-trait CommitEnv {
-    fn commit_or_build(self) -> Result<(), String>;
-}
-
-impl CommitEnv for ort::environment::EnvironmentBuilder {
-    fn commit_or_build(self) -> Result<(), String> {
-        self.with_name("medmae-serve").build().map(|_| ()).map_err(|e| format!("creating the ONNX Runtime environment: {e}"))
-    }
+    env.as_ref().map_err(err)
 }
 
 impl OrtBackend {
     /// Create a session for `info.path`.
     pub fn load(info: &ModelInfo, opts: &BackendOptions) -> Result<Self, ServeError> {
-        init(opts)?;
-        let mut builder = Session::builder().map_err(err)?.with_optimization_level(GraphOptimizationLevel::Level3).map_err(|e| err(e.to_string()))?;
+        let env = init(opts)?;
+        let mut builder = Session::builder(env).map_err(err)?.with_optimization_level(GraphOptimizationLevel::Level3).map_err(|e| err(e.to_string()))?;
         if opts.threads > 0 {
             builder = builder.with_intra_threads(opts.threads).map_err(|e| err(e.to_string()))?;
         }

@@ -100,7 +100,7 @@ fn config_of(m: &Model) -> pb::ModelConfig {
         name: i.name.clone(),
         platform: "onnxruntime_onnx".into(),
         max_batch_size: 0,
-        input: vec![pb::ModelInput { name: i.input.name.clone(), data_type: pb::DataType::TypeFp32 as i32, format: pb::model_input::Format::FormatNchw as i32, dims: dims(i.input_shape(1)) }],
+        input: vec![pb::ModelInput { name: i.input.name.clone(), data_type: pb::DataType::TypeFp32 as i32, format: pb::model_input::Format::Nchw as i32, dims: dims(i.input_shape(1)) }],
         output: vec![pb::ModelOutput { name: i.output.name.clone(), data_type: pb::DataType::TypeFp32 as i32, dims: dims(output_dims(m, 1)) }],
         parameters: params,
         backend: m.backend.name().into(),

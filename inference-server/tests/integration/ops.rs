@@ -13,6 +13,14 @@ use crate::common::*;
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
+fn with<T>(token: Option<&str>, body: T) -> Request<T> {
+    let mut r = Request::new(body);
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {t}")).unwrap());
+    }
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_guards_every_rpc() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,13 +28,6 @@ async fn bearer_token_guards_every_rpc() {
     std::fs::write(&tokens, format!("# serving tokens\n{TOKEN}\n")).unwrap();
     let srv = ServerProc::start("repo", &["--backend", "tract", "--auth-tokens", tokens.to_str().unwrap()]);
     let ch = tonic::transport::Channel::from_shared(srv.url()).unwrap().connect().await.unwrap();
-    let with = |t: Option<&str>, body| {
-        let mut r = Request::new(body);
-        if let Some(t) = t {
-            r.metadata_mut().insert("authorization", MetadataValue::try_from(format!("Bearer {t}")).unwrap());
-        }
-        r
-    };
     let mut health = HealthClient::new(ch.clone());
     let mut kserve = GrpcInferenceServiceClient::new(ch.clone());
     let e = health.check(with(None, HealthCheckRequest { service: String::new() })).await.unwrap_err();
