@@ -1,6 +1,7 @@
 //! medmae's shared, pure-Rust imaging pipeline (no libtorch, no async): used identically by training and serving.
 
 pub mod datasets;
+pub mod dicom;
 pub mod error;
 pub mod io;
 pub mod loader;

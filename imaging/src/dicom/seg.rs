@@ -1,0 +1,611 @@
+//! DICOM SEG writer: a label map on a source series' grid → a binary Segmentation object (one segment per label),
+//! referencing the source SOP instances, study and frame of reference.
+//!
+//! Frames hold one slice of one segment (empty slices are left out), bit-packed as the standard requires for
+//! `SegmentationType = BINARY`. With `anonymize`, patient and study attributes that identify a person get
+//! replacement values; otherwise they are copied from the source series verbatim (never printed).
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dicom_core::value::{DataSetSequence, PrimitiveValue};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ImagingError, Result};
+use crate::volume::Volume;
+
+use super::DicomSeries;
+
+/// The Segmentation Storage SOP class.
+pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
+
+/// A coded concept (code value, coding scheme designator, code meaning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Code {
+    /// Code value, e.g. `85756007`.
+    pub value: String,
+    /// Coding scheme designator, e.g. `SCT`.
+    pub scheme: String,
+    /// Human-readable meaning, e.g. `Tissue`.
+    pub meaning: String,
+}
+
+impl Code {
+    /// Build a code from its three parts.
+    pub fn new(value: &str, scheme: &str, meaning: &str) -> Self {
+        Self {
+            value: value.into(),
+            scheme: scheme.into(),
+            meaning: meaning.into(),
+        }
+    }
+}
+
+/// One segment: the label value it is made of and how it is described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Label value in the label map (also the SegmentNumber, 1..=65535).
+    pub label: u16,
+    /// SegmentLabel.
+    pub name: String,
+    /// SegmentedPropertyCategoryCodeSequence.
+    pub category: Code,
+    /// SegmentedPropertyTypeCodeSequence.
+    pub property_type: Code,
+}
+
+impl Segment {
+    /// A segment with generic codes (category "Anatomical Structure", type "Tissue").
+    pub fn generic(label: u16, name: &str) -> Self {
+        Self {
+            label,
+            name: name.into(),
+            category: Code::new("91723000", "SCT", "Anatomical Structure"),
+            property_type: Code::new("85756007", "SCT", "Tissue"),
+        }
+    }
+}
+
+/// Options of the SEG writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegOptions {
+    /// Replace patient-identifying attributes by placeholder values instead of copying them from the source.
+    pub anonymize: bool,
+    /// SeriesDescription of the SEG series.
+    pub series_description: String,
+    /// SegmentAlgorithmName.
+    pub algorithm: String,
+    /// SeriesNumber of the SEG series.
+    pub series_number: i32,
+}
+
+impl Default for SegOptions {
+    fn default() -> Self {
+        Self {
+            anonymize: false,
+            series_description: "medmae segmentation".into(),
+            algorithm: "medmae".into(),
+            series_number: 9901,
+        }
+    }
+}
+
+/// A fresh UID under the `2.25` (UUID-derived) root, from a hash of `seed`, the time and the process.
+pub fn new_uid(seed: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = Sha256::new();
+    h.update(seed.as_bytes());
+    h.update(nanos.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    // UUID version 4 bits, as 2.25 UIDs are meant to be derived from UUIDs.
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    format!("2.25.{}", u128::from_be_bytes(b))
+}
+
+/// Today's date and the current time (UTC) as DICOM DA and TM strings.
+fn now_da_tm() -> (String, String) {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let tod = secs % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        format!("{year:04}{month:02}{day:02}"),
+        format!("{:02}{:02}{:02}", tod / 3600, tod / 60 % 60, tod % 60),
+    )
+}
+
+fn ds(v: f64) -> String {
+    // DS holds at most 16 characters.
+    let s = format!("{v:.10}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    let s = if s == "-0" { "0" } else { s };
+    s.chars().take(16).collect()
+}
+
+fn ds_list(v: &[f64]) -> String {
+    v.iter().map(|x| ds(*x)).collect::<Vec<_>>().join("\\")
+}
+
+fn item(elements: Vec<DataElement<InMemDicomObject>>) -> InMemDicomObject {
+    InMemDicomObject::from_element_iter(elements)
+}
+
+fn seq(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::SQ, DataSetSequence::from(items))
+}
+
+fn s(tag: Tag, vr: VR, v: impl Into<String>) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, vr, PrimitiveValue::from(v.into()))
+}
+
+fn us(tag: Tag, v: u16) -> DataElement<InMemDicomObject> {
+    DataElement::new(tag, VR::US, PrimitiveValue::from(v))
+}
+
+fn code_item(c: &Code) -> InMemDicomObject {
+    item(vec![
+        s(tags::CODE_VALUE, VR::SH, c.value.clone()),
+        s(tags::CODING_SCHEME_DESIGNATOR, VR::SH, c.scheme.clone()),
+        s(tags::CODE_MEANING, VR::LO, c.meaning.clone()),
+    ])
+}
+
+/// Check that a label map lies on the source series' grid.
+fn check_grid(labels: &Volume, source: &DicomSeries) -> Result<()> {
+    let want = source.volume.spatial_shape();
+    if labels.channels() != 1 || labels.spatial_shape() != want {
+        return Err(ImagingError::Shape(format!(
+            "label map {:?} does not match the source series grid (1, {}, {}, {}); resample or reorient it back first",
+            labels.data.shape(),
+            want[0],
+            want[1],
+            want[2]
+        )));
+    }
+    let tol = 1e-3 * source.volume.spacing().iter().cloned().fold(1.0, f64::max);
+    for r in 0..3 {
+        for c in 0..4 {
+            if (labels.affine[r][c] - source.volume.affine[r][c]).abs() > tol {
+                return Err(ImagingError::Shape(format!(
+                    "label map affine differs from the source series at [{r}][{c}]: {} vs {}",
+                    labels.affine[r][c], source.volume.affine[r][c]
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `labels` (integer label map on the grid of `source`) as a binary DICOM SEG with the given segments.
+pub fn write_seg(
+    labels: &Volume,
+    source: &DicomSeries,
+    segments: &[Segment],
+    opts: &SegOptions,
+    out: &Path,
+) -> Result<()> {
+    check_grid(labels, source)?;
+    if segments.is_empty() || segments.iter().any(|s| s.label == 0) {
+        return Err(ImagingError::config(
+            "segments",
+            "expected at least one segment, with label values >= 1",
+        ));
+    }
+    let [nx, ny, nz] = labels.spatial_shape();
+    let (rows, cols) = (
+        u16::try_from(ny)
+            .map_err(|_| ImagingError::Shape(format!("{ny} rows exceed DICOM's 65535")))?,
+        u16::try_from(nx)
+            .map_err(|_| ImagingError::Shape(format!("{nx} columns exceed DICOM's 65535")))?,
+    );
+    if source.instances.len() != nz {
+        return Err(ImagingError::Shape(format!(
+            "{} source instances for {nz} slices",
+            source.instances.len()
+        )));
+    }
+    let a = &labels.affine;
+    let sp = labels.spacing();
+    let dir = labels.direction();
+    // RAS -> LPS: negate world x and y.
+    let flip = [-1.0, -1.0, 1.0];
+    let iop = [
+        flip[0] * dir[0][0],
+        flip[1] * dir[1][0],
+        dir[2][0],
+        flip[0] * dir[0][1],
+        flip[1] * dir[1][1],
+        dir[2][1],
+    ];
+    let position = |k: usize| -> [f64; 3] {
+        let mut p = [0.0; 3];
+        for (r, v) in p.iter_mut().enumerate() {
+            *v = flip[r] * (a[r][2] * k as f64 + a[r][3]);
+        }
+        p
+    };
+
+    let frame_bits = nx * ny;
+    let mut bits: Vec<u8> = Vec::new();
+    let mut n_frames = 0usize;
+    let mut per_frame = Vec::new();
+    for seg in segments {
+        for k in 0..nz {
+            let slice = labels.data.index_axis(ndarray::Axis(3), k);
+            if !slice.iter().any(|&v| v == f32::from(seg.label)) {
+                continue;
+            }
+            let base = n_frames * frame_bits;
+            bits.resize((base + frame_bits).div_ceil(8), 0);
+            for r in 0..ny {
+                for c in 0..nx {
+                    if slice[[0, c, r]] == f32::from(seg.label) {
+                        let bit = base + r * nx + c;
+                        bits[bit / 8] |= 1 << (bit % 8);
+                    }
+                }
+            }
+            n_frames += 1;
+            let inst = &source.instances[k];
+            per_frame.push(item(vec![
+                seq(
+                    tags::DERIVATION_IMAGE_SEQUENCE,
+                    vec![item(vec![
+                        seq(
+                            tags::DERIVATION_CODE_SEQUENCE,
+                            vec![code_item(&Code::new("113076", "DCM", "Segmentation"))],
+                        ),
+                        seq(
+                            tags::SOURCE_IMAGE_SEQUENCE,
+                            vec![item(vec![
+                                s(
+                                    tags::REFERENCED_SOP_CLASS_UID,
+                                    VR::UI,
+                                    inst.sop_class_uid.clone(),
+                                ),
+                                s(
+                                    tags::REFERENCED_SOP_INSTANCE_UID,
+                                    VR::UI,
+                                    inst.sop_instance_uid.clone(),
+                                ),
+                                seq(
+                                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                                    vec![code_item(&Code::new(
+                                        "121322",
+                                        "DCM",
+                                        "Source image for image processing operation",
+                                    ))],
+                                ),
+                                // The frames lie exactly on the source slices (same grid, no resampling).
+                                s(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
+                            ])],
+                        ),
+                    ])],
+                ),
+                seq(
+                    tags::FRAME_CONTENT_SEQUENCE,
+                    vec![item(vec![DataElement::new(
+                        tags::DIMENSION_INDEX_VALUES,
+                        VR::UL,
+                        PrimitiveValue::U32(
+                            [u32::from(seg.label), k as u32 + 1].into_iter().collect(),
+                        ),
+                    )])],
+                ),
+                seq(
+                    tags::PLANE_POSITION_SEQUENCE,
+                    vec![item(vec![s(
+                        tags::IMAGE_POSITION_PATIENT,
+                        VR::DS,
+                        ds_list(&position(k)),
+                    )])],
+                ),
+                seq(
+                    tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                    vec![item(vec![us(tags::REFERENCED_SEGMENT_NUMBER, seg.label)])],
+                ),
+            ]));
+        }
+    }
+    if n_frames == 0 {
+        return Err(ImagingError::config(
+            "segments",
+            "no voxel of the label map carries any of the segments' labels",
+        ));
+    }
+    if bits.len() % 2 == 1 {
+        bits.push(0);
+    }
+
+    let (date, time) = now_da_tm();
+    let series_uid = new_uid(&format!("series {}", source.info.series_uid));
+    let sop_uid = new_uid(&format!("instance {}", source.info.series_uid));
+    let dim_org = new_uid("dimension organization");
+    let mut obj = InMemDicomObject::new_empty();
+    let put = |o: &mut InMemDicomObject, e: DataElement<InMemDicomObject>| {
+        o.put(e);
+    };
+    put(
+        &mut obj,
+        s(tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 192"),
+    );
+    put(
+        &mut obj,
+        s(tags::SOP_CLASS_UID, VR::UI, SEGMENTATION_STORAGE),
+    );
+    put(&mut obj, s(tags::SOP_INSTANCE_UID, VR::UI, sop_uid));
+    put(&mut obj, s(tags::IMAGE_TYPE, VR::CS, "DERIVED\\PRIMARY"));
+    put(&mut obj, s(tags::CONTENT_DATE, VR::DA, date.clone()));
+    put(&mut obj, s(tags::CONTENT_TIME, VR::TM, time.clone()));
+    put(&mut obj, s(tags::SERIES_DATE, VR::DA, date));
+    put(&mut obj, s(tags::SERIES_TIME, VR::TM, time));
+    put(&mut obj, s(tags::MODALITY, VR::CS, "SEG"));
+    put(&mut obj, s(tags::MANUFACTURER, VR::LO, "medmae"));
+    put(&mut obj, s(tags::MANUFACTURER_MODEL_NAME, VR::LO, "medmae"));
+    put(&mut obj, s(tags::DEVICE_SERIAL_NUMBER, VR::LO, "0"));
+    put(
+        &mut obj,
+        s(tags::SOFTWARE_VERSIONS, VR::LO, env!("CARGO_PKG_VERSION")),
+    );
+    put(
+        &mut obj,
+        s(
+            tags::SERIES_DESCRIPTION,
+            VR::LO,
+            opts.series_description.clone(),
+        ),
+    );
+    // Patient and study identification: copied verbatim, or placeholders when anonymising.
+    for e in source.patient.elements(opts.anonymize) {
+        put(&mut obj, e);
+    }
+    put(
+        &mut obj,
+        s(tags::STUDY_INSTANCE_UID, VR::UI, source.study_uid.clone()),
+    );
+    put(&mut obj, s(tags::SERIES_INSTANCE_UID, VR::UI, series_uid));
+    put(
+        &mut obj,
+        s(tags::SERIES_NUMBER, VR::IS, opts.series_number.to_string()),
+    );
+    put(&mut obj, s(tags::INSTANCE_NUMBER, VR::IS, "1"));
+    put(
+        &mut obj,
+        s(
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            source
+                .frame_of_reference
+                .clone()
+                .unwrap_or_else(|| new_uid("frame of reference")),
+        ),
+    );
+    put(&mut obj, s(tags::POSITION_REFERENCE_INDICATOR, VR::LO, ""));
+    put(&mut obj, s(tags::CONTENT_LABEL, VR::CS, "MEDMAE_SEG"));
+    put(
+        &mut obj,
+        s(
+            tags::CONTENT_DESCRIPTION,
+            VR::LO,
+            opts.series_description.clone(),
+        ),
+    );
+    put(&mut obj, s(tags::CONTENT_CREATOR_NAME, VR::PN, "medmae"));
+    put(&mut obj, s(tags::SEGMENTATION_TYPE, VR::CS, "BINARY"));
+    put(&mut obj, s(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, "00"));
+    put(&mut obj, us(tags::SAMPLES_PER_PIXEL, 1));
+    put(
+        &mut obj,
+        s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+    );
+    put(
+        &mut obj,
+        s(tags::NUMBER_OF_FRAMES, VR::IS, n_frames.to_string()),
+    );
+    put(&mut obj, us(tags::ROWS, rows));
+    put(&mut obj, us(tags::COLUMNS, cols));
+    put(&mut obj, us(tags::BITS_ALLOCATED, 1));
+    put(&mut obj, us(tags::BITS_STORED, 1));
+    put(&mut obj, us(tags::HIGH_BIT, 0));
+    put(&mut obj, us(tags::PIXEL_REPRESENTATION, 0));
+    put(
+        &mut obj,
+        seq(
+            tags::SEGMENT_SEQUENCE,
+            segments
+                .iter()
+                .map(|g| {
+                    item(vec![
+                        seq(
+                            tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE,
+                            vec![code_item(&g.category)],
+                        ),
+                        us(tags::SEGMENT_NUMBER, g.label),
+                        s(tags::SEGMENT_LABEL, VR::LO, g.name.clone()),
+                        s(tags::SEGMENT_ALGORITHM_TYPE, VR::CS, "AUTOMATIC"),
+                        s(tags::SEGMENT_ALGORITHM_NAME, VR::LO, opts.algorithm.clone()),
+                        seq(
+                            tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE,
+                            vec![code_item(&g.property_type)],
+                        ),
+                    ])
+                })
+                .collect(),
+        ),
+    );
+    put(
+        &mut obj,
+        seq(
+            tags::DIMENSION_ORGANIZATION_SEQUENCE,
+            vec![item(vec![s(
+                tags::DIMENSION_ORGANIZATION_UID,
+                VR::UI,
+                dim_org.clone(),
+            )])],
+        ),
+    );
+    let dim = |pointer: Tag, group: Tag, label: &str| {
+        item(vec![
+            s(tags::DIMENSION_ORGANIZATION_UID, VR::UI, dim_org.clone()),
+            DataElement::new(
+                tags::DIMENSION_INDEX_POINTER,
+                VR::AT,
+                PrimitiveValue::Tags([pointer].into_iter().collect()),
+            ),
+            DataElement::new(
+                tags::FUNCTIONAL_GROUP_POINTER,
+                VR::AT,
+                PrimitiveValue::Tags([group].into_iter().collect()),
+            ),
+            s(tags::DIMENSION_DESCRIPTION_LABEL, VR::LO, label),
+        ])
+    };
+    put(
+        &mut obj,
+        seq(
+            tags::DIMENSION_INDEX_SEQUENCE,
+            vec![
+                dim(
+                    tags::REFERENCED_SEGMENT_NUMBER,
+                    tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+                    "ReferencedSegmentNumber",
+                ),
+                dim(
+                    tags::IMAGE_POSITION_PATIENT,
+                    tags::PLANE_POSITION_SEQUENCE,
+                    "ImagePositionPatient",
+                ),
+            ],
+        ),
+    );
+    put(
+        &mut obj,
+        seq(
+            tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE,
+            vec![item(vec![
+                seq(
+                    tags::PIXEL_MEASURES_SEQUENCE,
+                    vec![item(vec![
+                        s(tags::SLICE_THICKNESS, VR::DS, ds(sp[2])),
+                        s(tags::PIXEL_SPACING, VR::DS, ds_list(&[sp[1], sp[0]])),
+                        s(tags::SPACING_BETWEEN_SLICES, VR::DS, ds(sp[2])),
+                    ])],
+                ),
+                seq(
+                    tags::PLANE_ORIENTATION_SEQUENCE,
+                    vec![item(vec![s(
+                        tags::IMAGE_ORIENTATION_PATIENT,
+                        VR::DS,
+                        ds_list(&iop),
+                    )])],
+                ),
+            ])],
+        ),
+    );
+    put(
+        &mut obj,
+        seq(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE, per_frame),
+    );
+    put(
+        &mut obj,
+        seq(
+            tags::REFERENCED_SERIES_SEQUENCE,
+            vec![item(vec![
+                seq(
+                    tags::REFERENCED_INSTANCE_SEQUENCE,
+                    source
+                        .instances
+                        .iter()
+                        .map(|i| {
+                            item(vec![
+                                s(
+                                    tags::REFERENCED_SOP_CLASS_UID,
+                                    VR::UI,
+                                    i.sop_class_uid.clone(),
+                                ),
+                                s(
+                                    tags::REFERENCED_SOP_INSTANCE_UID,
+                                    VR::UI,
+                                    i.sop_instance_uid.clone(),
+                                ),
+                            ])
+                        })
+                        .collect(),
+                ),
+                s(
+                    tags::SERIES_INSTANCE_UID,
+                    VR::UI,
+                    source.info.series_uid.clone(),
+                ),
+            ])],
+        ),
+    );
+    put(
+        &mut obj,
+        DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(bits.into())),
+    );
+
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1"))
+        .map_err(|e| {
+            ImagingError::format(out, format!("cannot build the DICOM file meta group: {e}"))
+        })?;
+    let tmp = out.with_extension("dcm.tmp");
+    file.write_to_file(&tmp)
+        .map_err(|e| ImagingError::format(out, format!("cannot write DICOM SEG: {e}")))?;
+    std::fs::rename(&tmp, out).map_err(|e| ImagingError::io(out, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_strings_fit_ds() {
+        assert_eq!(ds(2.5), "2.5");
+        assert_eq!(ds(-0.0), "0");
+        assert_eq!(ds(-123.456789012345), "-123.4567890123");
+        assert_eq!(ds(10.0), "10");
+        assert!(ds(1e-11).len() <= 16);
+    }
+
+    #[test]
+    fn uids_are_valid_and_unique() {
+        let (a, b) = (new_uid("x"), new_uid("x"));
+        assert!(
+            a.starts_with("2.25.")
+                && a.len() <= 64
+                && a.chars().all(|c| c.is_ascii_digit() || c == '.')
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn civil_date_is_plausible() {
+        let (d, t) = now_da_tm();
+        assert_eq!((d.len(), t.len()), (8, 6));
+        assert!(d.as_str() >= "20240101");
+    }
+}
