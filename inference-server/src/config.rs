@@ -17,7 +17,11 @@ pub const DEFAULT_MAX_VOXELS: u64 = 1 << 28;
 
 /// Command-line flags (each also readable from the environment variable shown in `--help`).
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "medmae-serve", version, about = "gRPC segmentation server: KServe v2 + medmae.v1.Segmentation on ONNX Runtime or tract")]
+#[command(
+    name = "medmae-serve",
+    version,
+    about = "gRPC segmentation server: KServe v2 + medmae.v1.Segmentation on ONNX Runtime or tract"
+)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys, e.g. `model_repository = "models"`).
     #[arg(long, env = "MEDMAE_SERVE_CONFIG")]
@@ -168,14 +172,20 @@ pub struct ConfigError {
 }
 
 fn cerr(field: &str, msg: impl Into<String>) -> ConfigError {
-    ConfigError { field: field.into(), msg: msg.into() }
+    ConfigError {
+        field: field.into(),
+        msg: msg.into(),
+    }
 }
 
 fn seconds(field: &str, v: f64) -> Result<Duration, ConfigError> {
     if v.is_finite() && v > 0.0 {
         Ok(Duration::from_secs_f64(v))
     } else {
-        Err(cerr(field, format!("must be a positive number of seconds, got {v}")))
+        Err(cerr(
+            field,
+            format!("must be a positive number of seconds, got {v}"),
+        ))
     }
 }
 
@@ -197,20 +207,35 @@ impl ServerConfig {
     }
 
     fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| cerr("config", format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| cerr("config", format!("{}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| cerr("config", format!("{}: {e}", path.display())))
     }
 
     /// Merge flags over file values and validate.
     pub fn merge(a: ServeArgs, f: FileConfig) -> Result<Self, ConfigError> {
-        let model_repository = a.model_repository.or(f.model_repository).ok_or_else(|| cerr("model_repository", "required (--model-repository DIR)"))?;
+        let model_repository = a
+            .model_repository
+            .or(f.model_repository)
+            .ok_or_else(|| cerr("model_repository", "required (--model-repository DIR)"))?;
         if !model_repository.is_dir() {
-            return Err(cerr("model_repository", format!("{} is not a directory", model_repository.display())));
+            return Err(cerr(
+                "model_repository",
+                format!("{} is not a directory", model_repository.display()),
+            ));
         }
-        let listen = a.listen.or(f.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8001)));
+        let listen = a
+            .listen
+            .or(f.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8001)));
         let metrics_listen = match a.metrics_listen.or(f.metrics_listen).as_deref() {
             Some("off") => None,
-            Some(s) => Some(s.parse().map_err(|e| cerr("metrics_listen", format!("{s:?}: {e} (expected host:port or \"off\")")))?),
+            Some(s) => Some(s.parse().map_err(|e| {
+                cerr(
+                    "metrics_listen",
+                    format!("{s:?}: {e} (expected host:port or \"off\")"),
+                )
+            })?),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 8002))),
         };
         let backend = BackendOptions {
@@ -219,42 +244,87 @@ impl ServerConfig {
             use_gpu: a.gpu.or(f.gpu).unwrap_or(false),
             ort_library: existing("ort_library", a.ort_library.or(f.ort_library))?,
         };
-        let tls = match (existing("tls_cert", a.tls_cert.or(f.tls_cert))?, existing("tls_key", a.tls_key.or(f.tls_key))?) {
-            (Some(cert), Some(key)) => Some(TlsConfig { cert, key, client_ca: existing("tls_client_ca", a.tls_client_ca.or(f.tls_client_ca))? }),
+        let tls = match (
+            existing("tls_cert", a.tls_cert.or(f.tls_cert))?,
+            existing("tls_key", a.tls_key.or(f.tls_key))?,
+        ) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert,
+                key,
+                client_ca: existing("tls_client_ca", a.tls_client_ca.or(f.tls_client_ca))?,
+            }),
             (None, None) => {
                 if a.tls_client_ca.is_some() || f.tls_client_ca.is_some() {
-                    return Err(cerr("tls_client_ca", "mutual TLS needs tls_cert and tls_key too"));
+                    return Err(cerr(
+                        "tls_client_ca",
+                        "mutual TLS needs tls_cert and tls_key too",
+                    ));
                 }
                 None
             }
-            _ => return Err(cerr("tls_cert", "tls_cert and tls_key must be given together")),
+            _ => {
+                return Err(cerr(
+                    "tls_cert",
+                    "tls_cert and tls_key must be given together",
+                ))
+            }
         };
         let auth_tokens = existing("auth_tokens", a.auth_tokens.or(f.auth_tokens))?;
-        let max_message_bytes = a.max_message_bytes.or(f.max_message_bytes).unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        let max_message_bytes = a
+            .max_message_bytes
+            .or(f.max_message_bytes)
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         if max_message_bytes < 1 << 20 {
-            return Err(cerr("max_message_bytes", format!("must be at least 1 MiB, got {max_message_bytes}")));
+            return Err(cerr(
+                "max_message_bytes",
+                format!("must be at least 1 MiB, got {max_message_bytes}"),
+            ));
         }
         let max_voxels = a.max_voxels.or(f.max_voxels).unwrap_or(DEFAULT_MAX_VOXELS);
         let max_upload_bytes = a.max_upload_bytes.or(f.max_upload_bytes).unwrap_or(1 << 30);
         let max_concurrent = a.max_concurrent.or(f.max_concurrent).unwrap_or(2);
         if max_voxels == 0 || max_upload_bytes == 0 || max_concurrent == 0 {
-            return Err(cerr("max_voxels/max_upload_bytes/max_concurrent", "must be positive"));
+            return Err(cerr(
+                "max_voxels/max_upload_bytes/max_concurrent",
+                "must be positive",
+            ));
         }
         let limits = Limits {
             max_message_bytes,
             max_voxels,
             max_upload_bytes,
-            request_timeout: seconds("request_timeout", a.request_timeout.or(f.request_timeout).unwrap_or(600.0))?,
+            request_timeout: seconds(
+                "request_timeout",
+                a.request_timeout.or(f.request_timeout).unwrap_or(600.0),
+            )?,
             max_concurrent,
             max_queue: a.max_queue.or(f.max_queue).unwrap_or(16),
         };
-        let drain_timeout = seconds("drain_timeout", a.drain_timeout.or(f.drain_timeout).unwrap_or(30.0))?;
+        let drain_timeout = seconds(
+            "drain_timeout",
+            a.drain_timeout.or(f.drain_timeout).unwrap_or(30.0),
+        )?;
         let json_logs = match a.log_format.or(f.log_format).as_deref() {
             None | Some("text") => false,
             Some("json") => true,
-            Some(o) => return Err(cerr("log_format", format!("expected \"text\" or \"json\", got {o:?}"))),
+            Some(o) => {
+                return Err(cerr(
+                    "log_format",
+                    format!("expected \"text\" or \"json\", got {o:?}"),
+                ))
+            }
         };
-        Ok(Self { model_repository, listen, metrics_listen, backend, tls, auth_tokens, limits, drain_timeout, json_logs })
+        Ok(Self {
+            model_repository,
+            listen,
+            metrics_listen,
+            backend,
+            tls,
+            auth_tokens,
+            limits,
+            drain_timeout,
+            json_logs,
+        })
     }
 }
 
@@ -279,7 +349,8 @@ mod tests {
         assert_eq!(c.limits.max_message_bytes, 256 << 20);
         assert_eq!(c.metrics_listen, None);
         assert_eq!(c.listen.port(), 8001);
-        let c = ServerConfig::merge(args(&["--backend", "ort", "--listen", "127.0.0.1:0"]), file).unwrap();
+        let c = ServerConfig::merge(args(&["--backend", "ort", "--listen", "127.0.0.1:0"]), file)
+            .unwrap();
         assert_eq!((c.backend.kind, c.listen.port()), (BackendKind::Ort, 0));
     }
 
@@ -289,9 +360,17 @@ mod tests {
         let repo = d.path().to_str().unwrap();
         let e = ServerConfig::merge(args(&[]), FileConfig::default()).unwrap_err();
         assert_eq!(e.field, "model_repository");
-        let e = ServerConfig::merge(args(&["--model-repository", repo, "--tls-cert", repo]), FileConfig::default()).unwrap_err();
+        let e = ServerConfig::merge(
+            args(&["--model-repository", repo, "--tls-cert", repo]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "tls_cert");
-        let e = ServerConfig::merge(args(&["--model-repository", repo, "--request-timeout=-1"]), FileConfig::default()).unwrap_err();
+        let e = ServerConfig::merge(
+            args(&["--model-repository", repo, "--request-timeout=-1"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "request_timeout");
         assert!(ServeArgs::try_parse_from(["medmae-serve", "--backend", "onnx"]).is_err());
         assert!(toml::from_str::<FileConfig>("listen_addr = \"x\"").is_err());

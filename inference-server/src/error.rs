@@ -43,7 +43,7 @@ pub enum ServeError {
         max_queue: usize,
     },
     /// The request ran past the server's deadline.
-    #[error("request exceeded the server deadline of {0:.1} s")]
+    #[error("request exceeded the server deadline of {0} s")]
     Deadline(f64),
     /// A model file or its metadata is unusable (at start-up).
     #[error("{path}: {msg}")]
@@ -78,7 +78,9 @@ impl ServeError {
             ServeError::TooLarge(_) | ServeError::Busy { .. } => Code::ResourceExhausted,
             ServeError::Deadline(_) => Code::DeadlineExceeded,
             ServeError::Model { .. } => Code::FailedPrecondition,
-            ServeError::Backend { .. } | ServeError::Internal(_) | ServeError::Startup(_) => Code::Internal,
+            ServeError::Backend { .. } | ServeError::Internal(_) | ServeError::Startup(_) => {
+                Code::Internal
+            }
         }
     }
 
@@ -128,12 +130,20 @@ mod tests {
 
     #[test]
     fn codes_follow_the_protocol() {
-        let nf = ServeError::ModelNotFound { name: "x".into(), available: "a, b".into() };
+        let nf = ServeError::ModelNotFound {
+            name: "x".into(),
+            available: "a, b".into(),
+        };
         assert_eq!(nf.code(), Code::NotFound);
         let s: Status = nf.into();
         assert!(s.message().contains("\"x\"") && s.message().contains("a, b"));
         assert_eq!(ServeError::invalid("bad").code(), Code::InvalidArgument);
-        let busy = ServeError::Busy { in_flight: 2, queued: 4, max_concurrent: 2, max_queue: 4 };
+        let busy = ServeError::Busy {
+            in_flight: 2,
+            queued: 4,
+            max_concurrent: 2,
+            max_queue: 4,
+        };
         assert_eq!(busy.code(), Code::ResourceExhausted);
         assert_eq!(busy.metric_label(), "resource_exhausted");
         assert_eq!(ServeError::Deadline(1.0).code(), Code::DeadlineExceeded);

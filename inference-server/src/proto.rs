@@ -13,4 +13,5 @@ pub mod medmae_v1 {
 }
 
 /// Encoded `FileDescriptorSet` of every medmae proto (for gRPC server reflection).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/medmae_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/medmae_descriptor.bin"));

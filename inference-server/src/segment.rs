@@ -17,7 +17,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::ServeError;
 use crate::model::Model;
 use crate::pipeline::{segment_volume, SegmentOptions, Segmentation};
-use crate::proto::medmae_v1::{self as pb, segment_request::Payload, segmentation_server::Segmentation as SegmentationRpc, VolumeFormat};
+use crate::proto::medmae_v1::{
+    self as pb, segment_request::Payload, segmentation_server::Segmentation as SegmentationRpc,
+    VolumeFormat,
+};
 use crate::state::Shared;
 
 /// Bytes per response chunk.
@@ -38,8 +41,14 @@ impl SegmentService {
 
 /// An upload on disk (or in memory for raw volumes).
 enum Upload {
-    File { _dir: tempfile::TempDir, path: std::path::PathBuf },
-    Raw { geometry: pb::RawGeometry, bytes: Vec<u8> },
+    File {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+    },
+    Raw {
+        geometry: pb::RawGeometry,
+        bytes: Vec<u8>,
+    },
 }
 
 fn upload_name(format: VolumeFormat) -> Result<&'static str, ServeError> {
@@ -48,47 +57,84 @@ fn upload_name(format: VolumeFormat) -> Result<&'static str, ServeError> {
         VolumeFormat::NiftiGz => Ok("upload.nii.gz"),
         VolumeFormat::Metaimage => Ok("upload.mha"),
         VolumeFormat::RawF32 => Ok(""),
-        VolumeFormat::Unspecified => Err(ServeError::invalid("header.format is unspecified; set NIFTI, NIFTI_GZ, METAIMAGE or RAW_F32")),
+        VolumeFormat::Unspecified => Err(ServeError::invalid(
+            "header.format is unspecified; set NIFTI, NIFTI_GZ, METAIMAGE or RAW_F32",
+        )),
     }
 }
 
 /// Receive the chunks that follow the header, enforcing the upload limit.
-async fn receive(stream: &mut Streaming<pb::SegmentRequest>, header: &pb::SegmentHeader, max_bytes: u64) -> Result<Upload, ServeError> {
-    let format = VolumeFormat::try_from(header.format).map_err(|_| ServeError::invalid(format!("header.format {} is not a known VolumeFormat", header.format)))?;
+async fn receive(
+    stream: &mut Streaming<pb::SegmentRequest>,
+    header: &pb::SegmentHeader,
+    max_bytes: u64,
+) -> Result<Upload, ServeError> {
+    let format = VolumeFormat::try_from(header.format).map_err(|_| {
+        ServeError::invalid(format!(
+            "header.format {} is not a known VolumeFormat",
+            header.format
+        ))
+    })?;
     let name = upload_name(format)?;
     if header.total_bytes > max_bytes {
-        return Err(ServeError::TooLarge(format!("upload of {} bytes exceeds the server limit of {max_bytes} bytes", header.total_bytes)));
+        return Err(ServeError::TooLarge(format!(
+            "upload of {} bytes exceeds the server limit of {max_bytes} bytes",
+            header.total_bytes
+        )));
     }
     let mut total: u64 = 0;
-    let next = async |stream: &mut Streaming<pb::SegmentRequest>, total: &mut u64| -> Result<Option<Vec<u8>>, ServeError> {
+    let next = async |stream: &mut Streaming<pb::SegmentRequest>,
+                      total: &mut u64|
+           -> Result<Option<Vec<u8>>, ServeError> {
         match stream.next().await {
             None => Ok(None),
-            Some(Err(s)) => Err(ServeError::invalid(format!("upload interrupted: {}", s.message()))),
-            Some(Ok(pb::SegmentRequest { payload: Some(Payload::Chunk(c)) })) => {
+            Some(Err(s)) => Err(ServeError::invalid(format!(
+                "upload interrupted: {}",
+                s.message()
+            ))),
+            Some(Ok(pb::SegmentRequest {
+                payload: Some(Payload::Chunk(c)),
+            })) => {
                 *total += c.len() as u64;
                 if *total > max_bytes {
-                    return Err(ServeError::TooLarge(format!("upload exceeds the server limit of {max_bytes} bytes")));
+                    return Err(ServeError::TooLarge(format!(
+                        "upload exceeds the server limit of {max_bytes} bytes"
+                    )));
                 }
                 Ok(Some(c))
             }
-            Some(Ok(_)) => Err(ServeError::invalid("only the first message may carry a header; later messages must be chunks")),
+            Some(Ok(_)) => Err(ServeError::invalid(
+                "only the first message may carry a header; later messages must be chunks",
+            )),
         }
     };
     if format == VolumeFormat::RawF32 {
-        let geometry = header.raw_geometry.clone().ok_or_else(|| ServeError::invalid("RAW_F32 uploads need header.raw_geometry"))?;
+        let geometry = header
+            .raw_geometry
+            .clone()
+            .ok_or_else(|| ServeError::invalid("RAW_F32 uploads need header.raw_geometry"))?;
         let mut bytes = Vec::new();
         while let Some(c) = next(stream, &mut total).await? {
             bytes.extend_from_slice(&c);
         }
         return Ok(Upload::Raw { geometry, bytes });
     }
-    let dir = tempfile::Builder::new().prefix("medmae-upload-").tempdir().map_err(|e| ServeError::Internal(format!("temp dir: {e}")))?;
+    let dir = tempfile::Builder::new()
+        .prefix("medmae-upload-")
+        .tempdir()
+        .map_err(|e| ServeError::Internal(format!("temp dir: {e}")))?;
     let path = dir.path().join(name);
-    let mut file = tokio::fs::File::create(&path).await.map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
     while let Some(c) = next(stream, &mut total).await? {
-        file.write_all(&c).await.map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
+        file.write_all(&c)
+            .await
+            .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
     }
-    file.flush().await.map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
+    file.flush()
+        .await
+        .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
     if total == 0 {
         return Err(ServeError::invalid("the upload is empty"));
     }
@@ -97,36 +143,70 @@ async fn receive(stream: &mut Streaming<pb::SegmentRequest>, header: &pb::Segmen
 
 /// Build a volume from a raw upload.
 fn raw_volume(g: &pb::RawGeometry, bytes: &[u8], max_voxels: u64) -> Result<Volume, ServeError> {
-    let [x, y, z] = <[u64; 3]>::try_from(g.shape.as_slice()).map_err(|_| ServeError::invalid(format!("raw_geometry.shape needs 3 values (X, Y, Z), got {}", g.shape.len())))?;
+    let [x, y, z] = <[u64; 3]>::try_from(g.shape.as_slice()).map_err(|_| {
+        ServeError::invalid(format!(
+            "raw_geometry.shape needs 3 values (X, Y, Z), got {}",
+            g.shape.len()
+        ))
+    })?;
     let c = u64::from(g.channels);
-    let n = [c, x, y, z].iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&n| n > 0).ok_or_else(|| ServeError::invalid("raw_geometry has a zero or overflowing dimension"))?;
+    let n = [c, x, y, z]
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| ServeError::invalid("raw_geometry has a zero or overflowing dimension"))?;
     if n > max_voxels {
-        return Err(ServeError::TooLarge(format!("volume of {n} voxels exceeds the server limit of {max_voxels}")));
+        return Err(ServeError::TooLarge(format!(
+            "volume of {n} voxels exceeds the server limit of {max_voxels}"
+        )));
     }
     if bytes.len() as u64 != n * 4 {
-        return Err(ServeError::invalid(format!("raw upload is {} bytes; shape {c}x{x}x{y}x{z} float32 needs {}", bytes.len(), n * 4)));
+        return Err(ServeError::invalid(format!(
+            "raw upload is {} bytes; shape {c}x{x}x{y}x{z} float32 needs {}",
+            bytes.len(),
+            n * 4
+        )));
     }
     let three = |v: &[f64], default: f64, field: &str| -> Result<[f64; 3], ServeError> {
         match v.len() {
             0 => Ok([default; 3]),
             3 => Ok([v[0], v[1], v[2]]),
-            k => Err(ServeError::invalid(format!("raw_geometry.{field} needs 3 values, got {k}"))),
+            k => Err(ServeError::invalid(format!(
+                "raw_geometry.{field} needs 3 values, got {k}"
+            ))),
         }
     };
     let spacing = three(&g.spacing, 1.0, "spacing")?;
     if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Err(ServeError::invalid(format!("raw_geometry.spacing must be positive, got {spacing:?}")));
+        return Err(ServeError::invalid(format!(
+            "raw_geometry.spacing must be positive, got {spacing:?}"
+        )));
     }
     let origin = three(&g.origin, 0.0, "origin")?;
     let direction = match g.direction.len() {
         0 => [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
-        9 => [[g.direction[0], g.direction[1], g.direction[2]], [g.direction[3], g.direction[4], g.direction[5]], [g.direction[6], g.direction[7], g.direction[8]]],
-        k => return Err(ServeError::invalid(format!("raw_geometry.direction needs 9 values (row-major 3x3), got {k}"))),
+        9 => [
+            [g.direction[0], g.direction[1], g.direction[2]],
+            [g.direction[3], g.direction[4], g.direction[5]],
+            [g.direction[6], g.direction[7], g.direction[8]],
+        ],
+        k => {
+            return Err(ServeError::invalid(format!(
+                "raw_geometry.direction needs 9 values (row-major 3x3), got {k}"
+            )))
+        }
     };
-    let data: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     let shape = (c as usize, x as usize, y as usize, z as usize);
-    let data = Array4::from_shape_vec(shape, data).map_err(|e| ServeError::Internal(e.to_string()))?;
-    Ok(Volume::new(data, Volume::affine_from(spacing, origin, direction)))
+    let data =
+        Array4::from_shape_vec(shape, data).map_err(|e| ServeError::Internal(e.to_string()))?;
+    Ok(Volume::new(
+        data,
+        Volume::affine_from(spacing, origin, direction),
+    ))
 }
 
 /// Load the uploaded file; errors name "the uploaded volume", never the temp path.
@@ -134,9 +214,15 @@ fn load_upload(upload: &Upload, max_voxels: u64) -> Result<Volume, ServeError> {
     match upload {
         Upload::Raw { geometry, bytes } => raw_volume(geometry, bytes, max_voxels),
         Upload::File { path, .. } => {
-            let opts = LoadOptions { max_voxels, confine_data_files: true, ..LoadOptions::default() };
+            let opts = LoadOptions {
+                max_voxels,
+                confine_data_files: true,
+                ..LoadOptions::default()
+            };
             io::load_with(path, &opts).map_err(|e| {
-                let msg = e.to_string().replace(&path.display().to_string(), "uploaded volume");
+                let msg = e
+                    .to_string()
+                    .replace(&path.display().to_string(), "uploaded volume");
                 if msg.contains("exceeds") || msg.contains("max_voxels") || msg.contains("limit") {
                     ServeError::TooLarge(msg)
                 } else {
@@ -149,9 +235,13 @@ fn load_upload(upload: &Upload, max_voxels: u64) -> Result<Volume, ServeError> {
 
 /// Encode a volume as .nii.gz bytes (through a temp file, since the writer is path-based).
 fn nifti_bytes(v: &Volume, dtype: NiftiDtype) -> Result<Vec<u8>, ServeError> {
-    let dir = tempfile::Builder::new().prefix("medmae-result-").tempdir().map_err(|e| ServeError::Internal(format!("temp dir: {e}")))?;
+    let dir = tempfile::Builder::new()
+        .prefix("medmae-result-")
+        .tempdir()
+        .map_err(|e| ServeError::Internal(format!("temp dir: {e}")))?;
     let path = dir.path().join("result.nii.gz");
-    io::save_nifti(v, &path, dtype).map_err(|e| ServeError::Internal(format!("writing the result: {e}")))?;
+    io::save_nifti(v, &path, dtype)
+        .map_err(|e| ServeError::Internal(format!("writing the result: {e}")))?;
     std::fs::read(&path).map_err(|e| ServeError::Internal(format!("reading the result: {e}")))
 }
 
@@ -164,13 +254,28 @@ pub fn mask_dtype(classes: usize) -> NiftiDtype {
     }
 }
 
-fn summary(model: &Model, seg: &Segmentation, mask_len: usize, prob_len: usize, seconds: f64) -> pb::SegmentSummary {
+fn summary(
+    model: &Model,
+    seg: &Segmentation,
+    mask_len: usize,
+    prob_len: usize,
+    seconds: f64,
+) -> pb::SegmentSummary {
     pb::SegmentSummary {
         model_name: model.info.name.clone(),
         model_version: model.info.version.clone(),
         shape: seg.mask.spatial_shape().iter().map(|&d| d as u64).collect(),
         spacing: seg.mask.spacing().to_vec(),
-        labels: seg.labels.iter().map(|l| pb::LabelStatistics { value: l.value, name: l.name.clone(), voxels: l.voxels, volume_ml: l.volume_ml }).collect(),
+        labels: seg
+            .labels
+            .iter()
+            .map(|l| pb::LabelStatistics {
+                value: l.value,
+                name: l.name.clone(),
+                voxels: l.voxels,
+                volume_ml: l.volume_ml,
+            })
+            .collect(),
         mask_bytes: mask_len as u64,
         probabilities_bytes: prob_len as u64,
         inference_seconds: seconds,
@@ -179,10 +284,17 @@ fn summary(model: &Model, seg: &Segmentation, mask_len: usize, prob_len: usize, 
 }
 
 /// The whole request after the header: upload, compute, encode. Returns the response messages in order.
-async fn handle(shared: &Shared, stream: &mut Streaming<pb::SegmentRequest>, header: pb::SegmentHeader) -> Result<Vec<pb::SegmentResponse>, ServeError> {
+async fn handle(
+    shared: &Shared,
+    stream: &mut Streaming<pb::SegmentRequest>,
+    header: pb::SegmentHeader,
+) -> Result<Vec<pb::SegmentResponse>, ServeError> {
     let model = shared.repo.segmentation_model(&header.model_name)?;
     let upload = receive(stream, &header, shared.limits.max_upload_bytes).await?;
-    let opts = SegmentOptions { overlap: (header.overlap > 0.0).then_some(f64::from(header.overlap)), probabilities: header.return_probabilities };
+    let opts = SegmentOptions {
+        overlap: (header.overlap > 0.0).then_some(f64::from(header.overlap)),
+        probabilities: header.return_probabilities,
+    };
     let max_voxels = shared.limits.max_voxels;
     let metrics = shared.metrics.clone();
     let m = model.clone();
@@ -193,39 +305,78 @@ async fn handle(shared: &Shared, stream: &mut Streaming<pb::SegmentRequest>, hea
             let seg = segment_volume(&m, volume, &opts, Some(&metrics))?;
             let secs = start.elapsed().as_secs_f64();
             let mask = nifti_bytes(&seg.mask, mask_dtype(m.info.out_channels))?;
-            let probs = seg.probabilities.as_ref().map(|p| nifti_bytes(p, NiftiDtype::F32)).transpose()?;
+            let probs = seg
+                .probabilities
+                .as_ref()
+                .map(|p| nifti_bytes(p, NiftiDtype::F32))
+                .transpose()?;
             Ok((seg, mask, probs, secs))
         })
         .await?;
     let prob_len = probs.as_ref().map_or(0, Vec::len);
-    let mut out = vec![pb::SegmentResponse { payload: Some(pb::segment_response::Payload::Summary(summary(&model, &seg, mask.len(), prob_len, secs))) }];
-    out.extend(mask.chunks(CHUNK_BYTES).map(|c| pb::SegmentResponse { payload: Some(pb::segment_response::Payload::MaskChunk(c.to_vec())) }));
+    let mut out = vec![pb::SegmentResponse {
+        payload: Some(pb::segment_response::Payload::Summary(summary(
+            &model,
+            &seg,
+            mask.len(),
+            prob_len,
+            secs,
+        ))),
+    }];
+    out.extend(mask.chunks(CHUNK_BYTES).map(|c| pb::SegmentResponse {
+        payload: Some(pb::segment_response::Payload::MaskChunk(c.to_vec())),
+    }));
     if let Some(p) = probs {
-        out.extend(p.chunks(CHUNK_BYTES).map(|c| pb::SegmentResponse { payload: Some(pb::segment_response::Payload::ProbabilitiesChunk(c.to_vec())) }));
+        out.extend(p.chunks(CHUNK_BYTES).map(|c| pb::SegmentResponse {
+            payload: Some(pb::segment_response::Payload::ProbabilitiesChunk(
+                c.to_vec(),
+            )),
+        }));
     }
     Ok(out)
 }
 
-type SegmentStream = Pin<Box<dyn Stream<Item = Result<pb::SegmentResponse, Status>> + Send + 'static>>;
+type SegmentStream =
+    Pin<Box<dyn Stream<Item = Result<pb::SegmentResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl SegmentationRpc for SegmentService {
     type SegmentStream = SegmentStream;
 
-    async fn segment(&self, request: Request<Streaming<pb::SegmentRequest>>) -> Result<Response<SegmentStream>, Status> {
+    async fn segment(
+        &self,
+        request: Request<Streaming<pb::SegmentRequest>>,
+    ) -> Result<Response<SegmentStream>, Status> {
         let mut stream = request.into_inner();
         let s = &self.shared;
         let header = match stream.next().await {
-            Some(Ok(pb::SegmentRequest { payload: Some(Payload::Header(h)) })) => h,
+            Some(Ok(pb::SegmentRequest {
+                payload: Some(Payload::Header(h)),
+            })) => h,
             Some(Err(e)) => return Err(e),
-            _ => return s.instrument(SERVICE, "Segment", "", async { Err::<Response<SegmentStream>, _>(ServeError::invalid("the first message must carry the header (model name, format)")) }).await,
+            _ => {
+                return s
+                    .instrument(SERVICE, "Segment", "", async {
+                        Err::<Response<SegmentStream>, _>(ServeError::invalid(
+                            "the first message must carry the header (model name, format)",
+                        ))
+                    })
+                    .await
+            }
         };
         let model = header.model_name.clone();
-        let messages = s.instrument(SERVICE, "Segment", &model, handle(s, &mut stream, header)).await?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)))))
+        let messages = s
+            .instrument(SERVICE, "Segment", &model, handle(s, &mut stream, header))
+            .await?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
     }
 
-    async fn list_models(&self, _r: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        _r: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let s = &self.shared;
         let models = s
             .repo
@@ -242,12 +393,20 @@ impl SegmentationRpc for SegmentService {
                     out_channels: i.out_channels as u32,
                     labels: i.labels.clone(),
                     preprocessing_json: serde_json::to_string(&i.preprocessing).unwrap_or_default(),
-                    inference_json: i.inference.as_ref().and_then(|x| serde_json::to_string(x).ok()).unwrap_or_default(),
+                    inference_json: i
+                        .inference
+                        .as_ref()
+                        .and_then(|x| serde_json::to_string(x).ok())
+                        .unwrap_or_default(),
                     ready: s.ready(),
                 }
             })
             .collect();
-        s.instrument(SERVICE, "ListModels", "", async { Ok(pb::ListModelsResponse { models }) }).await.map(Response::new)
+        s.instrument(SERVICE, "ListModels", "", async {
+            Ok(pb::ListModelsResponse { models })
+        })
+        .await
+        .map(Response::new)
     }
 }
 
@@ -271,25 +430,58 @@ mod tests {
 
     #[test]
     fn raw_volume_checks_geometry_and_size() {
-        let g = pb::RawGeometry { channels: 1, shape: vec![2, 3, 4], spacing: vec![1.0, 2.0, 3.0], origin: vec![], direction: vec![] };
+        let g = pb::RawGeometry {
+            channels: 1,
+            shape: vec![2, 3, 4],
+            spacing: vec![1.0, 2.0, 3.0],
+            origin: vec![],
+            direction: vec![],
+        };
         let bytes: Vec<u8> = (0..24).flat_map(|i| (i as f32).to_le_bytes()).collect();
         let v = raw_volume(&g, &bytes, 100).unwrap();
         assert_eq!(v.spatial_shape(), [2, 3, 4]);
         assert_eq!(v.spacing(), [1.0, 2.0, 3.0]);
         assert_eq!(v.data[[0, 1, 2, 3]], 23.0);
-        assert!(raw_volume(&g, &bytes[..90], 100).unwrap_err().to_string().contains("90 bytes"));
-        assert!(matches!(raw_volume(&g, &bytes, 10).unwrap_err(), ServeError::TooLarge(_)));
-        let bad = pb::RawGeometry { shape: vec![2, 3], ..g.clone() };
-        assert!(raw_volume(&bad, &bytes, 100).unwrap_err().to_string().contains("3 values"));
-        let bad = pb::RawGeometry { spacing: vec![1.0, 0.0, 1.0], ..g };
-        assert!(raw_volume(&bad, &bytes, 100).unwrap_err().to_string().contains("spacing"));
+        assert!(raw_volume(&g, &bytes[..90], 100)
+            .unwrap_err()
+            .to_string()
+            .contains("90 bytes"));
+        assert!(matches!(
+            raw_volume(&g, &bytes, 10).unwrap_err(),
+            ServeError::TooLarge(_)
+        ));
+        let bad = pb::RawGeometry {
+            shape: vec![2, 3],
+            ..g.clone()
+        };
+        assert!(raw_volume(&bad, &bytes, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("3 values"));
+        let bad = pb::RawGeometry {
+            spacing: vec![1.0, 0.0, 1.0],
+            ..g
+        };
+        assert!(raw_volume(&bad, &bytes, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("spacing"));
     }
 
     #[test]
     fn formats_from_names() {
-        assert_eq!(format_for_path(Path::new("/a/b.NII.GZ")), Some(VolumeFormat::NiftiGz));
-        assert_eq!(format_for_path(Path::new("b.nii")), Some(VolumeFormat::Nifti));
-        assert_eq!(format_for_path(Path::new("b.mha")), Some(VolumeFormat::Metaimage));
+        assert_eq!(
+            format_for_path(Path::new("/a/b.NII.GZ")),
+            Some(VolumeFormat::NiftiGz)
+        );
+        assert_eq!(
+            format_for_path(Path::new("b.nii")),
+            Some(VolumeFormat::Nifti)
+        );
+        assert_eq!(
+            format_for_path(Path::new("b.mha")),
+            Some(VolumeFormat::Metaimage)
+        );
         assert_eq!(format_for_path(Path::new("b.mhd")), None);
         assert_eq!(mask_dtype(14), NiftiDtype::U8);
     }

@@ -40,7 +40,10 @@ fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, ServeError> {
 
 fn tls(cfg: &ServerConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
     let Some(t) = &cfg.tls else { return Ok(None) };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(&t.cert, "TLS certificate")?, read(&t.key, "TLS key")?));
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&t.cert, "TLS certificate")?,
+        read(&t.key, "TLS key")?,
+    ));
     if let Some(ca) = &t.client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca, "TLS client CA")?));
     }
@@ -49,16 +52,33 @@ fn tls(cfg: &ServerConfig) -> Result<Option<ServerTlsConfig>, ServeError> {
 
 /// Load models and serve until `shutdown` resolves, then stop accepting and let in-flight requests finish within the
 /// drain timeout. `on_bound` is called once both listeners are bound.
-pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static, on_bound: impl FnOnce(Bound)) -> Result<(), ServeError> {
+pub async fn run(
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound),
+) -> Result<(), ServeError> {
     let (dir, opts) = (cfg.model_repository.clone(), cfg.backend.clone());
-    let repo = tokio::task::spawn_blocking(move || Repository::load(&dir, &opts)).await.map_err(|e| startup("loading models", e))??;
+    let repo = tokio::task::spawn_blocking(move || Repository::load(&dir, &opts))
+        .await
+        .map_err(|e| startup("loading models", e))??;
     let repo = Arc::new(repo);
-    let auth = cfg.auth_tokens.as_deref().map(BearerAuth::from_file).transpose()?;
+    let auth = cfg
+        .auth_tokens
+        .as_deref()
+        .map(BearerAuth::from_file)
+        .transpose()?;
     let metrics = Arc::new(Metrics::new());
-    let shared = Arc::new(Shared::new(repo.clone(), metrics.clone(), cfg.limits.clone()));
+    let shared = Arc::new(Shared::new(
+        repo.clone(),
+        metrics.clone(),
+        cfg.limits.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let mut health_names: Vec<String> = vec!["inference.GRPCInferenceService".into(), "medmae.v1.Segmentation".into()];
+    let mut health_names: Vec<String> = vec![
+        "inference.GRPCInferenceService".into(),
+        "medmae.v1.Segmentation".into(),
+    ];
     health_names.extend(repo.models().map(|m| m.info.name.clone()));
     for n in &health_names {
         health.set_service_status(n, ServingStatus::Serving).await;
@@ -75,8 +95,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         .map_err(|e| startup("reflection", e))?;
 
     let max = cfg.limits.max_message_bytes;
-    let kserve = GrpcInferenceServiceServer::new(KServe::new(shared.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
-    let segment = SegmentationServer::new(SegmentService::new(shared.clone())).max_decoding_message_size(max).max_encoding_message_size(max);
+    let kserve = GrpcInferenceServiceServer::new(KServe::new(shared.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let segment = SegmentationServer::new(SegmentService::new(shared.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
 
     let auth_metrics = metrics.clone();
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
@@ -88,13 +112,25 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         }
     };
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| startup("binding the gRPC address", format!("{}: {e}", cfg.listen)))?;
-    let grpc_addr = listener.local_addr().map_err(|e| startup("gRPC address", e))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| startup("binding the gRPC address", format!("{}: {e}", cfg.listen)))?;
+    let grpc_addr = listener
+        .local_addr()
+        .map_err(|e| startup("gRPC address", e))?;
     let metrics_listener = match cfg.metrics_listen {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| startup("binding the metrics address", format!("{a}: {e}")))?),
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(|e| startup("binding the metrics address", format!("{a}: {e}")))?,
+        ),
         None => None,
     };
-    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose().map_err(|e| startup("metrics address", e))?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(|e| startup("metrics address", e))?;
 
     // One shutdown signal fans out to: readiness/health, the gRPC server, the metrics server and the drain timer.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -105,10 +141,14 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         let shared = shared.clone();
         tokio::spawn(async move {
             shutdown.await;
-            tracing::info!("shutdown requested: refusing new connections, draining in-flight requests");
+            tracing::info!(
+                "shutdown requested: refusing new connections, draining in-flight requests"
+            );
             shared.draining.store(true, Ordering::SeqCst);
             for n in &health_names {
-                health.set_service_status(n, ServingStatus::NotServing).await;
+                health
+                    .set_service_status(n, ServingStatus::NotServing)
+                    .await;
             }
             let _ = stop_tx.send(true);
         });
@@ -134,9 +174,13 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()> + Send + 
         .add_service(kserve)
         .add_service(segment);
     tracing::info!(grpc = %grpc_addr, metrics = ?metrics_addr, models = %repo.names(), tls = cfg.tls.is_some(), mtls = cfg.tls.as_ref().is_some_and(|t| t.client_ca.is_some()), auth = cfg.auth_tokens.is_some(), "serving");
-    on_bound(Bound { grpc: grpc_addr, metrics: metrics_addr });
+    on_bound(Bound {
+        grpc: grpc_addr,
+        metrics: metrics_addr,
+    });
 
-    let serve = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stop_rx.clone()));
+    let serve =
+        router.serve_with_incoming_shutdown(TcpIncoming::from(listener), stopped(stop_rx.clone()));
     let drain_limit = cfg.drain_timeout;
     let drain_timer = async move {
         stopped(stop_rx).await;

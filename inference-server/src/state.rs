@@ -29,7 +29,13 @@ impl Shared {
     /// Bundle the parts.
     pub fn new(repo: Arc<Repository>, metrics: Arc<Metrics>, limits: Limits) -> Self {
         let admission = Admission::new(limits.max_concurrent, limits.max_queue, metrics.clone());
-        Self { repo, admission, metrics, limits, draining: AtomicBool::new(false) }
+        Self {
+            repo,
+            admission,
+            metrics,
+            limits,
+            draining: AtomicBool::new(false),
+        }
     }
 
     /// True until shutdown starts.
@@ -60,11 +66,19 @@ impl Shared {
             let _slot = permit;
             f()
         });
-        handle.await.map_err(|e| ServeError::Internal(format!("worker thread failed: {e}")))?
+        handle
+            .await
+            .map_err(|e| ServeError::Internal(format!("worker thread failed: {e}")))?
     }
 
     /// Apply the request deadline to `fut`, log and record the outcome.
-    pub async fn instrument<T>(&self, service: &str, method: &str, model: &str, fut: impl Future<Output = Result<T, ServeError>>) -> Result<T, tonic::Status> {
+    pub async fn instrument<T>(
+        &self,
+        service: &str,
+        method: &str,
+        model: &str,
+        fut: impl Future<Output = Result<T, ServeError>>,
+    ) -> Result<T, tonic::Status> {
         let start = Instant::now();
         let timeout = self.limits.request_timeout;
         let result = match tokio::time::timeout(timeout, fut).await {
@@ -79,7 +93,8 @@ impl Shared {
                 tracing::info!(service, method, model = %label, status = "ok", seconds = secs, "request finished");
             }
             Err(e) => {
-                self.metrics.record(service, method, &label, e.metric_label(), secs);
+                self.metrics
+                    .record(service, method, &label, e.metric_label(), secs);
                 tracing::warn!(service, method, model = %label, status = code_label(e.code()), seconds = secs, error = %e, "request failed");
             }
         }

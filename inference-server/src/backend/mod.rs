@@ -38,7 +38,9 @@ impl FromStr for BackendKind {
         match s {
             "ort" => Ok(BackendKind::Ort),
             "tract" => Ok(BackendKind::Tract),
-            other => Err(format!("unknown backend {other:?}; expected \"ort\" or \"tract\"")),
+            other => Err(format!(
+                "unknown backend {other:?}; expected \"ort\" or \"tract\""
+            )),
         }
     }
 }
@@ -65,11 +67,22 @@ pub fn load(info: &ModelInfo, opts: &BackendOptions) -> Result<Box<dyn Backend>,
 }
 
 /// Check an engine's output shape against `[n, K, roi...]` before it goes anywhere.
-pub(crate) fn check_output(backend: &'static str, info: &ModelInfo, n: usize, shape: &[usize]) -> Result<(), ServeError> {
+pub(crate) fn check_output(
+    backend: &'static str,
+    info: &ModelInfo,
+    n: usize,
+    shape: &[usize],
+) -> Result<(), ServeError> {
     let mut want = vec![n, info.out_channels];
     want.extend(&info.roi_size);
     if shape != want.as_slice() {
-        return Err(ServeError::Backend { backend, msg: format!("output {:?} has shape {shape:?}, expected {want:?}", info.output.name) });
+        return Err(ServeError::Backend {
+            backend,
+            msg: format!(
+                "output {:?} has shape {shape:?}, expected {want:?}",
+                info.output.name
+            ),
+        });
     }
     Ok(())
 }

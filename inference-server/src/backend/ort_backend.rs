@@ -24,7 +24,10 @@ pub struct OrtBackend {
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 fn err(msg: impl std::fmt::Display) -> ServeError {
-    ServeError::Backend { backend: "ort", msg: msg.to_string() }
+    ServeError::Backend {
+        backend: "ort",
+        msg: msg.to_string(),
+    }
 }
 
 /// Load the ONNX Runtime library and create the environment, once per process.
@@ -41,16 +44,27 @@ impl OrtBackend {
     /// Create a session for `info.path`.
     pub fn load(info: &ModelInfo, opts: &BackendOptions) -> Result<Self, ServeError> {
         let env = init(opts)?;
-        let mut builder = Session::builder(env).map_err(err)?.with_optimization_level(GraphOptimizationLevel::Level3).map_err(|e| err(e.to_string()))?;
+        let mut builder = Session::builder(env)
+            .map_err(err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| err(e.to_string()))?;
         if opts.threads > 0 {
-            builder = builder.with_intra_threads(opts.threads).map_err(|e| err(e.to_string()))?;
+            builder = builder
+                .with_intra_threads(opts.threads)
+                .map_err(|e| err(e.to_string()))?;
         }
         let mut name = "ort-cpu";
         if opts.use_gpu {
             name = register_gpu(&mut builder);
         }
-        let session = builder.commit_from_file(&info.path).map_err(|e| err(format!("{}: {e}", info.path.display())))?;
-        Ok(Self { session: Mutex::new(session), info: info.clone(), name })
+        let session = builder
+            .commit_from_file(&info.path)
+            .map_err(|e| err(format!("{}: {e}", info.path.display())))?;
+        Ok(Self {
+            session: Mutex::new(session),
+            info: info.clone(),
+            name,
+        })
     }
 }
 
@@ -81,13 +95,27 @@ impl Backend for OrtBackend {
     fn run(&self, input: ArrayD<f32>) -> Result<ArrayD<f32>, ServeError> {
         let n = input.shape().first().copied().unwrap_or(0);
         let shape: Vec<usize> = input.shape().to_vec();
-        let data = input.as_standard_layout().into_owned().into_raw_vec_and_offset().0;
+        let data = input
+            .as_standard_layout()
+            .into_owned()
+            .into_raw_vec_and_offset()
+            .0;
         let tensor = Tensor::from_array((shape, data)).map_err(err)?;
-        let mut session = self.session.lock().map_err(|_| err("session lock poisoned by an earlier panic"))?;
-        let outputs = session.run(ort::inputs![self.info.input.name.as_str() => tensor]).map_err(err)?;
-        let value = outputs.get(self.info.output.name.as_str()).ok_or_else(|| err(format!("no output named {:?}", self.info.output.name)))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| err("session lock poisoned by an earlier panic"))?;
+        let outputs = session
+            .run(ort::inputs![self.info.input.name.as_str() => tensor])
+            .map_err(err)?;
+        let value = outputs
+            .get(self.info.output.name.as_str())
+            .ok_or_else(|| err(format!("no output named {:?}", self.info.output.name)))?;
         let (oshape, odata) = value.try_extract_tensor::<f32>().map_err(err)?;
-        let oshape: Vec<usize> = oshape.iter().map(|&d| usize::try_from(d).map_err(|_| err(format!("negative output dim {d}")))).collect::<Result<_, _>>()?;
+        let oshape: Vec<usize> = oshape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| err(format!("negative output dim {d}"))))
+            .collect::<Result<_, _>>()?;
         check_output("ort", &self.info, n, &oshape)?;
         ArrayD::from_shape_vec(oshape, odata.to_vec()).map_err(err)
     }

@@ -21,19 +21,33 @@ pub struct TractBackend {
 }
 
 fn err(msg: impl std::fmt::Display) -> ServeError {
-    ServeError::Backend { backend: "tract", msg: msg.to_string() }
+    ServeError::Backend {
+        backend: "tract",
+        msg: msg.to_string(),
+    }
 }
 
 impl TractBackend {
     /// Parse `info.path`.
     pub fn load(info: &ModelInfo) -> Result<Self, ServeError> {
-        let model = tract_onnx::onnx().model_for_path(&info.path).map_err(|e| err(format!("{}: {e:#}", info.path.display())))?;
-        Ok(Self { model, plans: Mutex::new(HashMap::new()), info: info.clone() })
+        let model = tract_onnx::onnx()
+            .model_for_path(&info.path)
+            .map_err(|e| err(format!("{}: {e:#}", info.path.display())))?;
+        Ok(Self {
+            model,
+            plans: Mutex::new(HashMap::new()),
+            info: info.clone(),
+        })
     }
 
     /// The optimised plan for batch size `n` (built on first use).
     fn plan(&self, n: usize) -> Result<Plan, ServeError> {
-        if let Some(p) = self.plans.lock().map_err(|_| err("plan cache lock poisoned"))?.get(&n) {
+        if let Some(p) = self
+            .plans
+            .lock()
+            .map_err(|_| err("plan cache lock poisoned"))?
+            .get(&n)
+        {
             return Ok(p.clone());
         }
         let shape = self.info.input_shape(n);
@@ -44,7 +58,10 @@ impl TractBackend {
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| err(format!("optimising for input {shape:?}: {e:#}")))?;
-        self.plans.lock().map_err(|_| err("plan cache lock poisoned"))?.insert(n, plan.clone());
+        self.plans
+            .lock()
+            .map_err(|_| err("plan cache lock poisoned"))?
+            .insert(n, plan.clone());
         Ok(plan)
     }
 }
@@ -59,10 +76,16 @@ impl Backend for TractBackend {
         let n = shape.first().copied().unwrap_or(0);
         let plan = self.plan(n)?;
         let data = input.as_standard_layout();
-        let slice = data.as_slice().ok_or_else(|| err("input is not contiguous"))?;
+        let slice = data
+            .as_slice()
+            .ok_or_else(|| err("input is not contiguous"))?;
         let t = Tensor::from_shape(&shape, slice).map_err(err)?;
-        let out = plan.run(tvec!(t.into())).map_err(|e| err(format!("{e:#}")))?;
-        let first = out.first().ok_or_else(|| err("the plan returned no output"))?;
+        let out = plan
+            .run(tvec!(t.into()))
+            .map_err(|e| err(format!("{e:#}")))?;
+        let first = out
+            .first()
+            .ok_or_else(|| err("the plan returned no output"))?;
         let view = first.to_plain_array_view::<f32>().map_err(err)?;
         let oshape = view.shape().to_vec();
         check_output("tract", &self.info, n, &oshape)?;

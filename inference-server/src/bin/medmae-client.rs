@@ -67,52 +67,122 @@ enum Command {
 
 fn token(path: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
     let Some(p) = path else { return Ok(None) };
-    let text = std::fs::read_to_string(p).with_context(|| format!("reading token file {}", p.display()))?;
-    let t = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).with_context(|| format!("{} holds no token", p.display()))?;
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("reading token file {}", p.display()))?;
+    let t = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .with_context(|| format!("{} holds no token", p.display()))?;
     Ok(Some(t.to_string()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let opts = ClientOptions { server: cli.server.clone(), token: token(&cli.token_file)?, ca_cert: cli.ca_cert, client_cert: cli.client_cert, client_key: cli.client_key, domain: cli.domain, max_message_bytes: 0 };
+    let opts = ClientOptions {
+        server: cli.server.clone(),
+        token: token(&cli.token_file)?,
+        ca_cert: cli.ca_cert,
+        client_cert: cli.client_cert,
+        client_key: cli.client_key,
+        domain: cli.domain,
+        max_message_bytes: 0,
+    };
     let client = Client::connect(&opts).await?;
     match cli.command {
         Command::Health { service } => {
             let s = client.health(&service).await?;
             println!("{s}");
-            anyhow::ensure!(s == "SERVING", "{} is {s}", if service.is_empty() { "server" } else { &service });
+            anyhow::ensure!(
+                s == "SERVING",
+                "{} is {s}",
+                if service.is_empty() {
+                    "server"
+                } else {
+                    &service
+                }
+            );
         }
         Command::Models => {
             for m in client.list_models().await? {
-                println!("{}\tversion {}\t{}\t{}-D roi {:?}\tin {} out {}\tlabels {:?}{}", m.name, m.version, m.kind, m.spatial_dims, m.roi_size, m.in_channels, m.out_channels, m.labels, if m.inference_json.is_empty() { "" } else { "\tsegmentation" });
+                println!(
+                    "{}\tversion {}\t{}\t{}-D roi {:?}\tin {} out {}\tlabels {:?}{}",
+                    m.name,
+                    m.version,
+                    m.kind,
+                    m.spatial_dims,
+                    m.roi_size,
+                    m.in_channels,
+                    m.out_channels,
+                    m.labels,
+                    if m.inference_json.is_empty() {
+                        ""
+                    } else {
+                        "\tsegmentation"
+                    }
+                );
             }
         }
-        Command::Segment { input, output, model, probabilities, json, quiet } => {
-            let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
-            bar.set_style(ProgressStyle::with_template("upload {bar:30} {bytes}/{total_bytes} {bytes_per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+        Command::Segment {
+            input,
+            output,
+            model,
+            probabilities,
+            json,
+            quiet,
+        } => {
+            let bar = if quiet {
+                ProgressBar::hidden()
+            } else {
+                ProgressBar::new(0)
+            };
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "upload {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
             let b = bar.clone();
             let r = client
-                .segment(&input, &model, probabilities.is_some(), move |sent, total| {
-                    b.set_length(total);
-                    b.set_position(sent);
-                    if sent == total {
-                        b.set_message("segmenting");
-                    }
-                })
+                .segment(
+                    &input,
+                    &model,
+                    probabilities.is_some(),
+                    move |sent, total| {
+                        b.set_length(total);
+                        b.set_position(sent);
+                        if sent == total {
+                            b.set_message("segmenting");
+                        }
+                    },
+                )
                 .await?;
             bar.finish_and_clear();
-            std::fs::write(&output, &r.mask).with_context(|| format!("writing {}", output.display()))?;
+            std::fs::write(&output, &r.mask)
+                .with_context(|| format!("writing {}", output.display()))?;
             if let (Some(p), Some(bytes)) = (&probabilities, &r.probabilities) {
                 std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display()))?;
             }
             let s = &r.summary;
             if json {
                 let labels: Vec<serde_json::Value> = s.labels.iter().map(|l| serde_json::json!({"value": l.value, "name": l.name, "voxels": l.voxels, "volume_ml": l.volume_ml})).collect();
-                println!("{}", serde_json::json!({"model": s.model_name, "version": s.model_version, "shape": s.shape, "spacing": s.spacing, "windows": s.windows, "inference_seconds": s.inference_seconds, "labels": labels}));
+                println!(
+                    "{}",
+                    serde_json::json!({"model": s.model_name, "version": s.model_version, "shape": s.shape, "spacing": s.spacing, "windows": s.windows, "inference_seconds": s.inference_seconds, "labels": labels})
+                );
             } else {
-                println!("model {} v{}: shape {:?}, {} windows, {:.2} s", s.model_name, s.model_version, s.shape, s.windows, s.inference_seconds);
-                println!("{:>5}  {:<20} {:>12} {:>12}", "label", "name", "voxels", "ml");
+                println!(
+                    "model {} v{}: shape {:?}, {} windows, {:.2} s",
+                    s.model_name, s.model_version, s.shape, s.windows, s.inference_seconds
+                );
+                println!(
+                    "{:>5}  {:<20} {:>12} {:>12}",
+                    "label", "name", "voxels", "ml"
+                );
                 for l in &s.labels {
-                    println!("{:>5}  {:<20} {:>12} {:>12.3}", l.value, l.name, l.voxels, l.volume_ml);
+                    println!(
+                        "{:>5}  {:<20} {:>12} {:>12.3}",
+                        l.value, l.name, l.voxels, l.volume_ml
+                    );
                 }
             }
         }
@@ -122,7 +192,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("medmae-client: {e}");

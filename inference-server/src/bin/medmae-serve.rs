@@ -38,14 +38,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDMAE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDMAE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cfg.json_logs {
         fmt.json().init();
     } else {
         fmt.init();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("medmae-serve: tokio runtime: {e}");
@@ -53,7 +59,9 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(server::server::run(cfg, shutdown_signal(), |b| {
-        let metrics = b.metrics.map_or_else(|| "off".to_string(), |a| a.to_string());
+        let metrics = b
+            .metrics
+            .map_or_else(|| "off".to_string(), |a| a.to_string());
         println!("medmae-serve listening grpc={} metrics={metrics}", b.grpc);
         let _ = std::io::stdout().flush();
     }));

@@ -36,7 +36,11 @@ fn tensor_meta(name: &str, dims: Vec<usize>) -> pb::model_metadata_response::Ten
     if let Some(first) = shape.first_mut() {
         *first = -1;
     }
-    pb::model_metadata_response::TensorMetadata { name: name.into(), datatype: "FP32".into(), shape }
+    pb::model_metadata_response::TensorMetadata {
+        name: name.into(),
+        datatype: "FP32".into(),
+        shape,
+    }
 }
 
 fn output_dims(m: &Model, n: usize) -> Vec<usize> {
@@ -46,7 +50,10 @@ fn output_dims(m: &Model, n: usize) -> Vec<usize> {
 }
 
 /// Run one inference request end to end (used by the unary and the streaming RPC).
-async fn infer(shared: &Shared, req: pb::ModelInferRequest) -> Result<pb::ModelInferResponse, ServeError> {
+async fn infer(
+    shared: &Shared,
+    req: pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse, ServeError> {
     let model = shared.repo.get(&req.model_name, &req.model_version)?;
     tensor::check_requested_outputs(&req, &model.info)?;
     let input = tensor::decode_input(&req, &model.info, shared.limits.max_voxels)?;
@@ -56,7 +63,11 @@ async fn infer(shared: &Shared, req: pb::ModelInferRequest) -> Result<pb::ModelI
         .compute(move || {
             let start = Instant::now();
             let out = m.backend.run(input);
-            metrics.record_inference(&m.info.name, m.backend.name(), start.elapsed().as_secs_f64());
+            metrics.record_inference(
+                &m.info.name,
+                m.backend.name(),
+                start.elapsed().as_secs_f64(),
+            );
             out
         })
         .await?;
@@ -86,53 +97,114 @@ fn config_of(m: &Model) -> pb::ModelConfig {
     };
     put("kind", i.kind.clone());
     put("spatial_dims", i.spatial_dims.to_string());
-    put("roi_size", serde_json::to_string(&i.roi_size).unwrap_or_default());
+    put(
+        "roi_size",
+        serde_json::to_string(&i.roi_size).unwrap_or_default(),
+    );
     put("in_channels", i.in_channels.to_string());
     put("out_channels", i.out_channels.to_string());
-    put("labels", serde_json::to_string(&i.labels).unwrap_or_default());
-    put("preprocessing", serde_json::to_string(&i.preprocessing).unwrap_or_default());
+    put(
+        "labels",
+        serde_json::to_string(&i.labels).unwrap_or_default(),
+    );
+    put(
+        "preprocessing",
+        serde_json::to_string(&i.preprocessing).unwrap_or_default(),
+    );
     if let Some(inf) = &i.inference {
         put("inference", serde_json::to_string(inf).unwrap_or_default());
     }
     put("medmae_version", i.medmae_version.clone());
-    let dims = |v: Vec<usize>| -> Vec<i64> { std::iter::once(-1).chain(v.into_iter().skip(1).map(|d| d as i64)).collect() };
+    let dims = |v: Vec<usize>| -> Vec<i64> {
+        std::iter::once(-1)
+            .chain(v.into_iter().skip(1).map(|d| d as i64))
+            .collect()
+    };
     pb::ModelConfig {
         name: i.name.clone(),
         platform: "onnxruntime_onnx".into(),
         max_batch_size: 0,
-        input: vec![pb::ModelInput { name: i.input.name.clone(), data_type: pb::DataType::TypeFp32 as i32, format: pb::model_input::Format::Nchw as i32, dims: dims(i.input_shape(1)) }],
-        output: vec![pb::ModelOutput { name: i.output.name.clone(), data_type: pb::DataType::TypeFp32 as i32, dims: dims(output_dims(m, 1)) }],
+        input: vec![pb::ModelInput {
+            name: i.input.name.clone(),
+            data_type: pb::DataType::TypeFp32 as i32,
+            format: pb::model_input::Format::Nchw as i32,
+            dims: dims(i.input_shape(1)),
+        }],
+        output: vec![pb::ModelOutput {
+            name: i.output.name.clone(),
+            data_type: pb::DataType::TypeFp32 as i32,
+            dims: dims(output_dims(m, 1)),
+        }],
         parameters: params,
         backend: m.backend.name().into(),
         runtime: String::new(),
     }
 }
 
-type InferStream = Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send + 'static>>;
+type InferStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl GrpcInferenceService for KServe {
-    async fn server_live(&self, _r: Request<pb::ServerLiveRequest>) -> Result<Response<pb::ServerLiveResponse>, Status> {
-        self.shared.instrument(SERVICE, "ServerLive", "", async { Ok(pb::ServerLiveResponse { live: true }) }).await.map(Response::new)
+    async fn server_live(
+        &self,
+        _r: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        self.shared
+            .instrument(SERVICE, "ServerLive", "", async {
+                Ok(pb::ServerLiveResponse { live: true })
+            })
+            .await
+            .map(Response::new)
     }
 
-    async fn server_ready(&self, _r: Request<pb::ServerReadyRequest>) -> Result<Response<pb::ServerReadyResponse>, Status> {
+    async fn server_ready(
+        &self,
+        _r: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
         let ready = self.shared.ready();
-        self.shared.instrument(SERVICE, "ServerReady", "", async move { Ok(pb::ServerReadyResponse { ready }) }).await.map(Response::new)
+        self.shared
+            .instrument(SERVICE, "ServerReady", "", async move {
+                Ok(pb::ServerReadyResponse { ready })
+            })
+            .await
+            .map(Response::new)
     }
 
-    async fn model_ready(&self, r: Request<pb::ModelReadyRequest>) -> Result<Response<pb::ModelReadyResponse>, Status> {
+    async fn model_ready(
+        &self,
+        r: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let r = r.into_inner();
         let s = &self.shared;
-        s.instrument(SERVICE, "ModelReady", &r.name, async { s.repo.get(&r.name, &r.version).map(|_| pb::ModelReadyResponse { ready: s.ready() }) }).await.map(Response::new)
+        s.instrument(SERVICE, "ModelReady", &r.name, async {
+            s.repo
+                .get(&r.name, &r.version)
+                .map(|_| pb::ModelReadyResponse { ready: s.ready() })
+        })
+        .await
+        .map(Response::new)
     }
 
-    async fn server_metadata(&self, _r: Request<pb::ServerMetadataRequest>) -> Result<Response<pb::ServerMetadataResponse>, Status> {
-        let resp = pb::ServerMetadataResponse { name: "medmae-serve".into(), version: env!("CARGO_PKG_VERSION").into(), extensions: vec!["model_configuration".into(), "medmae_segmentation".into()] };
-        self.shared.instrument(SERVICE, "ServerMetadata", "", async { Ok(resp) }).await.map(Response::new)
+    async fn server_metadata(
+        &self,
+        _r: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        let resp = pb::ServerMetadataResponse {
+            name: "medmae-serve".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["model_configuration".into(), "medmae_segmentation".into()],
+        };
+        self.shared
+            .instrument(SERVICE, "ServerMetadata", "", async { Ok(resp) })
+            .await
+            .map(Response::new)
     }
 
-    async fn model_metadata(&self, r: Request<pb::ModelMetadataRequest>) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+    async fn model_metadata(
+        &self,
+        r: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let r = r.into_inner();
         let s = &self.shared;
         s.instrument(SERVICE, "ModelMetadata", &r.name, async {
@@ -149,22 +221,41 @@ impl GrpcInferenceService for KServe {
         .map(Response::new)
     }
 
-    async fn model_config(&self, r: Request<pb::ModelConfigRequest>) -> Result<Response<pb::ModelConfigResponse>, Status> {
+    async fn model_config(
+        &self,
+        r: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let r = r.into_inner();
         let s = &self.shared;
-        s.instrument(SERVICE, "ModelConfig", &r.name, async { s.repo.get(&r.name, &r.version).map(|m| pb::ModelConfigResponse { config: Some(config_of(&m)) }) }).await.map(Response::new)
+        s.instrument(SERVICE, "ModelConfig", &r.name, async {
+            s.repo
+                .get(&r.name, &r.version)
+                .map(|m| pb::ModelConfigResponse {
+                    config: Some(config_of(&m)),
+                })
+        })
+        .await
+        .map(Response::new)
     }
 
-    async fn model_infer(&self, r: Request<pb::ModelInferRequest>) -> Result<Response<pb::ModelInferResponse>, Status> {
+    async fn model_infer(
+        &self,
+        r: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let r = r.into_inner();
         let model = r.model_name.clone();
         let s = &self.shared;
-        s.instrument(SERVICE, "ModelInfer", &model, infer(s, r)).await.map(Response::new)
+        s.instrument(SERVICE, "ModelInfer", &model, infer(s, r))
+            .await
+            .map(Response::new)
     }
 
     type ModelStreamInferStream = InferStream;
 
-    async fn model_stream_infer(&self, r: Request<Streaming<pb::ModelInferRequest>>) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+    async fn model_stream_infer(
+        &self,
+        r: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let mut incoming = r.into_inner();
         let shared = self.shared.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -173,9 +264,18 @@ impl GrpcInferenceService for KServe {
                 let reply = match item {
                     Ok(req) => {
                         let model = req.model_name.clone();
-                        match shared.instrument(SERVICE, "ModelStreamInfer", &model, infer(&shared, req)).await {
-                            Ok(resp) => pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) },
-                            Err(status) => pb::ModelStreamInferResponse { error_message: status.message().to_string(), infer_response: None },
+                        match shared
+                            .instrument(SERVICE, "ModelStreamInfer", &model, infer(&shared, req))
+                            .await
+                        {
+                            Ok(resp) => pb::ModelStreamInferResponse {
+                                error_message: String::new(),
+                                infer_response: Some(resp),
+                            },
+                            Err(status) => pb::ModelStreamInferResponse {
+                                error_message: status.message().to_string(),
+                                infer_response: None,
+                            },
                         }
                     }
                     Err(status) => {
@@ -188,6 +288,8 @@ impl GrpcInferenceService for KServe {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -52,57 +52,144 @@ pub struct ModelInfo {
 }
 
 fn model_err(path: &Path, msg: impl Into<String>) -> ServeError {
-    ServeError::Model { path: path.into(), msg: msg.into() }
+    ServeError::Model {
+        path: path.into(),
+        msg: msg.into(),
+    }
 }
 
-fn json_prop<T: DeserializeOwned>(meta: &BTreeMap<String, String>, key: &str, path: &Path) -> Result<Option<T>, ServeError> {
-    meta.get(key).map(|v| serde_json::from_str(v).map_err(|e| model_err(path, format!("metadata {key}: {e}")))).transpose()
+fn json_prop<T: DeserializeOwned>(
+    meta: &BTreeMap<String, String>,
+    key: &str,
+    path: &Path,
+) -> Result<Option<T>, ServeError> {
+    meta.get(key)
+        .map(|v| {
+            serde_json::from_str(v).map_err(|e| model_err(path, format!("metadata {key}: {e}")))
+        })
+        .transpose()
 }
 
-fn required<T: DeserializeOwned>(meta: &BTreeMap<String, String>, key: &str, path: &Path) -> Result<T, ServeError> {
+fn required<T: DeserializeOwned>(
+    meta: &BTreeMap<String, String>,
+    key: &str,
+    path: &Path,
+) -> Result<T, ServeError> {
     json_prop(meta, key, path)?.ok_or_else(|| model_err(path, format!("metadata {key} is missing")))
 }
 
 impl ModelInfo {
     /// Build from an ONNX summary; checks that metadata and graph agree.
-    pub fn from_summary(name: &str, version: &str, path: &Path, s: OnnxSummary) -> Result<Self, ServeError> {
-        let [input] = <[TensorInfo; 1]>::try_from(s.inputs).map_err(|v| model_err(path, format!("expected exactly one graph input, found {}", v.len())))?;
-        let output = s.outputs.into_iter().next().ok_or_else(|| model_err(path, "the graph has no output"))?;
+    pub fn from_summary(
+        name: &str,
+        version: &str,
+        path: &Path,
+        s: OnnxSummary,
+    ) -> Result<Self, ServeError> {
+        let [input] = <[TensorInfo; 1]>::try_from(s.inputs).map_err(|v| {
+            model_err(
+                path,
+                format!("expected exactly one graph input, found {}", v.len()),
+            )
+        })?;
+        let output = s
+            .outputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| model_err(path, "the graph has no output"))?;
         for t in [&input, &output] {
             if t.elem_type != ONNX_FLOAT {
-                return Err(model_err(path, format!("tensor {:?} has ONNX element type {}, expected 1 (float32)", t.name, t.elem_type)));
+                return Err(model_err(
+                    path,
+                    format!(
+                        "tensor {:?} has ONNX element type {}, expected 1 (float32)",
+                        t.name, t.elem_type
+                    ),
+                ));
             }
         }
         let meta = s.metadata;
         let fixed = |d: &i64| usize::try_from(*d).ok();
-        let (kind, spatial_dims, roi_size, in_channels, out_channels) = if meta.contains_key("medmae.kind") {
+        let (kind, spatial_dims, roi_size, in_channels, out_channels) = if meta
+            .contains_key("medmae.kind")
+        {
             let spatial_dims: usize = required(&meta, "medmae.spatial_dims", path)?;
             let roi: Vec<usize> = required(&meta, "medmae.roi_size", path)?;
-            (meta["medmae.kind"].clone(), spatial_dims, roi, required(&meta, "medmae.in_channels", path)?, required(&meta, "medmae.out_channels", path)?)
+            (
+                meta["medmae.kind"].clone(),
+                spatial_dims,
+                roi,
+                required(&meta, "medmae.in_channels", path)?,
+                required(&meta, "medmae.out_channels", path)?,
+            )
         } else {
             let sd = input.dims.len().saturating_sub(2);
             let roi: Option<Vec<usize>> = input.dims.iter().skip(2).map(fixed).collect();
-            let roi = roi.ok_or_else(|| model_err(path, format!("input {:?} has symbolic spatial dims {:?} and no medmae.roi_size metadata", input.name, input.dims)))?;
-            let c = input.dims.get(1).and_then(fixed).ok_or_else(|| model_err(path, "input channel axis is not fixed"))?;
-            let k = output.dims.get(1).and_then(fixed).ok_or_else(|| model_err(path, "output channel axis is not fixed"))?;
+            let roi = roi.ok_or_else(|| {
+                model_err(
+                    path,
+                    format!(
+                        "input {:?} has symbolic spatial dims {:?} and no medmae.roi_size metadata",
+                        input.name, input.dims
+                    ),
+                )
+            })?;
+            let c = input
+                .dims
+                .get(1)
+                .and_then(fixed)
+                .ok_or_else(|| model_err(path, "input channel axis is not fixed"))?;
+            let k = output
+                .dims
+                .get(1)
+                .and_then(fixed)
+                .ok_or_else(|| model_err(path, "output channel axis is not fixed"))?;
             ("onnx".to_string(), sd, roi, c, k)
         };
-        if !(spatial_dims == 2 || spatial_dims == 3) || roi_size.len() != spatial_dims || roi_size.contains(&0) {
+        if !(spatial_dims == 2 || spatial_dims == 3)
+            || roi_size.len() != spatial_dims
+            || roi_size.contains(&0)
+        {
             return Err(model_err(path, format!("expected 2 or 3 spatial dims with a positive roi per axis, got spatial_dims {spatial_dims}, roi {roi_size:?}")));
         }
         let mut want = vec![-1, in_channels as i64];
         want.extend(roi_size.iter().map(|&r| r as i64));
-        let agrees = input.dims.len() == want.len() && input.dims.iter().zip(&want).skip(1).all(|(&d, &w)| d == -1 || d == w);
+        let agrees = input.dims.len() == want.len()
+            && input
+                .dims
+                .iter()
+                .zip(&want)
+                .skip(1)
+                .all(|(&d, &w)| d == -1 || d == w);
         if !agrees {
-            return Err(model_err(path, format!("input {:?} has dims {:?}, metadata says [N, {in_channels}, {roi_size:?}]", input.name, input.dims)));
+            return Err(model_err(
+                path,
+                format!(
+                    "input {:?} has dims {:?}, metadata says [N, {in_channels}, {roi_size:?}]",
+                    input.name, input.dims
+                ),
+            ));
         }
         let labels: Vec<String> = json_prop(&meta, "medmae.labels", path)?.unwrap_or_default();
         if !labels.is_empty() && labels.len() != out_channels {
-            return Err(model_err(path, format!("metadata medmae.labels has {} names for {out_channels} output channels", labels.len())));
+            return Err(model_err(
+                path,
+                format!(
+                    "metadata medmae.labels has {} names for {out_channels} output channels",
+                    labels.len()
+                ),
+            ));
         }
-        let preprocessing: Vec<TransformSpec> = json_prop(&meta, "medmae.preprocessing", path)?.unwrap_or_default();
+        let preprocessing: Vec<TransformSpec> =
+            json_prop(&meta, "medmae.preprocessing", path)?.unwrap_or_default();
         if let Some(t) = preprocessing.iter().find(|t| t.is_random()) {
-            return Err(model_err(path, format!("metadata medmae.preprocessing contains the random transform {}", t.name())));
+            return Err(model_err(
+                path,
+                format!(
+                    "metadata medmae.preprocessing contains the random transform {}",
+                    t.name()
+                ),
+            ));
         }
         let inference: Option<InferenceSpec> = json_prop(&meta, "medmae.inference", path)?;
         if let Some(inf) = &inference {
@@ -111,12 +198,31 @@ impl ModelInfo {
             }
         }
         let medmae_version = meta.get("medmae.version").cloned().unwrap_or_default();
-        Ok(Self { name: name.into(), version: version.into(), path: path.into(), kind, spatial_dims, roi_size, in_channels, out_channels, labels, preprocessing, inference, medmae_version, input, output, metadata: meta })
+        Ok(Self {
+            name: name.into(),
+            version: version.into(),
+            path: path.into(),
+            kind,
+            spatial_dims,
+            roi_size,
+            in_channels,
+            out_channels,
+            labels,
+            preprocessing,
+            inference,
+            medmae_version,
+            input,
+            output,
+            metadata: meta,
+        })
     }
 
     /// Label name for an output channel (falls back to `label_<i>`).
     pub fn label_name(&self, i: usize) -> String {
-        self.labels.get(i).cloned().unwrap_or_else(|| format!("label_{i}"))
+        self.labels
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("label_{i}"))
     }
 
     /// The model input shape for a batch of `n` windows.
@@ -133,9 +239,20 @@ mod tests {
 
     fn summary(meta: &[(&str, &str)]) -> OnnxSummary {
         OnnxSummary {
-            inputs: vec![TensorInfo { name: "input".into(), elem_type: 1, dims: vec![-1, 1, 8, 8, 8] }],
-            outputs: vec![TensorInfo { name: "logits".into(), elem_type: 1, dims: vec![-1, 2, 8, 8, 8] }],
-            metadata: meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            inputs: vec![TensorInfo {
+                name: "input".into(),
+                elem_type: 1,
+                dims: vec![-1, 1, 8, 8, 8],
+            }],
+            outputs: vec![TensorInfo {
+                name: "logits".into(),
+                elem_type: 1,
+                dims: vec![-1, 2, 8, 8, 8],
+            }],
+            metadata: meta
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -146,7 +263,10 @@ mod tests {
         ("medmae.in_channels", "1"),
         ("medmae.out_channels", "2"),
         ("medmae.labels", r#"["background","organ"]"#),
-        ("medmae.preprocessing", r#"[{"name":"ScaleIntensityRange","a_min":0,"a_max":100,"b_min":0,"b_max":1,"clip":true}]"#),
+        (
+            "medmae.preprocessing",
+            r#"[{"name":"ScaleIntensityRange","a_min":0,"a_max":100,"b_min":0,"b_max":1,"clip":true}]"#,
+        ),
         ("medmae.inference", r#"{"roi_size":[8,8,8],"overlap":0.25}"#),
     ];
 
@@ -161,20 +281,39 @@ mod tests {
 
         let mut bad = META;
         bad[2] = ("medmae.roi_size", "[8,8,16]");
-        let e = ModelInfo::from_summary("m", "1", p, summary(&bad)).unwrap_err().to_string();
+        let e = ModelInfo::from_summary("m", "1", p, summary(&bad))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("m/1/model.onnx") && e.contains("dims"), "{e}");
         let mut bad = META;
         bad[5] = ("medmae.labels", r#"["a"]"#);
-        assert!(ModelInfo::from_summary("m", "1", p, summary(&bad)).unwrap_err().to_string().contains("medmae.labels"));
+        assert!(ModelInfo::from_summary("m", "1", p, summary(&bad))
+            .unwrap_err()
+            .to_string()
+            .contains("medmae.labels"));
         let mut bad = META;
-        bad[6] = ("medmae.preprocessing", r#"[{"name":"RandFlip","spatial_axis":0}]"#);
-        assert!(ModelInfo::from_summary("m", "1", p, summary(&bad)).unwrap_err().to_string().contains("RandFlip"));
+        bad[6] = (
+            "medmae.preprocessing",
+            r#"[{"name":"RandFlip","spatial_axis":0}]"#,
+        );
+        assert!(ModelInfo::from_summary("m", "1", p, summary(&bad))
+            .unwrap_err()
+            .to_string()
+            .contains("RandFlip"));
     }
 
     #[test]
     fn plain_onnx_reads_geometry_from_the_graph() {
         let i = ModelInfo::from_summary("m", "1", Path::new("x.onnx"), summary(&[])).unwrap();
-        assert_eq!((i.kind.as_str(), i.spatial_dims, i.in_channels, i.out_channels), ("onnx", 3, 1, 2));
+        assert_eq!(
+            (
+                i.kind.as_str(),
+                i.spatial_dims,
+                i.in_channels,
+                i.out_channels
+            ),
+            ("onnx", 3, 1, 2)
+        );
         assert!(i.inference.is_none());
     }
 }

@@ -107,20 +107,49 @@ fn tensor_info(v: &ValueInfoProto) -> TensorInfo {
     let tt = v.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
     let dims = tt
         .and_then(|t| t.shape.as_ref())
-        .map(|s| s.dim.iter().map(|d| d.dim_value.filter(|&v| v > 0).unwrap_or(-1)).collect())
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| d.dim_value.filter(|&v| v > 0).unwrap_or(-1))
+                .collect()
+        })
         .unwrap_or_default();
-    TensorInfo { name: v.name.clone(), elem_type: tt.map_or(0, |t| t.elem_type), dims }
+    TensorInfo {
+        name: v.name.clone(),
+        elem_type: tt.map_or(0, |t| t.elem_type),
+        dims,
+    }
 }
 
 /// Decode the summary from the bytes of an ONNX file; `path` only names the file in errors.
 pub fn summarize(bytes: &[u8], path: &Path) -> Result<OnnxSummary, ServeError> {
-    let model = ModelProto::decode(bytes).map_err(|e| ServeError::Model { path: path.into(), msg: format!("not a valid ONNX ModelProto: {e}") })?;
-    let graph = model.graph.ok_or_else(|| ServeError::Model { path: path.into(), msg: "ONNX model has no graph".into() })?;
-    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs = graph.input.iter().filter(|v| !inits.contains(v.name.as_str())).map(tensor_info).collect();
+    let model = ModelProto::decode(bytes).map_err(|e| ServeError::Model {
+        path: path.into(),
+        msg: format!("not a valid ONNX ModelProto: {e}"),
+    })?;
+    let graph = model.graph.ok_or_else(|| ServeError::Model {
+        path: path.into(),
+        msg: "ONNX model has no graph".into(),
+    })?;
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|v| !inits.contains(v.name.as_str()))
+        .map(tensor_info)
+        .collect();
     let outputs = graph.output.iter().map(tensor_info).collect();
-    let metadata = model.metadata_props.into_iter().map(|e| (e.key, e.value)).collect();
-    Ok(OnnxSummary { inputs, outputs, metadata })
+    let metadata = model
+        .metadata_props
+        .into_iter()
+        .map(|e| (e.key, e.value))
+        .collect();
+    Ok(OnnxSummary {
+        inputs,
+        outputs,
+        metadata,
+    })
 }
 
 #[cfg(test)]
@@ -128,8 +157,22 @@ mod tests {
     use super::*;
 
     fn vi(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-        let dim = dims.iter().map(|d| Dimension { dim_value: *d, dim_param: if d.is_none() { Some("N".into()) } else { None } }).collect();
-        ValueInfoProto { name: name.into(), r#type: Some(TypeProto { tensor_type: Some(TensorTypeProto { elem_type: 1, shape: Some(TensorShapeProto { dim }) }) }) }
+        let dim = dims
+            .iter()
+            .map(|d| Dimension {
+                dim_value: *d,
+                dim_param: if d.is_none() { Some("N".into()) } else { None },
+            })
+            .collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TensorTypeProto {
+                    elem_type: 1,
+                    shape: Some(TensorShapeProto { dim }),
+                }),
+            }),
+        }
     }
 
     #[test]
@@ -137,10 +180,16 @@ mod tests {
         let m = ModelProto {
             graph: Some(GraphProto {
                 initializer: vec![NamedTensor { name: "w".into() }],
-                input: vec![vi("input", &[None, Some(1), Some(8), Some(8), Some(8)]), vi("w", &[Some(3)])],
+                input: vec![
+                    vi("input", &[None, Some(1), Some(8), Some(8), Some(8)]),
+                    vi("w", &[Some(3)]),
+                ],
                 output: vec![vi("logits", &[None, Some(2), Some(8), Some(8), Some(8)])],
             }),
-            metadata_props: vec![StringStringEntryProto { key: "medmae.kind".into(), value: "unetr".into() }],
+            metadata_props: vec![StringStringEntryProto {
+                key: "medmae.kind".into(),
+                value: "unetr".into(),
+            }],
         };
         let s = summarize(&m.encode_to_vec(), Path::new("m.onnx")).unwrap();
         assert_eq!(s.inputs.len(), 1);

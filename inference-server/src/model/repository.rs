@@ -27,9 +27,18 @@ pub struct Repository {
 fn model_file(dir: &Path) -> Result<Option<(String, PathBuf)>, ServeError> {
     let direct = dir.join("model.onnx");
     let mut best: Option<(u64, PathBuf)> = None;
-    let entries = std::fs::read_dir(dir).map_err(|e| ServeError::Model { path: dir.into(), msg: e.to_string() })?;
+    let entries = std::fs::read_dir(dir).map_err(|e| ServeError::Model {
+        path: dir.into(),
+        msg: e.to_string(),
+    })?;
     for entry in entries.flatten() {
-        let Some(v) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else { continue };
+        let Some(v) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
         let p = entry.path().join("model.onnx");
         if p.is_file() && best.as_ref().is_none_or(|(b, _)| v > *b) {
             best = Some((v, p));
@@ -46,18 +55,35 @@ impl Repository {
     /// Scan `dir` and load every model into the backend; a folder without a model file is skipped with a warning,
     /// a broken model file is an error (the server should not start half-configured).
     pub fn load(dir: &Path, opts: &BackendOptions) -> Result<Self, ServeError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| ServeError::Model { path: dir.into(), msg: format!("model repository: {e}") })?;
-        let mut folders: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+        let entries = std::fs::read_dir(dir).map_err(|e| ServeError::Model {
+            path: dir.into(),
+            msg: format!("model repository: {e}"),
+        })?;
+        let mut folders: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
         folders.sort();
         let mut repo = Repository::default();
         for folder in folders {
-            let Some(name) = folder.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+            let Some(name) = folder
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
             let Some((version, path)) = model_file(&folder)? else {
                 tracing::warn!(folder = %folder.display(), "no model.onnx in model folder; skipped");
                 continue;
             };
-            let bytes = std::fs::read(&path).map_err(|e| ServeError::Model { path: path.clone(), msg: e.to_string() })?;
-            let info = ModelInfo::from_summary(&name, &version, &path, onnx::summarize(&bytes, &path)?)?;
+            let bytes = std::fs::read(&path).map_err(|e| ServeError::Model {
+                path: path.clone(),
+                msg: e.to_string(),
+            })?;
+            let info =
+                ModelInfo::from_summary(&name, &version, &path, onnx::summarize(&bytes, &path)?)?;
             drop(bytes);
             let backend = backend::load(&info, opts)?;
             tracing::info!(model = %name, version = %version, kind = %info.kind, backend = backend.name(), roi = ?info.roi_size, "model loaded");
@@ -81,9 +107,19 @@ impl Repository {
 
     /// A model by name and optional version ("" = the loaded one).
     pub fn get(&self, name: &str, version: &str) -> Result<Arc<Model>, ServeError> {
-        let m = self.models.get(name).ok_or_else(|| ServeError::ModelNotFound { name: name.into(), available: self.names() })?;
+        let m = self
+            .models
+            .get(name)
+            .ok_or_else(|| ServeError::ModelNotFound {
+                name: name.into(),
+                available: self.names(),
+            })?;
         if !version.is_empty() && version != m.info.version {
-            return Err(ServeError::VersionNotFound { name: name.into(), version: version.into(), loaded: m.info.version.clone() });
+            return Err(ServeError::VersionNotFound {
+                name: name.into(),
+                version: version.into(),
+                loaded: m.info.version.clone(),
+            });
         }
         Ok(m.clone())
     }
@@ -97,11 +133,21 @@ impl Repository {
             }
             return Ok(m);
         }
-        let segs: Vec<&Arc<Model>> = self.models.values().filter(|m| m.info.inference.is_some()).collect();
+        let segs: Vec<&Arc<Model>> = self
+            .models
+            .values()
+            .filter(|m| m.info.inference.is_some())
+            .collect();
         match segs.as_slice() {
             [only] => Ok((*only).clone()),
             [] => Err(ServeError::invalid("this server has no segmentation model")),
-            _ => Err(ServeError::invalid(format!("several segmentation models are served; name one of: {}", segs.iter().map(|m| m.info.name.as_str()).collect::<Vec<_>>().join(", ")))),
+            _ => Err(ServeError::invalid(format!(
+                "several segmentation models are served; name one of: {}",
+                segs.iter()
+                    .map(|m| m.info.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         }
     }
 
@@ -134,7 +180,12 @@ mod tests {
     #[test]
     fn empty_repository_is_an_error() {
         let d = tempfile::tempdir().unwrap();
-        let opts = BackendOptions { kind: crate::backend::BackendKind::Tract, threads: 0, use_gpu: false, ort_library: None };
+        let opts = BackendOptions {
+            kind: crate::backend::BackendKind::Tract,
+            threads: 0,
+            use_gpu: false,
+            ort_library: None,
+        };
         let e = Repository::load(d.path(), &opts).err().unwrap().to_string();
         assert!(e.contains("has no model"), "{e}");
     }

@@ -32,30 +32,60 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 impl BearerAuth {
     /// Parse the token file.
     pub fn from_file(path: &Path) -> Result<Self, ServeError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Model { path: path.into(), msg: format!("auth token file: {e}") })?;
-        Self::from_text(&text).map_err(|msg| ServeError::Model { path: path.into(), msg })
+        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Model {
+            path: path.into(),
+            msg: format!("auth token file: {e}"),
+        })?;
+        Self::from_text(&text).map_err(|msg| ServeError::Model {
+            path: path.into(),
+            msg,
+        })
     }
 
     /// Parse token-file text.
     pub fn from_text(text: &str) -> Result<Self, String> {
-        let tokens: Vec<Vec<u8>> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|l| l.as_bytes().to_vec()).collect();
+        let tokens: Vec<Vec<u8>> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.as_bytes().to_vec())
+            .collect();
         if tokens.is_empty() {
             return Err("auth token file has no token (one per line expected)".into());
         }
         if let Some(t) = tokens.iter().find(|t| t.len() < 16) {
-            return Err(format!("auth token of {} characters is too short; use at least 16", t.len()));
+            return Err(format!(
+                "auth token of {} characters is too short; use at least 16",
+                t.len()
+            ));
         }
-        Ok(Self { tokens: Arc::new(tokens) })
+        Ok(Self {
+            tokens: Arc::new(tokens),
+        })
     }
 
     /// Check the `authorization: Bearer <token>` metadata of a request.
     pub fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let value = req.metadata().get("authorization").ok_or_else(|| Status::unauthenticated("missing bearer token: send metadata `authorization: Bearer <token>`"))?;
-        let value = value.to_str().map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or_else(|| Status::unauthenticated("authorization metadata must be `Bearer <token>`"))?;
+        let value = req.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated(
+                "missing bearer token: send metadata `authorization: Bearer <token>`",
+            )
+        })?;
+        let value = value
+            .to_str()
+            .map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization metadata must be `Bearer <token>`")
+            })?;
         let token = token.trim().as_bytes();
         // Check every token so the time taken does not depend on which one matched.
-        let ok = self.tokens.iter().fold(false, |acc, t| acc | ct_eq(t, token));
+        let ok = self
+            .tokens
+            .iter()
+            .fold(false, |acc, t| acc | ct_eq(t, token));
         if ok {
             Ok(())
         } else {
@@ -85,19 +115,33 @@ mod tests {
 
     #[test]
     fn tokens_are_checked() {
-        let a = BearerAuth::from_text("# comment\n\n0123456789abcdef\n  fedcba9876543210  \n").unwrap();
+        let a =
+            BearerAuth::from_text("# comment\n\n0123456789abcdef\n  fedcba9876543210  \n").unwrap();
         assert!(a.check(&req(Some("Bearer 0123456789abcdef"))).is_ok());
         assert!(a.check(&req(Some("Bearer fedcba9876543210"))).is_ok());
         let e = a.check(&req(None)).unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated);
         assert!(e.message().contains("missing"));
-        assert_eq!(a.check(&req(Some("Bearer 0123456789abcdeX"))).unwrap_err().message(), "invalid bearer token");
-        assert!(a.check(&req(Some("Basic abc"))).unwrap_err().message().contains("Bearer"));
+        assert_eq!(
+            a.check(&req(Some("Bearer 0123456789abcdeX")))
+                .unwrap_err()
+                .message(),
+            "invalid bearer token"
+        );
+        assert!(a
+            .check(&req(Some("Basic abc")))
+            .unwrap_err()
+            .message()
+            .contains("Bearer"));
     }
 
     #[test]
     fn bad_token_files() {
-        assert!(BearerAuth::from_text("# only a comment\n").unwrap_err().contains("no token"));
-        assert!(BearerAuth::from_text("short\n").unwrap_err().contains("too short"));
+        assert!(BearerAuth::from_text("# only a comment\n")
+            .unwrap_err()
+            .contains("no token"));
+        assert!(BearerAuth::from_text("short\n")
+            .unwrap_err()
+            .contains("too short"));
     }
 }

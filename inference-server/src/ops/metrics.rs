@@ -64,30 +64,70 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("medmae");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency: HistogramFamily<RequestLabels> = Family::new_with_constructor(latency_histogram);
-        let inference: HistogramFamily<InferenceLabels> = Family::new_with_constructor(latency_histogram);
+        let latency: HistogramFamily<RequestLabels> =
+            Family::new_with_constructor(latency_histogram);
+        let inference: HistogramFamily<InferenceLabels> =
+            Family::new_with_constructor(latency_histogram);
         let queue_depth = Gauge::default();
         let in_flight = Gauge::default();
         let auth_failures = Counter::default();
-        registry.register("requests", "gRPC requests finished, by service, method, model and status", requests.clone());
-        registry.register("request_duration_seconds", "gRPC request latency in seconds", latency.clone());
-        registry.register("inference_duration_seconds", "Backend time per batch of windows in seconds", inference.clone());
-        registry.register("queue_depth", "Requests waiting for a compute slot", queue_depth.clone());
+        registry.register(
+            "requests",
+            "gRPC requests finished, by service, method, model and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "gRPC request latency in seconds",
+            latency.clone(),
+        );
+        registry.register(
+            "inference_duration_seconds",
+            "Backend time per batch of windows in seconds",
+            inference.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Requests waiting for a compute slot",
+            queue_depth.clone(),
+        );
         registry.register("in_flight", "Requests computing now", in_flight.clone());
-        registry.register("auth_failures", "Requests refused for a missing or invalid bearer token", auth_failures.clone());
-        Self { registry, requests, latency, inference, queue_depth, in_flight, auth_failures }
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing or invalid bearer token",
+            auth_failures.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            inference,
+            queue_depth,
+            in_flight,
+            auth_failures,
+        }
     }
 
     /// Record a finished request.
     pub fn record(&self, service: &str, method: &str, model: &str, status: &str, seconds: f64) {
-        let l = RequestLabels { service: service.into(), method: method.into(), model: model.into(), status: status.into() };
+        let l = RequestLabels {
+            service: service.into(),
+            method: method.into(),
+            model: model.into(),
+            status: status.into(),
+        };
         self.requests.get_or_create(&l).inc();
         self.latency.get_or_create(&l).observe(seconds);
     }
 
     /// Record one backend call.
     pub fn record_inference(&self, model: &str, backend: &str, seconds: f64) {
-        self.inference.get_or_create(&InferenceLabels { model: model.into(), backend: backend.into() }).observe(seconds);
+        self.inference
+            .get_or_create(&InferenceLabels {
+                model: model.into(),
+                backend: backend.into(),
+            })
+            .observe(seconds);
     }
 
     /// The OpenMetrics text exposition.
@@ -102,16 +142,30 @@ impl Metrics {
 }
 
 /// Serve `GET /metrics` on an already bound listener until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Metrics>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use axum::http::header::CONTENT_TYPE;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let m = metrics.clone();
-            async move { ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render()) }
+            async move {
+                (
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.render(),
+                )
+            }
         }),
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[cfg(test)]
@@ -128,7 +182,12 @@ mod tests {
         let t = m.render();
         assert!(t.contains(r#"medmae_requests_total{service="kserve",method="ModelInfer",model="demo",status="ok"} 2"#), "{t}");
         assert!(t.contains("medmae_request_duration_seconds_bucket"), "{t}");
-        assert!(t.contains(r#"medmae_inference_duration_seconds_count{model="demo",backend="tract"} 1"#), "{t}");
+        assert!(
+            t.contains(
+                r#"medmae_inference_duration_seconds_count{model="demo",backend="tract"} 1"#
+            ),
+            "{t}"
+        );
         assert!(t.contains("medmae_queue_depth 3"), "{t}");
         assert!(t.ends_with("# EOF\n"));
     }

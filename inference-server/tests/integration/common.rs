@@ -21,8 +21,16 @@ pub fn fixtures() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_fixtures.py");
-        let out = Command::new(python()).arg(&script).arg(dir.path()).output().expect("running make_fixtures.py");
-        assert!(out.status.success(), "make_fixtures.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(python())
+            .arg(&script)
+            .arg(dir.path())
+            .output()
+            .expect("running make_fixtures.py");
+        assert!(
+            out.status.success(),
+            "make_fixtures.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
     .path()
@@ -51,8 +59,19 @@ impl ServerProc {
         let logdir = tempfile::tempdir().unwrap();
         let stderr = logdir.path().join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_medmae-serve"));
-        cmd.arg("--model-repository").arg(fixtures().join(repo)).args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--threads", "1"]).args(extra);
-        cmd.stdout(Stdio::piped()).stderr(std::fs::File::create(&stderr).unwrap());
+        cmd.arg("--model-repository")
+            .arg(fixtures().join(repo))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+            ])
+            .args(extra);
+        cmd.stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap());
         let mut child = cmd.spawn().expect("spawning medmae-serve");
         let mut line = String::new();
         let stdout = child.stdout.take().unwrap();
@@ -61,11 +80,26 @@ impl ServerProc {
         if !line.starts_with("medmae-serve listening") {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("server did not start; stdout {line:?}; stderr:\n{}", std::fs::read_to_string(&stderr).unwrap_or_default());
+            panic!(
+                "server did not start; stdout {line:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
         }
-        let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap().parse().unwrap();
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
         let (grpc, metrics) = (field("grpc="), field("metrics="));
-        Self { child, grpc, metrics, stderr, _logdir: logdir }
+        Self {
+            child,
+            grpc,
+            metrics,
+            stderr,
+            _logdir: logdir,
+        }
     }
 
     /// `http://addr`.
@@ -80,7 +114,10 @@ impl ServerProc {
 
     /// Send SIGTERM to this child only.
     pub fn sigterm(&self) {
-        let st = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
@@ -91,7 +128,11 @@ impl ServerProc {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s;
             }
-            assert!(start.elapsed() < limit, "server did not exit within {limit:?}; logs:\n{}", self.logs());
+            assert!(
+                start.elapsed() < limit,
+                "server did not exit within {limit:?}; logs:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -100,7 +141,11 @@ impl ServerProc {
     pub fn metrics_text(&self) -> String {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.metrics).unwrap();
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -118,15 +163,30 @@ impl Drop for ServerProc {
 
 /// A plaintext KServe client.
 pub async fn kserve_client(url: &str) -> GrpcInferenceServiceClient<Channel> {
-    GrpcInferenceServiceClient::connect(url.to_string()).await.unwrap().max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+    GrpcInferenceServiceClient::connect(url.to_string())
+        .await
+        .unwrap()
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
 }
 
 /// A KServe request for `model` with raw little-endian contents.
-pub fn raw_request(model: &str, shape: &[i64], datatype: &str, raw: Vec<u8>) -> server::proto::inference::ModelInferRequest {
+pub fn raw_request(
+    model: &str,
+    shape: &[i64],
+    datatype: &str,
+    raw: Vec<u8>,
+) -> server::proto::inference::ModelInferRequest {
     use server::proto::inference::{model_infer_request::InferInputTensor, ModelInferRequest};
     ModelInferRequest {
         model_name: model.into(),
-        inputs: vec![InferInputTensor { name: "input".into(), datatype: datatype.into(), shape: shape.to_vec(), parameters: Default::default(), contents: None }],
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: datatype.into(),
+            shape: shape.to_vec(),
+            parameters: Default::default(),
+            contents: None,
+        }],
         raw_input_contents: vec![raw.into()],
         ..Default::default()
     }
@@ -173,7 +233,10 @@ impl Pki {
         w("ca.pem", ca.pem());
         let leaf = |names: Vec<String>, issuer: &CertifiedIssuer<'_, KeyPair>, stem: &str| {
             let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(names).unwrap().signed_by(&key, issuer).unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, issuer)
+                .unwrap();
             w(&format!("{stem}.pem"), cert.pem());
             w(&format!("{stem}.key"), key.serialize_pem());
         };

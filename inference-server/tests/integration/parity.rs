@@ -7,8 +7,14 @@ use crate::common::*;
 
 fn load(path: &std::path::Path, kind: BackendKind) -> (ModelInfo, Box<dyn backend::Backend>) {
     let bytes = std::fs::read(path).unwrap();
-    let info = ModelInfo::from_summary("m", "1", path, onnx::summarize(&bytes, path).unwrap()).unwrap();
-    let opts = BackendOptions { kind, threads: 1, use_gpu: false, ort_library: std::env::var_os("ORT_DYLIB_PATH").map(Into::into) };
+    let info =
+        ModelInfo::from_summary("m", "1", path, onnx::summarize(&bytes, path).unwrap()).unwrap();
+    let opts = BackendOptions {
+        kind,
+        threads: 1,
+        use_gpu: false,
+        ort_library: std::env::var_os("ORT_DYLIB_PATH").map(Into::into),
+    };
     let b = backend::load(&info, &opts).unwrap();
     (info, b)
 }
@@ -20,13 +26,28 @@ fn ort_and_tract_agree_within_1e_4() {
         let (_, tract) = load(&path, BackendKind::Tract);
         for n in [1usize, 3] {
             let shape = info.input_shape(n);
-            let x = ndarray::ArrayD::from_shape_vec(shape.clone(), values(shape.iter().product(), n as u32).iter().map(|v| v / 50.0).collect()).unwrap();
+            let x = ndarray::ArrayD::from_shape_vec(
+                shape.clone(),
+                values(shape.iter().product(), n as u32)
+                    .iter()
+                    .map(|v| v / 50.0)
+                    .collect(),
+            )
+            .unwrap();
             let a = ort.run(x.clone()).unwrap();
             let b = tract.run(x).unwrap();
             assert_eq!(a.shape(), b.shape());
-            let diff = a.iter().zip(b.iter()).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            let diff = a
+                .iter()
+                .zip(b.iter())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
             let scale = a.iter().map(|v| v.abs()).fold(0f32, f32::max);
-            assert!(diff <= 1e-4, "{}: batch {n}: max |ort - tract| = {diff} (max |logit| {scale})", path.display());
+            assert!(
+                diff <= 1e-4,
+                "{}: batch {n}: max |ort - tract| = {diff} (max |logit| {scale})",
+                path.display()
+            );
         }
     }
 }

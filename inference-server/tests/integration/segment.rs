@@ -19,13 +19,34 @@ fn medmae_client_segment_equals_the_offline_pipeline() {
     let prob_path = out.path().join("prob.nii.gz");
     let volume = fixtures().join("volume.nii.gz");
     let client = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_medmae-client")).arg("--server").arg(srv.url()).args(args).output().unwrap();
-        assert!(o.status.success(), "medmae-client {args:?}: {}\nserver:\n{}", String::from_utf8_lossy(&o.stderr), srv.logs());
+        let o = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
+            .arg("--server")
+            .arg(srv.url())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "medmae-client {args:?}: {}\nserver:\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            srv.logs()
+        );
         String::from_utf8(o.stdout).unwrap()
     };
     assert_eq!(client(&["health"]).trim(), "SERVING");
     assert!(client(&["models"]).contains("demo\tversion 1\tunetr"));
-    let json = client(&["segment", volume.to_str().unwrap(), "-o", mask_path.to_str().unwrap(), "--model", "demo", "--probabilities", prob_path.to_str().unwrap(), "--json", "--quiet"]);
+    let json = client(&[
+        "segment",
+        volume.to_str().unwrap(),
+        "-o",
+        mask_path.to_str().unwrap(),
+        "--model",
+        "demo",
+        "--probabilities",
+        prob_path.to_str().unwrap(),
+        "--json",
+        "--quiet",
+    ]);
     let summary: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
 
     let served = imaging::io::load(&mask_path).unwrap();
@@ -33,15 +54,37 @@ fn medmae_client_segment_equals_the_offline_pipeline() {
     assert_eq!(served.spatial_shape(), input.spatial_shape());
     for (r, row) in served.affine.iter().enumerate() {
         for (c, v) in row.iter().enumerate() {
-            assert!((v - input.affine[r][c]).abs() < 1e-4, "mask affine differs from the input's: {:?} vs {:?}", served.affine, input.affine);
+            assert!(
+                (v - input.affine[r][c]).abs() < 1e-4,
+                "mask affine differs from the input's: {:?} vs {:?}",
+                served.affine,
+                input.affine
+            );
         }
     }
 
-    let opts = BackendOptions { kind: BackendKind::Ort, threads: 1, use_gpu: false, ort_library: std::env::var_os("ORT_DYLIB_PATH").map(Into::into) };
+    let opts = BackendOptions {
+        kind: BackendKind::Ort,
+        threads: 1,
+        use_gpu: false,
+        ort_library: std::env::var_os("ORT_DYLIB_PATH").map(Into::into),
+    };
     let repo = Repository::load(&fixtures().join("repo"), &opts).unwrap();
     let model = repo.get("demo", "").unwrap();
-    let offline = segment_volume(&model, input, &SegmentOptions { overlap: None, probabilities: true }, None).unwrap();
-    assert_eq!(served.data, offline.mask.data, "served mask differs from the offline pipeline");
+    let offline = segment_volume(
+        &model,
+        input,
+        &SegmentOptions {
+            overlap: None,
+            probabilities: true,
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        served.data, offline.mask.data,
+        "served mask differs from the offline pipeline"
+    );
     let labels = summary["labels"].as_array().unwrap();
     assert_eq!(labels.len(), 3);
     for (l, o) in labels.iter().zip(&offline.labels) {
@@ -50,38 +93,80 @@ fn medmae_client_segment_equals_the_offline_pipeline() {
     }
     let total: u64 = labels.iter().map(|l| l["voxels"].as_u64().unwrap()).sum();
     assert_eq!(total as usize, served.data.len());
-    assert!(labels[2]["voxels"].as_u64().unwrap() > 0, "the bright core should be segmented: {summary}");
+    assert!(
+        labels[2]["voxels"].as_u64().unwrap() > 0,
+        "the bright core should be segmented: {summary}"
+    );
 
     let probs = imaging::io::load(&prob_path).unwrap();
     assert_eq!(probs.channels(), 3);
     let p = offline.probabilities.unwrap();
-    let max_diff = probs.data.iter().zip(p.data.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_diff = probs
+        .data
+        .iter()
+        .zip(p.data.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(max_diff < 1e-6, "probabilities differ by {max_diff}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_uploads_are_invalid_argument_and_serving_continues() {
     let srv = ServerProc::start("repo", &["--backend", "tract"]);
-    let c = Client::connect(&ClientOptions { server: srv.url(), ..Default::default() }).await.unwrap();
-    for (file, text) in [("corrupt.nii.gz", "uploaded volume"), ("truncated.nii", "uploaded volume")] {
-        match c.segment(&fixtures().join(file), "demo", false, |_, _| {}).await {
+    let c = Client::connect(&ClientOptions {
+        server: srv.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (file, text) in [
+        ("corrupt.nii.gz", "uploaded volume"),
+        ("truncated.nii", "uploaded volume"),
+    ] {
+        match c
+            .segment(&fixtures().join(file), "demo", false, |_, _| {})
+            .await
+        {
             Err(ClientError::Status(s)) => {
                 assert_eq!(s.code(), Code::InvalidArgument, "{file}: {}", s.message());
-                assert!(s.message().contains(text) && !s.message().contains("medmae-upload"), "{file}: {}", s.message());
+                assert!(
+                    s.message().contains(text) && !s.message().contains("medmae-upload"),
+                    "{file}: {}",
+                    s.message()
+                );
             }
             other => panic!("{file}: expected INVALID_ARGUMENT, got {other:?}"),
         }
     }
-    match c.segment(&fixtures().join("volume.nii.gz"), "nope", false, |_, _| {}).await {
+    match c
+        .segment(&fixtures().join("volume.nii.gz"), "nope", false, |_, _| {})
+        .await
+    {
         Err(ClientError::Status(s)) => assert_eq!(s.code(), Code::NotFound),
         other => panic!("expected NOT_FOUND, got {other:?}"),
     }
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let p = progress.clone();
-    let r = c.segment(&fixtures().join("volume.nii.gz"), "", false, move |sent, _| p.store(sent, std::sync::atomic::Ordering::SeqCst)).await.unwrap();
+    let r = c
+        .segment(
+            &fixtures().join("volume.nii.gz"),
+            "",
+            false,
+            move |sent, _| p.store(sent, std::sync::atomic::Ordering::SeqCst),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.summary.model_name, "demo");
-    assert_eq!(progress.load(std::sync::atomic::Ordering::SeqCst), std::fs::metadata(fixtures().join("volume.nii.gz")).unwrap().len());
+    assert_eq!(
+        progress.load(std::sync::atomic::Ordering::SeqCst),
+        std::fs::metadata(fixtures().join("volume.nii.gz"))
+            .unwrap()
+            .len()
+    );
     assert!(r.summary.windows > 0 && r.mask.len() as u64 == r.summary.mask_bytes);
     let logs = srv.logs();
-    assert!(!logs.contains("volume.nii.gz") && !logs.contains("corrupt.nii.gz"), "file names leaked into logs:\n{logs}");
+    assert!(
+        !logs.contains("volume.nii.gz") && !logs.contains("corrupt.nii.gz"),
+        "file names leaked into logs:\n{logs}"
+    );
 }
