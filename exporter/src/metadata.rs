@@ -253,3 +253,77 @@ fn parse_entry(buf: &[u8]) -> std::result::Result<(String, String), String> {
     }
     Ok((key, value))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onnx_protobuf::{Message, ModelProto, StringStringEntryProto};
+    use std::io::Cursor;
+
+    fn model_bytes(props: &[(&str, &str)]) -> Vec<u8> {
+        let m = ModelProto {
+            ir_version: 8,
+            producer_name: "t".into(),
+            metadata_props: props
+                .iter()
+                .map(|(k, v)| StringStringEntryProto {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        m.write_to_bytes().unwrap()
+    }
+
+    #[test]
+    fn scanner_reads_props_and_skips_other_fields() {
+        let bytes = model_bytes(&[("a", "1"), ("medmae.kind", "unetr"), ("ünï", "çødé")]);
+        let map = read_props(&mut Cursor::new(bytes), Path::new("m.onnx")).unwrap();
+        assert_eq!(map.len(), 3);
+        assert_eq!(map["medmae.kind"], "unetr");
+        assert_eq!(map["ünï"], "çødé");
+    }
+
+    #[test]
+    fn malformed_bytes_are_errors_not_panics() {
+        let p = Path::new("bad.onnx");
+        // Wire type 3 (group start) is not used by ONNX.
+        assert!(read_props(&mut Cursor::new(vec![0x0b]), p).is_err());
+        // A metadata entry whose key claims more bytes than the entry holds.
+        assert!(read_props(&mut Cursor::new(vec![0x72, 0x03, 0x0a, 0x09, 0x41]), p).is_err());
+        // A varint that never ends.
+        assert!(read_props(&mut Cursor::new(vec![0x08, 0xff, 0xff]), p).is_err());
+        // Every truncation of a valid file and pseudo-random garbage: Ok or Err, never a panic.
+        let good = model_bytes(&[("medmae.kind", "unetr")]);
+        for n in 0..good.len() {
+            let _ = read_props(&mut Cursor::new(good[..n].to_vec()), p);
+        }
+        let mut s = 7u32;
+        for _ in 0..200 {
+            let junk: Vec<u8> = (0..64)
+                .map(|_| {
+                    s = s.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    (s >> 16) as u8
+                })
+                .collect();
+            let _ = read_props(&mut Cursor::new(junk), p);
+        }
+    }
+
+    #[test]
+    fn missing_or_malformed_keys_are_named() {
+        let mut map = BTreeMap::new();
+        map.insert(KEY_KIND.to_string(), "unetr".to_string());
+        let e = ExportMetadata::from_props(&map, Path::new("x.onnx"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "medmae metadata of x.onnx: key `medmae.card` is missing");
+        map.insert(KEY_CARD.to_string(), "{".to_string());
+        let e = ExportMetadata::from_props(&map, Path::new("x.onnx"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `medmae.card`: EOF"), "{e}");
+    }
+}
