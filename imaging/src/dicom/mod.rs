@@ -10,6 +10,7 @@ mod meta;
 mod patient;
 mod seg;
 mod source;
+mod uid;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +24,8 @@ use meta::SliceMeta;
 use source::SourceFile;
 
 pub use patient::PatientContext;
-pub use seg::{new_uid, write_seg, Code, SegOptions, Segment, SEGMENTATION_STORAGE};
+pub use seg::{write_seg, Code, SegOptions, Segment, SEGMENTATION_STORAGE};
+pub use uid::new_uid;
 
 /// Limits for reading DICOM input from untrusted sources.
 #[derive(Debug, Clone, PartialEq, Eq)]
