@@ -10,7 +10,7 @@ WORK="${1:-/tmp/medmae-bench-serve}"
 THREADS="${2:-2}"
 : "${MEDMAE_PYTHON:?MEDMAE_PYTHON is not set (source ~/.cache/medmae/env.sh)}"
 : "${ORT_DYLIB_PATH:?ORT_DYLIB_PATH is not set (source ~/.cache/medmae/env.sh)}"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+BIN="${MEDMAE_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
 mkdir -p "$WORK"
 [ -f "$WORK/repo/unetr/model.onnx" ] || "$MEDMAE_PYTHON" "$ROOT/bench/serve/make_inputs.py" "$WORK"
 

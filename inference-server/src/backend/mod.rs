@@ -66,16 +66,20 @@ pub fn load(info: &ModelInfo, opts: &BackendOptions) -> Result<Box<dyn Backend>,
     }
 }
 
-/// Check an engine's output shape against `[n, K, roi...]` before it goes anywhere.
+/// Check an engine's output shape against [`ModelInfo::output_dims`] before it goes anywhere.
 pub(crate) fn check_output(
     backend: &'static str,
     info: &ModelInfo,
     n: usize,
     shape: &[usize],
 ) -> Result<(), ServeError> {
-    let mut want = vec![n, info.out_channels];
-    want.extend(&info.roi_size);
-    if shape != want.as_slice() {
+    let want = info.output_dims(n as i64);
+    let fits = shape.len() == want.len()
+        && shape
+            .iter()
+            .zip(&want)
+            .all(|(&s, &w)| w < 0 || s as i64 == w);
+    if !fits {
         return Err(ServeError::Backend {
             backend,
             msg: format!(

@@ -31,22 +31,19 @@ impl KServe {
 
 const SERVICE: &str = "kserve";
 
-fn tensor_meta(name: &str, dims: Vec<usize>) -> pb::model_metadata_response::TensorMetadata {
-    let mut shape: Vec<i64> = dims.into_iter().map(|d| d as i64).collect();
-    if let Some(first) = shape.first_mut() {
-        *first = -1;
-    }
+/// Dims with the batch axis shown as -1 (any).
+fn any_batch(dims: &[usize]) -> Vec<i64> {
+    std::iter::once(-1)
+        .chain(dims.iter().skip(1).map(|&d| d as i64))
+        .collect()
+}
+
+fn tensor_meta(name: &str, shape: Vec<i64>) -> pb::model_metadata_response::TensorMetadata {
     pb::model_metadata_response::TensorMetadata {
         name: name.into(),
         datatype: "FP32".into(),
         shape,
     }
-}
-
-fn output_dims(m: &Model, n: usize) -> Vec<usize> {
-    let mut s = vec![n, m.info.out_channels];
-    s.extend(&m.info.roi_size);
-    s
 }
 
 /// Run one inference request end to end (used by the unary and the streaming RPC).
@@ -115,11 +112,6 @@ fn config_of(m: &Model) -> pb::ModelConfig {
         put("inference", serde_json::to_string(inf).unwrap_or_default());
     }
     put("medmae_version", i.medmae_version.clone());
-    let dims = |v: Vec<usize>| -> Vec<i64> {
-        std::iter::once(-1)
-            .chain(v.into_iter().skip(1).map(|d| d as i64))
-            .collect()
-    };
     pb::ModelConfig {
         name: i.name.clone(),
         platform: "onnxruntime_onnx".into(),
@@ -128,12 +120,12 @@ fn config_of(m: &Model) -> pb::ModelConfig {
             name: i.input.name.clone(),
             data_type: pb::DataType::TypeFp32 as i32,
             format: pb::model_input::Format::Nchw as i32,
-            dims: dims(i.input_shape(1)),
+            dims: any_batch(&i.input_shape(1)),
         }],
         output: vec![pb::ModelOutput {
             name: i.output.name.clone(),
             data_type: pb::DataType::TypeFp32 as i32,
-            dims: dims(output_dims(m, 1)),
+            dims: i.output_dims(-1),
         }],
         parameters: params,
         backend: m.backend.name().into(),
@@ -213,8 +205,11 @@ impl GrpcInferenceService for KServe {
                 name: m.info.name.clone(),
                 versions: vec![m.info.version.clone()],
                 platform: "onnxruntime_onnx".into(),
-                inputs: vec![tensor_meta(&m.info.input.name, m.info.input_shape(1))],
-                outputs: vec![tensor_meta(&m.info.output.name, output_dims(&m, 1))],
+                inputs: vec![tensor_meta(
+                    &m.info.input.name,
+                    any_batch(&m.info.input_shape(1)),
+                )],
+                outputs: vec![tensor_meta(&m.info.output.name, m.info.output_dims(-1))],
             })
         })
         .await

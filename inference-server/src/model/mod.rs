@@ -110,42 +110,41 @@ impl ModelInfo {
         }
         let meta = s.metadata;
         let fixed = |d: &i64| usize::try_from(*d).ok();
-        let (kind, spatial_dims, roi_size, in_channels, out_channels) = if meta
-            .contains_key("medmae.kind")
-        {
-            let spatial_dims: usize = required(&meta, "medmae.spatial_dims", path)?;
-            let roi: Vec<usize> = required(&meta, "medmae.roi_size", path)?;
-            (
-                meta["medmae.kind"].clone(),
-                spatial_dims,
-                roi,
-                required(&meta, "medmae.in_channels", path)?,
-                required(&meta, "medmae.out_channels", path)?,
-            )
-        } else {
-            let sd = input.dims.len().saturating_sub(2);
-            let roi: Option<Vec<usize>> = input.dims.iter().skip(2).map(fixed).collect();
-            let roi = roi.ok_or_else(|| {
-                model_err(
-                    path,
-                    format!(
+        let (kind, spatial_dims, roi_size, in_channels, out_channels) =
+            if meta.contains_key("medmae.kind") {
+                let spatial_dims: usize = required(&meta, "medmae.spatial_dims", path)?;
+                let roi: Vec<usize> = required(&meta, "medmae.roi_size", path)?;
+                (
+                    meta["medmae.kind"].clone(),
+                    spatial_dims,
+                    roi,
+                    required(&meta, "medmae.in_channels", path)?,
+                    required(&meta, "medmae.out_channels", path)?,
+                )
+            } else {
+                let sd = input.dims.len().saturating_sub(2);
+                let roi: Option<Vec<usize>> = input.dims.iter().skip(2).map(fixed).collect();
+                let roi = roi.ok_or_else(|| {
+                    model_err(
+                        path,
+                        format!(
                         "input {:?} has symbolic spatial dims {:?} and no medmae.roi_size metadata",
                         input.name, input.dims
                     ),
-                )
-            })?;
-            let c = input
-                .dims
-                .get(1)
-                .and_then(fixed)
-                .ok_or_else(|| model_err(path, "input channel axis is not fixed"))?;
-            let k = output
-                .dims
-                .get(1)
-                .and_then(fixed)
-                .ok_or_else(|| model_err(path, "output channel axis is not fixed"))?;
-            ("onnx".to_string(), sd, roi, c, k)
-        };
+                    )
+                })?;
+                let c = input
+                    .dims
+                    .get(1)
+                    .and_then(fixed)
+                    .ok_or_else(|| model_err(path, "input channel axis is not fixed"))?;
+                let k = output
+                    .dims
+                    .get(1)
+                    .and_then(fixed)
+                    .ok_or_else(|| model_err(path, "output channel axis is not fixed"))?;
+                ("onnx".to_string(), sd, roi, c, k)
+            };
         if !(spatial_dims == 2 || spatial_dims == 3)
             || roi_size.len() != spatial_dims
             || roi_size.contains(&0)
@@ -191,7 +190,9 @@ impl ModelInfo {
                 ),
             ));
         }
-        let inference: Option<InferenceSpec> = json_prop(&meta, "medmae.inference", path)?;
+        // The exporter writes `null` for models that are not segmentation models.
+        let inference: Option<InferenceSpec> =
+            json_prop::<Option<InferenceSpec>>(&meta, "medmae.inference", path)?.flatten();
         if let Some(inf) = &inference {
             if inf.roi_size != roi_size {
                 return Err(model_err(path, format!("metadata medmae.inference.roi_size {:?} differs from medmae.roi_size {roi_size:?}", inf.roi_size)));
@@ -223,6 +224,26 @@ impl ModelInfo {
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("label_{i}"))
+    }
+
+    /// True for models whose output is per-voxel class logits `[N, K, roi...]`.
+    pub fn is_segmentation(&self) -> bool {
+        self.inference.is_some() || self.kind == "unetr"
+    }
+
+    /// Output dims for a batch of `n` (`n = -1` for "any"): `[n, K, roi...]` for segmentation models, else the
+    /// graph's output dims (-1 where symbolic) with the batch axis set to `n`.
+    pub fn output_dims(&self, n: i64) -> Vec<i64> {
+        if self.is_segmentation() {
+            let mut d = vec![n, self.out_channels as i64];
+            d.extend(self.roi_size.iter().map(|&r| r as i64));
+            return d;
+        }
+        let mut d = self.output.dims.clone();
+        if let Some(first) = d.first_mut() {
+            *first = n;
+        }
+        d
     }
 
     /// The model input shape for a batch of `n` windows.
@@ -300,6 +321,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("RandFlip"));
+    }
+
+    #[test]
+    fn null_inference_means_not_a_segmentation_model() {
+        let mut meta = META;
+        meta[0] = ("medmae.kind", "mae-encoder");
+        meta[7] = ("medmae.inference", "null");
+        let mut s = summary(&meta);
+        s.outputs[0].dims = vec![-1, 9, 48];
+        let i = ModelInfo::from_summary("m", "1", Path::new("e.onnx"), s).unwrap();
+        assert!(i.inference.is_none() && !i.is_segmentation());
+        assert_eq!(i.output_dims(2), vec![2, 9, 48]);
+        let seg = ModelInfo::from_summary("m", "1", Path::new("m.onnx"), summary(&META)).unwrap();
+        assert_eq!(seg.output_dims(-1), vec![-1, 2, 8, 8, 8]);
     }
 
     #[test]
