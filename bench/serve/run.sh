@@ -18,7 +18,7 @@ py=$("$MEDMAE_PYTHON" "$ROOT/bench/serve/baseline.py" "$WORK/repo/unetr/model.on
 echo "python (MONAI sliding_window_inference + onnxruntime): ${py} s"
 
 for backend in ort tract; do
-  "$BIN/medmae-serve" --model-repository "$WORK/repo" --listen 127.0.0.1:0 --metrics-listen off --backend "$backend" \
+  "$BIN/medmae-serve" --model-repository "$WORK/repo" --listen 127.0.0.1:0 --metrics-listen off --backend "$backend" --request-timeout 7200 \
     --threads "$THREADS" > "$WORK/serve.out" 2> "$WORK/serve_$backend.log" &
   pid=$!
   for _ in $(seq 600); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done

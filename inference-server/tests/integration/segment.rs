@@ -170,3 +170,107 @@ async fn corrupt_uploads_are_invalid_argument_and_serving_continues() {
         "file names leaked into logs:\n{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_float_upload_with_geometry_matches_the_offline_pipeline() {
+    use server::proto::medmae_v1::{
+        segment_request::Payload, segment_response, segmentation_client::SegmentationClient,
+        RawGeometry, SegmentHeader, SegmentRequest, VolumeFormat,
+    };
+    let srv = ServerProc::start("repo", &["--backend", "tract"]);
+    let (x, y, z) = (20usize, 18usize, 17usize);
+    let data = values(x * y * z, 11);
+    let spacing = [1.2, 0.9, 2.0];
+    let header = SegmentHeader {
+        model_name: "demo".into(),
+        format: VolumeFormat::RawF32 as i32,
+        raw_geometry: Some(RawGeometry {
+            channels: 1,
+            shape: vec![x as u64, y as u64, z as u64],
+            spacing: spacing.to_vec(),
+            origin: vec![5.0, -3.0, 1.0],
+            direction: vec![],
+        }),
+        ..Default::default()
+    };
+    let bytes = le(&data);
+    let msgs = vec![
+        SegmentRequest {
+            payload: Some(Payload::Header(header.clone())),
+        },
+        SegmentRequest {
+            payload: Some(Payload::Chunk(bytes[..5000].to_vec())),
+        },
+        SegmentRequest {
+            payload: Some(Payload::Chunk(bytes[5000..].to_vec())),
+        },
+    ];
+    let mut c = SegmentationClient::connect(srv.url()).await.unwrap();
+    let mut replies = c
+        .segment(tokio_stream::iter(msgs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut mask = Vec::new();
+    let mut summary = None;
+    while let Some(m) = replies.message().await.unwrap() {
+        match m.payload.unwrap() {
+            segment_response::Payload::Summary(s) => summary = Some(s),
+            segment_response::Payload::MaskChunk(b) => mask.extend(b),
+            segment_response::Payload::ProbabilitiesChunk(_) => panic!("not requested"),
+        }
+    }
+    let summary = summary.unwrap();
+    assert_eq!(summary.shape, vec![x as u64, y as u64, z as u64]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mask.nii.gz");
+    std::fs::write(&p, &mask).unwrap();
+    let served = imaging::io::load(&p).unwrap();
+
+    let affine = imaging::Volume::affine_from(
+        spacing,
+        [5.0, -3.0, 1.0],
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+    );
+    let input = imaging::Volume::new(
+        ndarray::Array4::from_shape_vec((1, x, y, z), data).unwrap(),
+        affine,
+    );
+    let opts = BackendOptions {
+        kind: BackendKind::Tract,
+        threads: 1,
+        use_gpu: false,
+        ort_library: None,
+    };
+    let repo = Repository::load(&fixtures().join("repo"), &opts).unwrap();
+    let offline = segment_volume(
+        &repo.get("demo", "").unwrap(),
+        input,
+        &SegmentOptions::default(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(served.data, offline.mask.data);
+    let ml: f64 = summary.labels.iter().map(|l| l.volume_ml).sum();
+    assert!(
+        (ml - (x * y * z) as f64 * 1.2 * 0.9 * 2.0 / 1000.0).abs() < 1e-9,
+        "{ml}"
+    );
+
+    // A raw upload whose byte count does not match its geometry.
+    let short = vec![
+        SegmentRequest {
+            payload: Some(Payload::Header(header)),
+        },
+        SegmentRequest {
+            payload: Some(Payload::Chunk(bytes[..100].to_vec())),
+        },
+    ];
+    let e = c.segment(tokio_stream::iter(short)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("raw upload is 100 bytes"),
+        "{}",
+        e.message()
+    );
+}
