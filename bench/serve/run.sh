@@ -14,8 +14,10 @@ BIN="${MEDMAE_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
 mkdir -p "$WORK"
 [ -f "$WORK/repo/unetr/model.onnx" ] || "$MEDMAE_PYTHON" "$ROOT/bench/serve/make_inputs.py" "$WORK"
 
-py=$("$MEDMAE_PYTHON" "$ROOT/bench/serve/baseline.py" "$WORK/repo/unetr/model.onnx" "$WORK/volume.nii.gz" "$WORK/mask_python.nii.gz" "$THREADS" | tail -n1)
-echo "python (MONAI sliding_window_inference + onnxruntime): ${py} s"
+if [ "${SKIP_PYTHON:-0}" != 1 ]; then
+  py=$("$MEDMAE_PYTHON" "$ROOT/bench/serve/baseline.py" "$WORK/repo/unetr/model.onnx" "$WORK/volume.nii.gz" "$WORK/mask_python.nii.gz" "$THREADS" | tail -n1)
+  echo "python (MONAI sliding_window_inference + onnxruntime): ${py} s"
+fi
 
 for backend in ort tract; do
   "$BIN/medmae-serve" --model-repository "$WORK/repo" --listen 127.0.0.1:0 --metrics-listen off --backend "$backend" --request-timeout 7200 \
