@@ -10,7 +10,7 @@ use spec::{ModelCard, ModelConfig};
 
 use crate::check::{check_file, CheckReport};
 use crate::error::{ExportError, Result};
-use crate::graph::GraphBuilder;
+use crate::graph::{fill_weights, GraphBuilder};
 use crate::metadata::props;
 use crate::weights::Weights;
 use crate::{mae, unetr, ExportKind, ExportOptions};
@@ -66,6 +66,23 @@ pub fn build_model(
     weights: &Weights,
     opts: &ExportOptions,
 ) -> Result<ModelProto> {
+    let (mut model, slots) = build_unfilled(card, weights, opts)?;
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| ExportError::Graph("model without graph".into()))?;
+    fill_weights(graph, &slots, |n| {
+        weights.get(n).map(|t| t.le_bytes().to_vec())
+    })?;
+    Ok(model)
+}
+
+/// The model with the checkpoint initializers (at the returned indices) still empty.
+fn build_unfilled(
+    card: &ModelCard,
+    weights: &Weights,
+    opts: &ExportOptions,
+) -> Result<(ModelProto, Vec<usize>)> {
     card.validate().map_err(|source| ExportError::Card {
         path: PathBuf::from("<model card>"),
         source,
@@ -90,7 +107,8 @@ pub fn build_model(
         (ModelConfig::Mae(m), _) => mae::build_encoder(&mut g, m, opts.hidden_states)?,
     }
     let sd = card.model.encoder().spatial_dims;
-    let graph = g.finish(&format!("medmae_{}_{sd}d", kind.as_str().replace('-', "_")));
+    let (graph, slots) =
+        g.finish_unfilled(&format!("medmae_{}_{sd}d", kind.as_str().replace('-', "_")));
     let metadata_props = props(card, kind, weights.sha256())?
         .into_iter()
         .map(|(key, value)| StringStringEntryProto {
@@ -99,7 +117,7 @@ pub fn build_model(
             ..Default::default()
         })
         .collect();
-    Ok(ModelProto {
+    let model = ModelProto {
         ir_version: IR_VERSION,
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
@@ -116,7 +134,8 @@ pub fn build_model(
         graph: Some(graph).into(),
         metadata_props,
         ..Default::default()
-    })
+    };
+    Ok((model, slots))
 }
 
 /// Serialize `model` to `path` atomically: a temporary file in the same directory, fsync, rename.
@@ -159,10 +178,16 @@ pub fn export(checkpoint_dir: &Path, opts: &ExportOptions) -> Result<ExportRepor
         path: card_path.clone(),
         source,
     })?;
-    let weights = Weights::load(&checkpoint_dir.join("model.safetensors"), &card.model)?;
-    let model = build_model(&card, &weights, opts)?;
+    let mut weights = Weights::load(&checkpoint_dir.join("model.safetensors"), &card.model)?;
+    let (mut model, slots) = build_unfilled(&card, &weights, opts)?;
     let checkpoint_sha256 = weights.sha256().unwrap_or_default().to_string();
     let ignored_tensors = weights.ignored().to_vec();
+    // The weights are not needed after this: move their bytes into the initializers instead of copying 4 B/param.
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| ExportError::Graph("model without graph".into()))?;
+    fill_weights(graph, &slots, |n| weights.take_bytes(n))?;
     drop(weights);
     let output = opts
         .output

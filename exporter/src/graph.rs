@@ -73,6 +73,8 @@ pub(crate) struct GraphBuilder<'w> {
     outputs: Vec<ValueInfoProto>,
     values: HashSet<String>,
     batch: Option<String>,
+    /// Indices into `initializers` of checkpoint tensors, whose `raw_data` is filled at the end.
+    weight_slots: Vec<usize>,
 }
 
 fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
@@ -117,6 +119,7 @@ impl<'w> GraphBuilder<'w> {
             outputs: Vec::new(),
             values: HashSet::new(),
             batch: None,
+            weight_slots: Vec::new(),
         }
     }
 
@@ -179,7 +182,8 @@ impl<'w> GraphBuilder<'w> {
         Ok(name.to_string())
     }
 
-    /// The checkpoint tensor `name` as an initializer (added on first use, under its checkpoint name).
+    /// The checkpoint tensor `name` as an initializer (added on first use, under its checkpoint name). Its bytes are
+    /// attached when the graph is finished, so a caller that owns the weights can move them instead of copying.
     pub fn weight(&mut self, name: &str) -> Result<String> {
         if self.values.contains(name) {
             return Ok(name.to_string());
@@ -187,12 +191,13 @@ impl<'w> GraphBuilder<'w> {
         let t = self.weights.get(name).ok_or_else(|| {
             ExportError::Graph(format!("checkpoint tensor `{name}` is not loaded"))
         })?;
+        let dims = i64s(&t.shape);
         self.claim(name)?;
+        self.weight_slots.push(self.initializers.len());
         self.initializers.push(TensorProto {
             name: name.into(),
-            dims: i64s(&t.shape),
+            dims,
             data_type: DataType::FLOAT as i32,
-            raw_data: t.le_bytes().to_vec(),
             ..Default::default()
         });
         Ok(name.to_string())
@@ -276,17 +281,46 @@ impl<'w> GraphBuilder<'w> {
         Ok(b)
     }
 
-    /// The finished graph.
-    pub fn finish(self, name: &str) -> GraphProto {
-        GraphProto {
+    /// The finished graph with the checkpoint tensors' bytes copied in.
+    pub fn finish(self, name: &str) -> Result<GraphProto> {
+        let weights = self.weights;
+        let (mut graph, slots) = self.finish_unfilled(name);
+        fill_weights(&mut graph, &slots, |n| {
+            weights.get(n).map(|t| t.le_bytes().to_vec())
+        })?;
+        Ok(graph)
+    }
+
+    /// The finished graph whose checkpoint initializers (at the returned indices) still lack their bytes.
+    pub fn finish_unfilled(self, name: &str) -> (GraphProto, Vec<usize>) {
+        let graph = GraphProto {
             name: name.into(),
             node: self.nodes,
             initializer: self.initializers,
             input: self.inputs,
             output: self.outputs,
             ..Default::default()
-        }
+        };
+        (graph, self.weight_slots)
     }
+}
+
+/// Attach the bytes of the checkpoint initializers at `slots`, asking `bytes` for each tensor by name.
+pub(crate) fn fill_weights(
+    graph: &mut GraphProto,
+    slots: &[usize],
+    mut bytes: impl FnMut(&str) -> Option<Vec<u8>>,
+) -> Result<()> {
+    for &i in slots {
+        let init = graph
+            .initializer
+            .get_mut(i)
+            .ok_or_else(|| ExportError::Graph(format!("initializer slot {i} out of range")))?;
+        init.raw_data = bytes(&init.name).ok_or_else(|| {
+            ExportError::Graph(format!("checkpoint tensor `{}` is not loaded", init.name))
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -315,7 +349,7 @@ mod tests {
         );
         assert!(g.weight("b.weight").is_err());
         g.output(&y, "out", &[Dim::Batch, Dim::Fixed(2)]).unwrap();
-        let gp = g.finish("t");
+        let gp = g.finish("t").unwrap();
         assert_eq!(gp.initializer.len(), 1);
         assert_eq!(gp.initializer[0].raw_data.len(), 8);
         assert_eq!(gp.node.len(), 2);

@@ -44,7 +44,7 @@ pub(crate) fn run(
             version: 17,
             ..Default::default()
         }],
-        graph: Some(g.finish("test")).into(),
+        graph: Some(g.finish("test").unwrap()).into(),
         ..Default::default()
     };
     let bytes = model.write_to_bytes().unwrap();

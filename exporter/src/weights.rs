@@ -207,6 +207,11 @@ impl Weights {
         self.tensors.is_empty()
     }
 
+    /// Remove a tensor and hand over its little-endian f32 bytes (lets an export move weights into the graph).
+    pub(crate) fn take_bytes(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.tensors.remove(name).map(|t| t.bytes)
+    }
+
     /// Keys skipped as known-unused (MONAI cross-attention norms).
     pub fn ignored(&self) -> &[String] {
         &self.ignored
