@@ -281,7 +281,8 @@ impl<'w> GraphBuilder<'w> {
         Ok(b)
     }
 
-    /// The finished graph with the checkpoint tensors' bytes copied in.
+    /// The finished graph with the checkpoint tensors' bytes copied in (tests run single layers this way).
+    #[cfg(test)]
     pub fn finish(self, name: &str) -> Result<GraphProto> {
         let weights = self.weights;
         let (mut graph, slots) = self.finish_unfilled(name);
