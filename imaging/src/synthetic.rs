@@ -186,10 +186,13 @@ pub fn phantom(cfg: &PhantomConfig, seed: u64) -> Result<Phantom> {
         .collect();
     // Largest first so small classes stay visible where ellipsoids overlap.
     shapes.sort_by(|a, b| b.1.volume().total_cmp(&a.1.volume()).then(a.0.cmp(&b.0)));
+    // Class k's contrast is drawn around the centre of its own band of [0.3, 1.0) (±25 % of the band width), so the
+    // classes differ in intensity in every phantom and a segmentation network can tell them apart.
+    let k = cfg.num_classes.max(1) as f32;
     let contrast: Vec<Vec<f32>> = (0..cfg.channels)
         .map(|_| {
             (0..=cfg.num_classes)
-                .map(|_| rng.random_range(0.3..1.0))
+                .map(|c| 0.3 + 0.7 * (c.max(1) as f32 - 0.5) / k + 0.7 / k * rng.random_range(-0.25..0.25))
                 .collect()
         })
         .collect();
