@@ -2,6 +2,7 @@
 //!
 //! Never prints patient-identifying DICOM attributes: the imaging crate does not even read them.
 
+mod compare;
 mod info;
 mod seg;
 
@@ -58,6 +59,20 @@ enum Command {
         input: PathBuf,
         /// Output file.
         output: PathBuf,
+    },
+    /// Compare two label maps on the same grid (differing voxels, Dice per class, geometry); optionally draw the
+    /// first on the middle axial slice of an image as a PNG.
+    Compare {
+        /// Label map to check.
+        prediction: PathBuf,
+        /// Reference label map.
+        reference: PathBuf,
+        /// Image to draw the overlay on.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Overlay PNG to write (needs --image).
+        #[arg(long)]
+        overlay: Option<PathBuf>,
     },
     /// Write a label map as DICOM SEG (one binary segment per label) referencing its source DICOM series.
     Seg {
@@ -165,6 +180,12 @@ fn run(cli: Cli) -> Result<()> {
             series,
             input,
         } => info::run(&input, series.as_deref(), json),
+        Command::Compare {
+            prediction,
+            reference,
+            image,
+            overlay,
+        } => compare::run(&prediction, &reference, image.as_deref(), overlay.as_deref()),
         Command::Series { json, input } => {
             let list = imaging::dicom::list_series(&input)
                 .with_context(|| format!("cannot list DICOM series in {}", input.display()))?;
