@@ -21,14 +21,22 @@ fn two_micro_batches_equal_one_batch_of_two() {
     };
     run("whole", 2, 1);
     run("accum", 1, 2);
-    let (a, b) = (losses(&d.join("whole/metrics.jsonl")), losses(&d.join("accum/metrics.jsonl")));
+    let (a, b) = (
+        losses(&d.join("whole/metrics.jsonl")),
+        losses(&d.join("accum/metrics.jsonl")),
+    );
     assert_eq!(a.len(), 4);
-    assert_eq!(a.iter().map(|p| p.0).collect::<Vec<_>>(), b.iter().map(|p| p.0).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|p| p.0).collect::<Vec<_>>(),
+        b.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
     for ((_, x), (_, y)) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-5, "losses {x} vs {y}");
     }
     let load = |name: &str| {
-        let mut t = tch::Tensor::read_safetensors(d.join(name).join("checkpoints/last/model.safetensors")).unwrap();
+        let mut t =
+            tch::Tensor::read_safetensors(d.join(name).join("checkpoints/last/model.safetensors"))
+                .unwrap();
         t.sort_by(|a, b| a.0.cmp(&b.0));
         t
     };

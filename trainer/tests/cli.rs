@@ -98,11 +98,23 @@ fn pretrain_finetune_evaluate_predict() {
     let mut sets = tiny(d, "mae", 2);
     sets.extend(tiny_mae());
     let mae_cfg = config("demo_mae3d.yaml");
-    let run = common::train_output(&["pretrain", "--config", mae_cfg.to_str().unwrap(), "--wandb"], &sets);
-    let (out, err) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-    assert!(run.status.success() && out.contains("pretrained 4 steps"), "{out}\n{err}");
+    let run = common::train_output(
+        &["pretrain", "--config", mae_cfg.to_str().unwrap(), "--wandb"],
+        &sets,
+    );
+    let (out, err) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(
+        run.status.success() && out.contains("pretrained 4 steps"),
+        "{out}\n{err}"
+    );
     // --wandb never fails a run: without an importable client it says so, with one it writes an offline run.
-    assert!(err.contains("wandb client is not importable") || d.join("mae/wandb").is_dir(), "{err}");
+    assert!(
+        err.contains("wandb client is not importable") || d.join("mae/wandb").is_dir(),
+        "{err}"
+    );
     let mae = d.join("mae");
     checkpoint_files(&mae.join("checkpoints/last"));
     let st: serde_json::Value = serde_json::from_str(
@@ -315,6 +327,7 @@ fn prepare_runs_the_imaging_pipeline() {
     assert_eq!(summary["generated_dataset"], true);
     assert!(d.join("data/dataset.json").is_file());
     // The flag form is accepted too.
-    let again: serde_json::Value = serde_json::from_str(&train(&["prepare", "--config", cfg.to_str().unwrap()], &[])).unwrap();
+    let again: serde_json::Value =
+        serde_json::from_str(&train(&["prepare", "--config", cfg.to_str().unwrap()], &[])).unwrap();
     assert_eq!(again["generated_dataset"], false);
 }
