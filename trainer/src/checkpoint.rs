@@ -91,6 +91,10 @@ pub struct TrainState {
     /// Dynamic loss scale of AMP runs.
     #[serde(default)]
     pub loss_scale: Option<f64>,
+    /// Items per micro-batch over all processes (world size × `data.batch_size`): `batch_in_epoch` counts
+    /// micro-batches of this size, so a resume must use the same value (any world size). Absent in older files.
+    #[serde(default)]
+    pub global_batch: Option<usize>,
 }
 
 /// The torch seed used for optimiser step `step`: SplitMix64 of (seed, step), kept in i64 range.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use imaging::datasets::{brats, btcv, decathlon, split_fold, Case, Dataset};
-use imaging::loader::{Batch, CaseSource, Loader, LoaderConfig, SampleSource};
+use imaging::loader::{Batch, CaseSource, Loader, LoaderConfig, SampleSource, Shard};
 use imaging::{Sample, Volume};
 use spec::OutputActivation;
 use tch::{Device, Kind, Tensor};
@@ -68,6 +68,19 @@ pub fn split(cfg: &ExperimentConfig) -> Result<Split> {
     })
 }
 
+/// [`split`] for one rank of a data-parallel run: rank 0 loads (and for synthetic data, generates) the dataset
+/// first while the others wait, so that no two processes write the same files.
+pub fn split_ranked(cfg: &ExperimentConfig, dist: &crate::dist::Dist) -> Result<Split> {
+    if dist.is_main() {
+        let s = split(cfg)?;
+        dist.barrier("dataset preparation on rank 0")?;
+        Ok(s)
+    } else {
+        dist.barrier("dataset preparation on rank 0")?;
+        split(cfg)
+    }
+}
+
 /// A case source visited `times` times per epoch; every visit is its own loader item (own random crops), and all
 /// visits share one cache entry.
 #[derive(Debug, Clone)]
@@ -104,10 +117,13 @@ impl SampleSource for RepeatSource {
 }
 
 /// The shuffling, cached, multi-threaded training loader (last incomplete batch dropped), and a copy of its source
-/// to name the cases of a batch.
+/// to name the cases of a batch. `shard` is this rank's `DistributedSampler` shard; the trainer uses
+/// `drop_last: true`, so every rank gets `floor(n / world)` items per epoch and the ranks together see exactly the
+/// items (and batches) of one process whose batch is `world` times larger.
 pub fn train_loader(
     cfg: &ExperimentConfig,
     cases: Vec<Case>,
+    shard: Shard,
 ) -> Result<(Loader<RepeatSource>, RepeatSource)> {
     let lcfg = LoaderConfig {
         batch_size: cfg.data.batch_size,
@@ -115,7 +131,7 @@ pub fn train_loader(
         prefetch: 2,
         shuffle: true,
         seed: cfg.seed,
-        shard: Default::default(),
+        shard,
         drop_last_batch: true,
         cache_dir: Some(cfg.cache_dir()),
     };
@@ -145,6 +161,12 @@ pub struct TensorBatch {
     pub images: Tensor,
     /// Softmax: `[B, 1, spatial…]` class ids; sigmoid: `[B, K, spatial…]` 0/1; `None` without targets.
     pub labels: Option<Tensor>,
+    /// Row of each sample in the global micro-batch (all ranks together, as one process would see it); `0..B` in a
+    /// single process. Per-sample randomness (MAE masks) is drawn for the global batch and these rows taken, so a
+    /// data-parallel run equals a single process on the concatenated batch.
+    pub rows: Vec<usize>,
+    /// Samples in the global micro-batch (`B` × world size).
+    pub global_len: usize,
 }
 
 /// A sample volume's spatial shape as the model sees it: 3-D as is, 2-D needs Z = 1 and drops it.
@@ -278,7 +300,12 @@ pub fn to_tensors(
         }
         None => None,
     };
-    Ok(TensorBatch { images, labels })
+    Ok(TensorBatch {
+        images,
+        labels,
+        rows: (0..n).collect(),
+        global_len: n,
+    })
 }
 
 /// Load one validation case through the (deterministic) validation transforms.

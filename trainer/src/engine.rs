@@ -1,11 +1,23 @@
 //! The training loop shared by `pretrain` and `finetune`: seeded data order, gradient accumulation, AdamW with the
 //! warmup+cosine schedule, clipping, optional AMP on CUDA, per-step tracking, step/epoch checkpoints and exact
-//! resumption.
+//! resumption, and PyTorch-DDP-style data parallelism over [`Dist`].
 //!
 //! Determinism contract (CPU): the data order and augmentation are functions of (seed, epoch, item); MAE masking
 //! noise comes from our ChaCha RNG whose position is checkpointed; torch's generator is re-seeded before every
 //! optimiser step from (seed, step); the optimiser moments and weights are saved exactly. A run stopped after any
 //! optimiser step and resumed therefore produces the same per-step losses and final weights as an uninterrupted one.
+//!
+//! Data parallelism: with `W` processes and `data.batch_size = b`, rank `r` loads the `DistributedSampler` shard
+//! `r, r+W, …` of each epoch's shuffled order (tail dropped), so step `k` of the ranks together consumes exactly
+//! the `W·b` items of step `k` of one process with batch `W·b`. Augmentation RNGs are keyed by (seed, epoch, item)
+//! and MAE masks are drawn for the global micro-batch from the shared ChaCha RNG (each rank keeps its own rows), so
+//! the averaged gradients, and hence the weights, equal that single-process run up to float summation order (exact
+//! for models without dropout / stochastic depth, whose torch draws are per rank). The peak learning rate uses the
+//! global batch (`base_lr · W·b·samples·accum / 256`). Parameters (and, on resume, optimiser moments) are
+//! broadcast from rank 0; gradients are averaged before AMP unscaling, clipping and the step; the logged loss is the
+//! mean over ranks; validation is sharded by case and reduced (see the tasks). Only rank 0 writes metrics,
+//! TensorBoard events, pictures and checkpoints; every rank waits at a final barrier so that a successful exit
+//! means the last checkpoint is complete.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,6 +33,7 @@ use crate::checkpoint::{
 };
 use crate::config::ExperimentConfig;
 use crate::data::{to_tensors, InputSpec, TensorBatch};
+use crate::dist::Dist;
 use crate::error::{Result, TrainError};
 use crate::optim::AdamW;
 use crate::schedule::LrSchedule;
@@ -28,6 +41,7 @@ use crate::tracking::images::encode_png;
 use crate::tracking::jsonl::MetricsLog;
 use crate::tracking::progress::Progress;
 use crate::tracking::tfevents::EventWriter;
+use imaging::loader::Shard;
 
 /// What an epoch-end hook reports.
 #[derive(Default)]
@@ -48,13 +62,16 @@ pub trait Task {
     fn input_spec(&self) -> InputSpec;
     /// Scalar training loss of a micro-batch (graph attached). `rng` is the run's checkpointed ChaCha RNG.
     fn loss(&self, batch: &TensorBatch, rng: &mut ChaCha8Rng) -> Result<Tensor>;
-    /// Validation and pictures after an epoch. `sample` is a training batch of this epoch (for MAE pictures).
+    /// Validation and pictures after an epoch, on every rank (the same `validate`/`pictures` everywhere). `sample`
+    /// is this rank's first training batch of the epoch (for MAE pictures). Scalars and the score must be reduced
+    /// over `dist` so that every rank returns the same ones; pictures matter on rank 0 only.
     fn end_epoch(
         &mut self,
         epoch: usize,
         sample: Option<&TensorBatch>,
         validate: bool,
         pictures: bool,
+        dist: &Dist,
     ) -> Result<EpochReport>;
     /// The `model.json` of checkpoints.
     fn card(&self) -> ModelCard;
@@ -69,6 +86,9 @@ pub struct RunOptions {
     pub max_steps: Option<u64>,
     /// Also write an offline wandb run when the client is importable.
     pub wandb: bool,
+    /// Debugging/testing: every rank writes its final weights to `<dir>/rank<r>.safetensors` (checks that the
+    /// ranks of a data-parallel run end identical).
+    pub rank_weights_dir: Option<PathBuf>,
 }
 
 /// What a finished run reports.
@@ -84,14 +104,16 @@ pub struct RunSummary {
     pub last_checkpoint: PathBuf,
 }
 
-/// The run's device and libtorch threading, from the config (and `--device`).
-pub fn setup_device(cfg: &ExperimentConfig) -> Result<Device> {
+/// The run's device and libtorch threading, from the config (and `--device`); with several processes a CUDA
+/// device becomes this rank's GPU (see [`Dist::device`]).
+pub fn setup_device(cfg: &ExperimentConfig, dist: &Dist) -> Result<Device> {
     if cfg.threads > 0 {
         tch::set_num_threads(cfg.threads as i32);
     }
-    crate::device::parse_device(&cfg.device)
-        .and_then(crate::device::available)
-        .map_err(|m| TrainError::config("device", m))
+    let configured =
+        crate::device::parse_device(&cfg.device).map_err(|m| TrainError::config("device", m))?;
+    let device = dist.device(configured)?;
+    crate::device::available(device).map_err(|m| TrainError::config("device", m))
 }
 
 /// Dynamic loss scaling for fp16 autocast (PyTorch GradScaler defaults: 2^16, ×2 every 2000 good steps, ½ on overflow).
@@ -122,32 +144,44 @@ fn save_config(cfg: &ExperimentConfig, out: &Path) -> Result<()> {
     std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
 }
 
-/// Train `task` (whose parameters live in `vs`) on `cases` as configured.
+/// Train `task` (whose parameters live in `vs`) on `cases` as configured, as rank `dist.rank()` of
+/// `dist.world_size()` data-parallel processes (see the module docs; [`Dist::single`] for one process).
 pub fn train<T: Task>(
     cfg: &ExperimentConfig,
     opts: &RunOptions,
     mut vs: VarStore,
     mut task: T,
     cases: Vec<imaging::datasets::Case>,
+    dist: &Dist,
 ) -> Result<RunSummary> {
     let out = cfg.output_dir.clone();
-    save_config(cfg, &out)?;
+    let main = dist.is_main();
+    if main {
+        save_config(cfg, &out)?;
+    }
     let device = vs.device();
     let spec = task.input_spec();
     let depth = cfg.model.encoder().depth;
     let mut opt = AdamW::new(&vs, &cfg.optim, depth);
-    let (loader, source) = crate::data::train_loader(cfg, cases)?;
+    let world = dist.world_size();
+    let shard = Shard {
+        rank: dist.rank(),
+        world_size: world,
+        drop_last: true,
+    };
+    let (loader, source) = crate::data::train_loader(cfg, cases, shard)?;
     let accum = cfg.optim.accum_steps;
     let batches = loader.epoch_batches(0).len();
     let steps_per_epoch = batches / accum;
     if steps_per_epoch == 0 {
         return Err(TrainError::config(
             "data.batch_size",
-            format!("an epoch has {batches} full batch(es) of {}, fewer than optim.accum_steps = {accum}: use a smaller batch or more data", cfg.data.batch_size),
+            format!("an epoch has {batches} full batch(es) of {} per process ({world} process(es)), fewer than optim.accum_steps = {accum}: use a smaller batch, fewer processes or more data", cfg.data.batch_size),
         ));
     }
+    let global_batch = world * cfg.data.batch_size;
     let sched = LrSchedule::from_epochs(
-        cfg.peak_lr(),
+        cfg.peak_lr() * world as f64,
         cfg.schedule.min_lr,
         cfg.schedule.warmup_epochs,
         cfg.schedule.epochs,
@@ -169,6 +203,7 @@ pub fn train<T: Task>(
         torch_rng: TORCH_RNG_POLICY.into(),
         best: None,
         loss_scale: amp.then_some(65536.0),
+        global_batch: Some(global_batch),
     };
     if let Some(dir) = &opts.resume {
         let (s, tensors) = checkpoint::read_train_state(dir)?;
@@ -188,16 +223,39 @@ pub fn train<T: Task>(
                 format!("{} differs from the checkpoint's seed {}", cfg.seed, s.seed),
             ));
         }
+        if let Some(g) = s.global_batch.filter(|&g| g != global_batch) {
+            return Err(TrainError::config(
+                "data.batch_size",
+                format!("{world} process(es) × batch {} = {global_batch} items per micro-batch, but the checkpoint was written with {g}: resume with the same global batch (e.g. the same --nproc-per-node)", cfg.data.batch_size),
+            ));
+        }
         checkpoint::load_weights(&mut vs, dir)?;
         opt.load_state(&tensors, s.step)?;
-        tracing::info!(
-            "resuming from {} at step {} (epoch {}, batch {})",
-            dir.display(),
-            s.step,
-            s.epoch,
-            s.batch_in_epoch
-        );
-        state = s;
+        if main {
+            tracing::info!(
+                "resuming from {} at step {} (epoch {}, batch {})",
+                dir.display(),
+                s.step,
+                s.epoch,
+                s.batch_in_epoch
+            );
+        }
+        state = TrainState {
+            global_batch: Some(global_batch),
+            ..s
+        };
+        dist.check_agree(
+            &[
+                state.step as f64,
+                state.epoch as f64,
+                state.batch_in_epoch as f64,
+            ],
+            "the resumed step, epoch and batch",
+        )?;
+        let moments: Vec<Tensor> = opt.state_tensors().into_iter().map(|(_, t)| t).collect();
+        dist.broadcast_state(&vs, &moments)?;
+    } else {
+        dist.broadcast_state(&vs, &[])?;
     }
     let mut rng = state
         .rng
@@ -208,24 +266,36 @@ pub fn train<T: Task>(
         good: 0,
     };
 
-    let mut metrics = MetricsLog::open(
-        &out.join("metrics.jsonl"),
-        opts.resume.is_some().then_some(state.step),
-    )?;
-    let mut events = if cfg.logging.tensorboard {
+    let mut metrics = if main {
+        Some(MetricsLog::open(
+            &out.join("metrics.jsonl"),
+            opts.resume.is_some().then_some(state.step),
+        )?)
+    } else {
+        None
+    };
+    let mut events = if cfg.logging.tensorboard && main {
         Some(EventWriter::create(&out.join("tb"))?)
     } else {
         None
     };
     let total = sched.total_steps;
-    let progress = Progress::new(task.command(), total, state.step);
+    let progress = main.then(|| Progress::new(task.command(), total, state.step));
+    let say = |msg: &str| {
+        if let Some(p) = &progress {
+            p.println(msg);
+        }
+    };
     let started = Instant::now();
     let ckpt_root = out.join("checkpoints");
     let mut window = (0.0f64, 0usize);
     let mut last_loss = f64::NAN;
     let stop_at = opts.max_steps.unwrap_or(u64::MAX);
+    let torch_base_seed = crate::dist::rank_seed(cfg.seed, dist.rank());
 
-    metrics.append(&json!({"event": if opts.resume.is_some() { "resume" } else { "start" }, "step": state.step, "steps_per_epoch": steps_per_epoch, "total_steps": total, "peak_lr": sched.peak}))?;
+    if let Some(m) = metrics.as_mut() {
+        m.append(&json!({"event": if opts.resume.is_some() { "resume" } else { "start" }, "step": state.step, "steps_per_epoch": steps_per_epoch, "total_steps": total, "peak_lr": sched.peak, "world_size": world, "global_batch": global_batch}))?;
+    }
     'epochs: while state.epoch < cfg.schedule.epochs {
         let epoch = state.epoch;
         let mut batches = loader.epoch(epoch as u64)?.skip(state.batch_in_epoch);
@@ -234,18 +304,20 @@ pub fn train<T: Task>(
             if state.step >= stop_at {
                 break 'epochs;
             }
-            tch::manual_seed(checkpoint::torch_seed(cfg.seed, state.step));
+            tch::manual_seed(checkpoint::torch_seed(torch_base_seed, state.step));
             opt.zero_grad();
             let mut loss_sum = 0.0;
             for _ in 0..accum {
                 let batch = batches.next().ok_or_else(|| {
                     TrainError::Data(format!("epoch {epoch}: the loader ended early"))
                 })??;
-                let tb = to_tensors(&batch, &source, &spec, device)?;
+                let per_item = batch.samples.len() / batch.items.len().max(1);
+                let mut tb = to_tensors(&batch, &source, &spec, device)?;
+                (tb.rows, tb.global_len) = dist.global_rows(tb.rows.len(), per_item);
                 let loss = tch::autocast(amp, || task.loss(&tb, &mut rng))?;
                 let value = loss.f_double_value(&[])?;
                 if !value.is_finite() {
-                    return Err(TrainError::Data(format!("the loss is {value} at step {} (epoch {epoch}); lower optim.base_lr or check the data", state.step)));
+                    return Err(TrainError::Data(format!("the loss is {value} at step {} (epoch {epoch}, rank {}); lower optim.base_lr or check the data", state.step, dist.rank())));
                 }
                 loss_sum += value;
                 let scaled = if amp {
@@ -259,6 +331,7 @@ pub fn train<T: Task>(
                 }
             }
             state.batch_in_epoch += accum;
+            dist.average_gradients(&vs, state.step)?;
             let finite = if amp {
                 opt.scale_grads(1.0 / scaler.scale);
                 let f = opt.grads_finite();
@@ -277,7 +350,7 @@ pub fn train<T: Task>(
                 opt.step(lr);
             }
             state.step += 1;
-            let loss = loss_sum / accum as f64;
+            let loss = dist.mean(loss_sum / accum as f64, "the training loss")?;
             last_loss = loss;
             window = (window.0 + loss, window.1 + 1);
             let emit = state.step % cfg.logging.log_every_steps as u64 == 0;
@@ -285,7 +358,10 @@ pub fn train<T: Task>(
                 let mean = window.0 / window.1 as f64;
                 window = (0.0, 0);
                 let t = started.elapsed().as_secs_f64();
-                metrics.append(&json!({"step": state.step, "epoch": epoch, "loss": loss, "loss_avg": mean, "lr": lr, "grad_norm": grad_norm, "time": t, "it_per_s": progress.rate(state.step)}))?;
+                let rate = progress.as_ref().map_or(0.0, |p| p.rate(state.step));
+                if let Some(m) = metrics.as_mut() {
+                    m.append(&json!({"step": state.step, "epoch": epoch, "loss": loss, "loss_avg": mean, "lr": lr, "grad_norm": grad_norm, "time": t, "it_per_s": rate}))?;
+                }
                 if let Some(ev) = events.as_mut() {
                     ev.scalars(
                         state.step as i64,
@@ -297,7 +373,9 @@ pub fn train<T: Task>(
                     )?;
                 }
             }
-            progress.update(state.step, epoch, loss, lr, emit);
+            if let Some(p) = &progress {
+                p.update(state.step, epoch, loss, lr, emit);
+            }
             let at_epoch_end = state.batch_in_epoch + accum > steps_per_epoch * accum;
             let periodic = cfg
                 .logging
@@ -305,7 +383,9 @@ pub fn train<T: Task>(
                 .is_some_and(|n| state.step % n as u64 == 0);
             if (periodic || state.step >= stop_at) && !at_epoch_end {
                 state.rng = RngState::capture(&rng);
-                save(&ckpt_root, "last", &vs, &task, &opt, &state)?;
+                if main {
+                    save(&ckpt_root, "last", &vs, &task, &opt, &state)?;
+                }
             }
         }
         drop(batches);
@@ -315,14 +395,14 @@ pub fn train<T: Task>(
         let last_epoch = state.epoch == cfg.schedule.epochs;
         let validate = state.epoch % cfg.validation.every_epochs == 0 || last_epoch;
         let pictures = state.epoch % cfg.logging.png_every_epochs == 0 || last_epoch;
-        let report = task.end_epoch(epoch, sample.as_ref(), validate, pictures)?;
+        let report = task.end_epoch(epoch, sample.as_ref(), validate, pictures, dist)?;
         let mut record =
             json!({"step": state.step, "epoch": epoch, "time": started.elapsed().as_secs_f64()});
         for (k, v) in &report.scalars {
             record[k] = json!(v);
         }
-        if !report.scalars.is_empty() {
-            metrics.append(&record)?;
+        if let (Some(m), false) = (metrics.as_mut(), report.scalars.is_empty()) {
+            m.append(&record)?;
             let pairs: Vec<(&str, f64)> = report
                 .scalars
                 .iter()
@@ -331,7 +411,7 @@ pub fn train<T: Task>(
             if let Some(ev) = events.as_mut() {
                 ev.scalars(state.step as i64, &pairs)?;
             }
-            progress.println(&format!(
+            say(&format!(
                 "epoch {epoch}: {}",
                 pairs
                     .iter()
@@ -340,31 +420,47 @@ pub fn train<T: Task>(
                     .join(", ")
             ));
         }
-        for (name, img) in &report.images {
-            let png = encode_png(img)?;
-            crate::tracking::images::save_png(
-                &png,
-                &out.join("images")
-                    .join(format!("{name}_epoch{epoch:03}.png")),
-            )?;
-            if let Some(ev) = events.as_mut() {
-                ev.image(state.step as i64, name, &png, img.height(), img.width(), 3)?;
+        if main {
+            for (name, img) in &report.images {
+                let png = encode_png(img)?;
+                crate::tracking::images::save_png(
+                    &png,
+                    &out.join("images")
+                        .join(format!("{name}_epoch{epoch:03}.png")),
+                )?;
+                if let Some(ev) = events.as_mut() {
+                    ev.image(state.step as i64, name, &png, img.height(), img.width(), 3)?;
+                }
             }
         }
         if let Some(score) = report.score.filter(|s| s.is_finite()) {
             if state.best.is_none_or(|(b, _)| score > b) {
                 state.best = Some((score, state.step));
-                save(&ckpt_root, "best", &vs, &task, &opt, &state)?;
-                progress.println(&format!("new best {score:.4} at step {}", state.step));
+                if main {
+                    save(&ckpt_root, "best", &vs, &task, &opt, &state)?;
+                }
+                say(&format!("new best {score:.4} at step {}", state.step));
             }
         }
-        save(&ckpt_root, "last", &vs, &task, &opt, &state)?;
+        if main {
+            save(&ckpt_root, "last", &vs, &task, &opt, &state)?;
+        }
     }
-    progress.finish();
-    metrics.append(
-        &json!({"event": "end", "step": state.step, "time": started.elapsed().as_secs_f64()}),
-    )?;
-    if opts.wandb {
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    if let Some(m) = metrics.as_mut() {
+        m.append(
+            &json!({"event": "end", "step": state.step, "time": started.elapsed().as_secs_f64()}),
+        )?;
+    }
+    if let Some(dir) = &opts.rank_weights_dir {
+        std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        vs.save(dir.join(format!("rank{}.safetensors", dist.rank())))?;
+    }
+    // A rank that reports success knows that rank 0 has written the final checkpoint.
+    dist.barrier("end of training")?;
+    if opts.wandb && main {
         write_wandb(cfg, &out, task.command());
     }
     Ok(RunSummary {

@@ -42,6 +42,10 @@ pub enum TrainError {
     /// An error from the imaging crate.
     #[error(transparent)]
     Imaging(#[from] imaging::ImagingError),
+    /// A data-parallel failure: rendezvous, a collective (dead or missing peer, timeout), or ranks that disagree.
+    /// The message names this process's rank and the phase.
+    #[error("distributed: {0}")]
+    Dist(String),
     /// An invalid model config or card.
     #[error(transparent)]
     Spec(#[from] spec::SpecError),

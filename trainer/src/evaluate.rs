@@ -84,7 +84,7 @@ pub struct EvalSummary {
 /// Evaluate a UNETR checkpoint on the validation cases of `cfg`'s dataset; writes `<out>/eval.json` and
 /// `<out>/eval_overlay.png`.
 pub fn evaluate(cfg: &ExperimentConfig, checkpoint: &Path, out: &Path) -> Result<EvalSummary> {
-    let device = crate::engine::setup_device(cfg)?;
+    let device = crate::engine::setup_device(cfg, &crate::dist::Dist::single()?)?;
     let m = load_unetr(checkpoint, device)?;
     let split = crate::data::split(cfg)?;
     if split.val.is_empty() {

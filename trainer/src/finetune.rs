@@ -1,5 +1,11 @@
 //! `finetune`: UNETR segmentation training (optionally initialised from an MAE checkpoint) with sliding-window
 //! validation Dice, best-by-Dice checkpoints and overlay pictures.
+//!
+//! Data-parallel validation is sharded: rank `r` of `W` evaluates the contiguous block `r·n/W .. (r+1)·n/W` of the
+//! `n` validation cases, the per-case Dice rows are summed over the ranks into the full `n × classes` table (each row
+//! comes from exactly one rank, so the sum is exact, NaN included), and every rank aggregates the same table as a
+//! single process would. The overlay picture shows the first (up to 3) cases of rank 0's block, which are the
+//! first cases of the list whenever each rank has at least 3.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +19,7 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use crate::config::ExperimentConfig;
 use crate::data::{check_labels, label_name, load_val_case, InputSpec, TensorBatch};
+use crate::dist::Dist;
 use crate::engine::{train, EpochReport, RunOptions, RunSummary, Task};
 use crate::error::{Result, TrainError};
 use crate::infer::{dice, display_labels, label_map, volume_logits, window_config};
@@ -133,14 +140,25 @@ pub struct UnetrTask {
     labels: Vec<String>,
     inference: InferenceSpec,
     preprocessing: Vec<imaging::transforms::TransformSpec>,
+    /// This rank's validation cases.
     val: Vec<(Case, Sample)>,
+    /// Index of `val[0]` among all validation cases.
+    val_start: usize,
+    /// Validation cases over all ranks.
+    val_total: usize,
     device: Device,
     loss_opts: DiceCeOptions,
 }
 
 impl UnetrTask {
-    /// Build the UNETR on `vs` and load the validation cases through the validation transforms.
-    pub fn new(vs: &VarStore, cfg: &ExperimentConfig, val_cases: &[Case]) -> Result<Self> {
+    /// Build the UNETR on `vs` and load this rank's block of the validation cases (all of them in a single
+    /// process) through the validation transforms.
+    pub fn new(
+        vs: &VarStore,
+        cfg: &ExperimentConfig,
+        val_cases: &[Case],
+        dist: &Dist,
+    ) -> Result<Self> {
         let ModelConfig::Unetr(u) = &cfg.model else {
             return Err(TrainError::config(
                 "model.kind",
@@ -150,8 +168,10 @@ impl UnetrTask {
         let net = Unetr::new(&vs.root(), u)?;
         let labels = label_names(cfg, u.out_channels);
         let limit = cfg.validation.max_volumes.unwrap_or(usize::MAX);
+        let val_total = val_cases.len().min(limit);
+        let (val_start, val_end) = dist.block(val_total);
         let mut val = Vec::new();
-        for case in val_cases.iter().take(limit) {
+        for case in val_cases.get(val_start..val_end).unwrap_or_default() {
             let s = load_val_case(case, &cfg.data.val_transforms)?;
             let label = s.label.as_ref().ok_or_else(|| {
                 TrainError::Data(format!("validation case {} has no label map", case.id))
@@ -168,6 +188,8 @@ impl UnetrTask {
             inference: inference_spec(cfg, u),
             preprocessing: cfg.data.val_transforms.clone(),
             val,
+            val_start,
+            val_total,
             device: vs.device(),
             loss_opts: DiceCeOptions::default(),
         })
@@ -209,27 +231,40 @@ impl Task for UnetrTask {
         _sample: Option<&TensorBatch>,
         validate: bool,
         pictures: bool,
+        dist: &Dist,
     ) -> Result<EpochReport> {
         let mut report = EpochReport::default();
-        if !validate || self.val.is_empty() {
+        if !validate || self.val_total == 0 {
             return Ok(report);
         }
-        let mut per_case = Vec::new();
+        let names = dice_names(&self.labels, self.inference.activation);
+        let k = names.len();
+        // The full cases × classes table; this rank fills its block, the others' rows stay 0 until the sum.
+        let mut table = vec![0.0f64; self.val_total * k];
         let mut rows = Vec::new();
-        for (_, sample) in &self.val {
+        for (i, (case, sample)) in self.val.iter().enumerate() {
             let (d, pred) =
                 evaluate_case(&self.net, &self.cfg, &self.inference, sample, self.device)?;
-            if pictures && rows.len() < 3 {
+            if d.len() != k {
+                return Err(TrainError::Data(format!(
+                    "case {}: {} Dice values for {k} reported classes",
+                    case.id,
+                    d.len()
+                )));
+            }
+            if pictures && rows.len() < 3 && dist.is_main() {
                 rows.extend(overlay_row(sample, &pred));
             }
-            per_case.push(d);
+            let at = (self.val_start + i) * k;
+            if let Some(dst) = table.get_mut(at..at + k) {
+                dst.copy_from_slice(&d);
+            }
         }
+        let table = dist.sum(&table, "the validation Dice")?;
+        let per_case: Vec<Vec<f64>> = table.chunks(k.max(1)).map(<[f64]>::to_vec).collect();
         let (per_class, mean) = aggregate(&per_case);
         report.scalars.push(("val/dice_mean".into(), mean));
-        for (name, d) in dice_names(&self.labels, self.inference.activation)
-            .iter()
-            .zip(&per_class)
-        {
+        for (name, d) in names.iter().zip(&per_class) {
             report.scalars.push((format!("val/dice/{name}"), *d));
         }
         report.score = Some(mean);
@@ -258,22 +293,24 @@ pub fn init_weights_path(p: &Path) -> PathBuf {
     }
 }
 
-/// Run UNETR fine-tuning as configured (`cfg.init`: MAE/UNETR checkpoint for the encoder).
-pub fn run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary> {
+/// Run UNETR fine-tuning as configured (`cfg.init`: MAE/UNETR checkpoint for the encoder), as one rank of `dist`
+/// (every rank loads `--init`; rank 0's weights are then broadcast).
+pub fn run(cfg: &ExperimentConfig, opts: &RunOptions, dist: &Dist) -> Result<RunSummary> {
     let ModelConfig::Unetr(u) = &cfg.model else {
         return Err(TrainError::config(
             "model.kind",
             "finetune needs `kind: unetr`",
         ));
     };
-    let device = crate::engine::setup_device(cfg)?;
-    let split = crate::data::split(cfg)?;
+    let device = crate::engine::setup_device(cfg, dist)?;
+    let split = crate::data::split_ranked(cfg, dist)?;
     if split.val.is_empty() {
         return Err(TrainError::config(
             "data.dataset",
             "fine-tuning needs validation cases (a validation list or data.num_folds)",
         ));
     }
+    let main = dist.is_main();
     tracing::info!(
         "fine-tuning on {} volumes of `{}`, validating on {}",
         split.train.len(),
@@ -285,7 +322,7 @@ pub fn run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary> {
     );
     tch::manual_seed(cfg.seed as i64);
     let vs = VarStore::new(device);
-    let task = UnetrTask::new(&vs, cfg, &split.val)?;
+    let task = UnetrTask::new(&vs, cfg, &split.val, dist)?;
     if let (Some(init), None) = (&cfg.init, &opts.resume) {
         let path = init_weights_path(init);
         if !path.is_file() {
@@ -299,18 +336,20 @@ pub fn run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary> {
         }
         let report = init_unetr_from_mae(&vs, &path, u)?;
         let loaded = vs.variables().len() - report.missing.len();
-        tracing::info!(
+        if main {
+            tracing::info!(
             "initialised {loaded} tensors from {} ({} trained from scratch, {} ignored, {} interpolated, {} mismatched)",
             path.display(),
             report.missing.len(),
             report.ignored.len(),
             report.interpolated.len(),
             report.mismatched.len()
-        );
-        for (name, from, to) in &report.interpolated {
+            );
+        }
+        for (name, from, to) in report.interpolated.iter().filter(|_| main) {
             tracing::info!("interpolated {name} from grid {from:?} to {to:?}");
         }
-        if !report.unexpected.is_empty() || !report.mismatched.is_empty() {
+        if main && (!report.unexpected.is_empty() || !report.mismatched.is_empty()) {
             tracing::warn!(
                 "init: unexpected {:?}, mismatched {:?}",
                 report.unexpected,
@@ -318,5 +357,5 @@ pub fn run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary> {
             );
         }
     }
-    train(cfg, opts, vs, task, split.train)
+    train(cfg, opts, vs, task, split.train, dist)
 }

@@ -1,10 +1,19 @@
 //! `medmae-train` command line: prepare | pretrain | finetune | evaluate | predict.
+//!
+//! `pretrain` and `finetune` train data-parallel when launched by torchrun (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
+//! `MASTER_ADDR`, `MASTER_PORT`) or srun (`SLURM_PROCID`, …), or with `--nproc-per-node N`, which re-executes this
+//! binary N times on this machine with the torchrun variables set.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use distributed::{launch, Backend, DistEnv};
 use trainer::config::ExperimentConfig;
+use trainer::dist::Dist;
 use trainer::engine::RunOptions;
 
 /// Train, evaluate and apply medmae models (MAE pretraining, UNETR fine-tuning).
@@ -90,6 +99,30 @@ struct TrainArgs {
     /// Also write an offline wandb run (only when the Python wandb client is importable).
     #[arg(long)]
     wandb: bool,
+    #[command(flatten)]
+    dist: DistArgs,
+}
+
+#[derive(Args)]
+struct DistArgs {
+    /// Start this many local worker processes (one per GPU, or CPU processes with Gloo) with the torchrun
+    /// environment on 127.0.0.1 and wait for them; `data.batch_size` is per process.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    nproc_per_node: usize,
+    /// Communication backend when several processes train (default: nccl on CUDA, gloo on CPU).
+    #[arg(long, value_name = "gloo|nccl")]
+    dist_backend: Option<Backend>,
+    /// Timeout in seconds of the rendezvous (a missing peer) and of every collective.
+    #[arg(
+        long,
+        env = "MEDMAE_DIST_TIMEOUT",
+        default_value_t = 1800.0,
+        value_name = "SECONDS"
+    )]
+    dist_timeout: f64,
+    /// Debugging: every rank writes its final weights to DIR/rank<r>.safetensors.
+    #[arg(long, hide = true, value_name = "DIR")]
+    rank_weights_dir: Option<PathBuf>,
 }
 
 fn load_config(c: &CommonArgs) -> anyhow::Result<ExperimentConfig> {
@@ -108,18 +141,90 @@ fn run_options(cfg: &ExperimentConfig, a: &TrainArgs) -> RunOptions {
         resume,
         max_steps: a.max_steps,
         wandb: a.wandb,
+        rank_weights_dir: a.dist.rank_weights_dir.clone(),
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// `--nproc-per-node N` in the launching process: re-run this command line N times as workers. Returns false when
+/// this process should train itself.
+fn spawn_workers(d: &DistArgs, env: &distributed::Result<DistEnv>) -> anyhow::Result<bool> {
+    if !launch::should_spawn(d.nproc_per_node) {
+        return Ok(false);
+    }
+    if let Some(e) = env
+        .as_ref()
+        .ok()
+        .filter(|e| e.launcher != distributed::Launcher::Single)
+    {
+        anyhow::bail!(
+            "--nproc-per-node {} inside a {:?} launch (rank {} of {}): let the launcher start the processes, or drop its variables",
+            d.nproc_per_node,
+            e.launcher,
+            e.rank,
+            e.world_size
+        );
+    }
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    launch::spawn_local_workers(d.nproc_per_node, &args).context("--nproc-per-node")?;
+    Ok(true)
+}
+
+/// Join the process group of this launch (a single process when no launcher variables are set).
+fn join(env: DistEnv, cfg: &ExperimentConfig, d: &DistArgs) -> anyhow::Result<Dist> {
+    if launch::is_spawned_worker() && env.world_size != d.nproc_per_node {
+        anyhow::bail!(
+            "worker of --nproc-per-node {} sees WORLD_SIZE={}",
+            d.nproc_per_node,
+            env.world_size
+        );
+    }
+    let timeout = Duration::try_from_secs_f64(d.dist_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .context("--dist-timeout must be a positive number of seconds")?;
+    let device = trainer::device::parse_device(&cfg.device).map_err(anyhow::Error::msg)?;
+    let backend = d
+        .dist_backend
+        .unwrap_or_else(|| trainer::dist::backend_for(device));
+    if env.is_distributed() && env.is_main() {
+        tracing::info!(
+            "data-parallel: {} processes, {backend} via {}:{}, {} items per step",
+            env.world_size,
+            env.master_addr,
+            env.master_port,
+            env.world_size * cfg.data.batch_size * cfg.optim.accum_steps
+        );
+    }
+    Ok(Dist::init(env, backend, timeout)?)
+}
+
+fn main() -> ExitCode {
+    // Which rank this is decides the default log level (only rank 0 logs at info); errors are reported below.
+    let env = DistEnv::from_env();
+    let (rank, world) = env.as_ref().map_or((0, 1), |e| (e.rank, e.world_size));
+    let default_level = if rank == 0 { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    match run(env) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if world > 1 {
+                eprintln!("Error (rank {rank} of {world}): {e:?}");
+            } else {
+                eprintln!("Error: {e:?}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Prepare { path, config } => {
             let file = path.or(config).context("prepare needs a config file")?;
@@ -129,7 +234,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Pretrain(a) => {
             let cfg = load_config(&a.common)?;
-            let s = trainer::pretrain::run(&cfg, &run_options(&cfg, &a)).context("pretrain")?;
+            if spawn_workers(&a.dist, &env)? {
+                return Ok(());
+            }
+            let dist = join(env?, &cfg, &a.dist)?;
+            let s =
+                trainer::pretrain::run(&cfg, &run_options(&cfg, &a), &dist).context("pretrain")?;
+            if !dist.is_main() {
+                return Ok(());
+            }
             println!(
                 "pretrained {} steps, last loss {:.5}; checkpoint {}",
                 s.steps,
@@ -142,7 +255,15 @@ fn main() -> anyhow::Result<()> {
             if init.is_some() {
                 cfg.init = init;
             }
-            let s = trainer::finetune::run(&cfg, &run_options(&cfg, &args)).context("finetune")?;
+            if spawn_workers(&args.dist, &env)? {
+                return Ok(());
+            }
+            let dist = join(env?, &cfg, &args.dist)?;
+            let s = trainer::finetune::run(&cfg, &run_options(&cfg, &args), &dist)
+                .context("finetune")?;
+            if !dist.is_main() {
+                return Ok(());
+            }
             let best = s.best.map_or_else(
                 || "none".to_string(),
                 |(d, step)| format!("{d:.4} at step {step}"),

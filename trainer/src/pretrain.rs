@@ -9,6 +9,7 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::config::ExperimentConfig;
 use crate::data::{InputSpec, TensorBatch};
+use crate::dist::Dist;
 use crate::engine::{train, EpochReport, RunOptions, RunSummary, Task};
 use crate::error::{Result, TrainError};
 use crate::infer::tensor_to_array;
@@ -95,7 +96,20 @@ impl Task for MaeTask {
 
     fn loss(&self, batch: &TensorBatch, rng: &mut ChaCha8Rng) -> Result<Tensor> {
         let b = batch.images.size()[0] as usize;
-        let noise = masking_noise(rng, b, self.cfg.encoder.num_patches(), self.device)?;
+        let tokens = self.cfg.encoder.num_patches();
+        // Noise for the whole global micro-batch (every rank draws the same), then this rank's rows.
+        let mut noise = masking_noise(rng, batch.global_len.max(b), tokens, self.device)?;
+        if batch.rows.len() != b {
+            return Err(TrainError::Data(format!(
+                "batch of {b} samples with {} global rows",
+                batch.rows.len()
+            )));
+        }
+        if batch.global_len != b || batch.rows.iter().enumerate().any(|(i, &r)| i != r) {
+            let rows: Vec<i64> = batch.rows.iter().map(|&r| r as i64).collect();
+            let index = Tensor::f_from_slice(&rows)?.f_to_device(self.device)?;
+            noise = noise.f_index_select(0, &index)?;
+        }
         Ok(self.mae.forward(&batch.images, Some(&noise), true)?.loss)
     }
 
@@ -105,14 +119,16 @@ impl Task for MaeTask {
         sample: Option<&TensorBatch>,
         validate: bool,
         pictures: bool,
+        dist: &Dist,
     ) -> Result<EpochReport> {
         let mut report = EpochReport::default();
-        let Some(sample) = sample else {
-            return Ok(report);
-        };
         if !(validate || pictures) {
             return Ok(report);
         }
+        let Some(sample) = sample else {
+            // Every rank trains the same number of steps, so all have a sample or none has.
+            return Ok(report);
+        };
         let _guard = tch::no_grad_guard();
         // A fixed mask per epoch index, independent of the training RNG, so pictures do not perturb training.
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5EED_1C7E_u64 ^ epoch as u64);
@@ -127,11 +143,11 @@ impl Task for MaeTask {
         )?;
         let out = self.mae.forward(&imgs, Some(&noise), false)?;
         if validate {
-            report
-                .scalars
-                .push(("val/mae_loss".into(), out.loss.f_double_value(&[])?));
+            // Each rank scores its own first batch; the mean over ranks is reported.
+            let loss = dist.mean(out.loss.f_double_value(&[])?, "the MAE validation loss")?;
+            report.scalars.push(("val/mae_loss".into(), loss));
         }
-        if pictures {
+        if pictures && dist.is_main() {
             let (masked, recon) = self.mae.reconstruct(&out, &imgs)?;
             let rows: Vec<[Array2<f32>; 3]> = middle_slices(&imgs, PICTURE_ROWS)?
                 .into_iter()
@@ -156,10 +172,10 @@ impl Task for MaeTask {
     }
 }
 
-/// Run MAE pretraining as configured.
-pub fn run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary> {
-    let device = crate::engine::setup_device(cfg)?;
-    let split = crate::data::split(cfg)?;
+/// Run MAE pretraining as configured, as one rank of `dist`.
+pub fn run(cfg: &ExperimentConfig, opts: &RunOptions, dist: &Dist) -> Result<RunSummary> {
+    let device = crate::engine::setup_device(cfg, dist)?;
+    let split = crate::data::split_ranked(cfg, dist)?;
     tracing::info!(
         "pretraining on {} volumes of `{}` ({} held out for fine-tuning validation)",
         split.train.len(),
@@ -169,5 +185,5 @@ pub fn run(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary> {
     tch::manual_seed(cfg.seed as i64);
     let vs = VarStore::new(device);
     let task = MaeTask::new(&vs, cfg)?;
-    train(cfg, opts, vs, task, split.train)
+    train(cfg, opts, vs, task, split.train, dist)
 }

@@ -92,3 +92,81 @@ pub fn losses(path: &Path) -> Vec<(u64, f64)> {
         .filter_map(|r| Some((r.get("step")?.as_u64()?, r.get("loss")?.as_f64()?)))
         .collect()
 }
+
+/// Launcher variables removed from data-parallel test processes so the machine's environment cannot leak in.
+pub const LAUNCH_VARS: [&str; 10] = [
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_LOCALID",
+    "MEDMAE_DDP_WORKER",
+    "MEDMAE_DIST_TIMEOUT",
+];
+
+/// A `medmae-train` command with `args` and `--set` overrides and a clean launch environment.
+pub fn train_command(args: &[&str], sets: &[String]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medmae-train"));
+    cmd.args(args);
+    for s in sets {
+        cmd.arg("--set").arg(s);
+    }
+    for var in LAUNCH_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Run a clean-environment `medmae-train`; panics with its output on failure.
+pub fn train_clean(args: &[&str], sets: &[String]) -> String {
+    let out = train_command(args, sets)
+        .output()
+        .expect("medmae-train runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "medmae-train {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// The tensors of a safetensors file by name.
+pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, tch::Tensor> {
+    tch::Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
+}
+
+/// Largest absolute difference between same-named tensors of two safetensors files (which must hold the same
+/// names and shapes), and the name where it occurs.
+pub fn max_abs_diff(a: &Path, b: &Path) -> (f64, String) {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "{} and {} hold different tensors",
+        a.display(),
+        b.display()
+    );
+    let mut worst = (0.0f64, String::new());
+    for (name, x) in &ta {
+        let y = &tb[name];
+        assert_eq!(x.size(), y.size(), "{name}: shapes differ");
+        let d = (x.to_kind(tch::Kind::Double) - y.to_kind(tch::Kind::Double))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(!d.is_nan(), "{name}: NaN difference");
+        if d > worst.0 || worst.1.is_empty() {
+            worst = (d, name.clone());
+        }
+    }
+    worst
+}
