@@ -138,12 +138,14 @@ fn build_unfilled(
     Ok((model, slots))
 }
 
-/// Serialize `model` to `path` atomically: a temporary file in the same directory, fsync, rename.
+/// Serialize `model` to `path` atomically: a temporary file in the same directory (created if missing), fsync, rename.
 pub fn write_model(model: &ModelProto, path: &Path) -> Result<u64> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    // Like `mkdir -p` for the output's folder (e.g. a new `<repo>/<model>/` of a model repository).
+    std::fs::create_dir_all(&dir).map_err(|e| ExportError::io(&dir, e))?;
     let tmp = tempfile::Builder::new()
         .prefix(".medmae-export-")
         .suffix(".onnx.tmp")
