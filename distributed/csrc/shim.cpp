@@ -22,6 +22,7 @@
 #include <ATen/core/grad_mode.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Types.hpp>
@@ -198,14 +199,25 @@ char* medmae_c10d_group_create(const char* backend, const char* master_addr, uin
                                   std::to_string(world_size));
     }
     const std::chrono::milliseconds timeout(timeout_ms);
+    // Under torchrun (torch >= 2.4) the elastic agent already serves a TCPStore on MASTER_ADDR:MASTER_PORT and
+    // says so with TORCHELASTIC_USE_AGENT_STORE=True: then every rank is a client, and keys live under
+    // "/worker/attempt_<TORCHELASTIC_RESTART_COUNT>" so a restarted attempt never sees a previous attempt's keys
+    // (the convention of torch.distributed's env:// rendezvous).
+    const char* agent = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+    const bool agent_store = agent != nullptr && std::string(agent) == "True";
     c10d::TCPStoreOptions opts;
     opts.port = master_port;
-    opts.isServer = rank == 0;
+    opts.isServer = rank == 0 && !agent_store;
     opts.numWorkers = static_cast<size_t>(world_size);
     // Our own join barrier below reports *which* ranks are missing, so the server does not block here.
     opts.waitWorkers = false;
     opts.timeout = timeout;
-    auto store = c10::make_intrusive<c10d::TCPStore>(addr, opts);
+    c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(addr, opts);
+    if (agent_store) {
+      const char* attempt = std::getenv("TORCHELASTIC_RESTART_COUNT");
+      const std::string prefix = std::string("/worker/attempt_") + (attempt != nullptr ? attempt : "0");
+      store = c10::make_intrusive<c10d::PrefixStore>(prefix, store);
+    }
     join_barrier(*store, rank, world_size, timeout);
 
     auto group = std::make_unique<Group>();
