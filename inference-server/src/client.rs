@@ -1,5 +1,5 @@
 //! The client library behind `medmae-client`: connect (TLS/mTLS, bearer token), health, model listing, and
-//! segmentation of a local file with upload progress.
+//! segmentation of a local volume or DICOM series (directory, zip or files) with upload progress.
 
 use std::path::{Path, PathBuf};
 
@@ -9,7 +9,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
-use crate::proto::medmae_v1::{self as pb, segmentation_client::SegmentationClient};
+use crate::proto::medmae_v1::{
+    self as pb, segment_request::Payload, segmentation_client::SegmentationClient, OutputFormat,
+    VolumeFormat,
+};
 use crate::segment::{format_for_path, CHUNK_BYTES};
 
 /// Client-side failures.
@@ -34,7 +37,7 @@ pub enum ClientError {
     },
     /// The server answered with an error status.
     #[error("server: {} ({:?})", .0.message(), .0.code())]
-    Status(#[from] Status),
+    Status(Status),
     /// The server's answer did not follow the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -59,6 +62,36 @@ pub struct ClientOptions {
     pub max_message_bytes: usize,
 }
 
+impl From<Status> for ClientError {
+    fn from(s: Status) -> Self {
+        // Not a `source`: the message is already in this error's text.
+        ClientError::Status(s)
+    }
+}
+
+/// The server names streamed DICOM files by position ("file 7"); add which local file that is.
+fn name_local_file(e: ClientError, paths: &[PathBuf]) -> ClientError {
+    let ClientError::Status(s) = e else { return e };
+    let msg = s.message();
+    let index = msg.match_indices("file ").find_map(|(at, m)| {
+        let digits: String = msg[at + m.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<usize>().ok()
+    });
+    match index
+        .and_then(|k| k.checked_sub(1))
+        .and_then(|i| paths.get(i))
+    {
+        Some(p) => ClientError::Status(Status::new(
+            s.code(),
+            format!("{msg} [file {} is {}]", index.unwrap_or(0), p.display()),
+        )),
+        None => ClientError::Status(s),
+    }
+}
+
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
 pub struct TokenInterceptor(Option<MetadataValue<Ascii>>);
@@ -79,12 +112,120 @@ pub struct Client {
     max: usize,
 }
 
+/// What to upload for segmentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentInput {
+    /// A NIfTI (`.nii`, `.nii.gz`) or MetaImage (`.mha`) file.
+    Volume(PathBuf),
+    /// A zip archive holding a DICOM series.
+    DicomZip(PathBuf),
+    /// DICOM Part 10 files of one series (sent whole, one per message).
+    DicomFiles(Vec<PathBuf>),
+}
+
+/// Per-request choices of a segmentation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SegmentParams {
+    /// Model name ("" = the server's only segmentation model).
+    pub model: String,
+    /// Also return the class probabilities (.nii.gz).
+    pub probabilities: bool,
+    /// Label map format (unspecified = NIfTI for volumes, DICOM SEG for DICOM input).
+    pub output: OutputFormat,
+    /// DICOM input with several series: the SeriesInstanceUID or SeriesNumber to segment.
+    pub series: String,
+    /// DICOM SEG output: replace patient/study identification with placeholders.
+    pub anonymize: bool,
+}
+
+/// The SeriesInstanceUID (or SeriesNumber) to segment from `found`: `wanted`, or the only series; otherwise an error
+/// listing the series.
+pub fn pick_series<'a, T>(
+    found: &'a [(imaging::dicom::SeriesInfo, T)],
+    wanted: Option<&str>,
+) -> Result<&'a (imaging::dicom::SeriesInfo, T), ClientError> {
+    let listing = || {
+        found
+            .iter()
+            .map(|(i, _)| {
+                format!(
+                    "  {}  #{}  {}  {} files  {:?}",
+                    i.series_uid,
+                    i.series_number.map(|n| n.to_string()).unwrap_or_default(),
+                    i.modality,
+                    i.files,
+                    i.description
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    match wanted {
+        Some(w) => found
+            .iter()
+            .find(|(i, _)| i.series_uid == w || i.series_number.is_some_and(|n| n.to_string() == w))
+            .ok_or_else(|| {
+                ClientError::Protocol(format!(
+                    "no series {w:?} in the input; it holds:\n{}",
+                    listing()
+                ))
+            }),
+        None => match found {
+            [one] => Ok(one),
+            [] => Err(ClientError::Protocol("the input holds no DICOM series".into())),
+            _ => Err(ClientError::Protocol(format!(
+                "the input holds {} DICOM series; pick one with --series UID (or series number):\n{}",
+                found.len(),
+                listing()
+            ))),
+        },
+    }
+}
+
+/// Decide how to upload a local path: a directory of DICOM files (grouped locally by series; `series` picks one), a
+/// `.zip` of a DICOM series, a single DICOM file, or a NIfTI/MetaImage volume. Returns the input and the series to
+/// ask the server for ("" when not DICOM).
+pub fn resolve_input(
+    path: &Path,
+    series: Option<&str>,
+) -> Result<(SegmentInput, String), ClientError> {
+    let local = |e: imaging::ImagingError| ClientError::Protocol(format!("DICOM input: {e}"));
+    if path.is_dir() {
+        let groups = imaging::dicom::series_files(path).map_err(local)?;
+        let (info, files) = pick_series(&groups, series)?;
+        return Ok((
+            SegmentInput::DicomFiles(files.clone()),
+            info.series_uid.clone(),
+        ));
+    }
+    let lower = path.to_string_lossy().to_ascii_lowercase();
+    if lower.ends_with(".zip") {
+        let listed = imaging::dicom::list_series(path).map_err(local)?;
+        let found: Vec<_> = listed.into_iter().map(|i| (i, ())).collect();
+        let (info, ()) = pick_series(&found, series)?;
+        return Ok((SegmentInput::DicomZip(path.into()), info.series_uid.clone()));
+    }
+    if format_for_path(path).is_none() && imaging::dicom::looks_like_dicom(path) {
+        return Ok((
+            SegmentInput::DicomFiles(vec![path.into()]),
+            series.unwrap_or_default().to_string(),
+        ));
+    }
+    if series.is_some() {
+        return Err(ClientError::Protocol(format!(
+            "{}: --series applies to DICOM input (a directory, a .zip or .dcm files)",
+            path.display()
+        )));
+    }
+    Ok((SegmentInput::Volume(path.into()), String::new()))
+}
+
 /// What the server returned for one volume.
 #[derive(Debug, Clone)]
 pub struct SegmentResult {
     /// Summary with per-label statistics.
     pub summary: pb::SegmentSummary,
-    /// The label map, .nii.gz bytes.
+    /// The label map: .nii.gz bytes, or a DICOM SEG file (see `summary.mask_format`).
     pub mask: Vec<u8>,
     /// Probabilities, .nii.gz bytes, if requested.
     pub probabilities: Option<Vec<u8>>,
@@ -183,44 +324,107 @@ impl Client {
             .models)
     }
 
-    /// Upload `input` and segment it with `model` ("" = the server's only segmentation model); `progress(sent, total)`
-    /// is called as chunks go out.
+    /// Upload the volume file `input` and segment it with `model` ("" = the server's only segmentation model);
+    /// `progress(sent, total)` is called as chunks go out.
     pub async fn segment<F>(
         &self,
         input: &Path,
         model: &str,
         probabilities: bool,
+        progress: F,
+    ) -> Result<SegmentResult, ClientError>
+    where
+        F: FnMut(u64, u64) + Send + 'static,
+    {
+        let params = SegmentParams {
+            model: model.into(),
+            probabilities,
+            ..SegmentParams::default()
+        };
+        self.segment_input(&SegmentInput::Volume(input.into()), &params, progress)
+            .await
+    }
+
+    /// Upload `input` (a volume, a DICOM zip or DICOM files) and segment it; `progress(sent, total)` is called as
+    /// bytes go out.
+    pub async fn segment_input<F>(
+        &self,
+        input: &SegmentInput,
+        params: &SegmentParams,
+        progress: F,
+    ) -> Result<SegmentResult, ClientError>
+    where
+        F: FnMut(u64, u64) + Send + 'static,
+    {
+        match input {
+            SegmentInput::Volume(path) => {
+                let format = format_for_path(path).ok_or_else(|| {
+                    ClientError::Protocol(format!(
+                        "{}: expected a .nii, .nii.gz or .mha file, a .zip or a directory of DICOM files",
+                        path.display()
+                    ))
+                })?;
+                self.upload(format, vec![read(path)?], params, progress)
+                    .await
+            }
+            SegmentInput::DicomZip(path) => {
+                self.upload(VolumeFormat::DicomZip, vec![read(path)?], params, progress)
+                    .await
+            }
+            SegmentInput::DicomFiles(paths) => {
+                let files = paths
+                    .iter()
+                    .map(|p| read(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.upload(VolumeFormat::DicomFiles, files, params, progress)
+                    .await
+                    .map_err(|e| name_local_file(e, paths))
+            }
+        }
+    }
+
+    /// Send `parts` as `format`: for DICOM_FILES one `file` message per part, otherwise the single part in chunks.
+    /// Public so tests can send files exactly as given (no local checks).
+    pub async fn upload<F>(
+        &self,
+        format: VolumeFormat,
+        parts: Vec<Vec<u8>>,
+        params: &SegmentParams,
         mut progress: F,
     ) -> Result<SegmentResult, ClientError>
     where
         F: FnMut(u64, u64) + Send + 'static,
     {
-        let format = format_for_path(input).ok_or_else(|| {
-            ClientError::Protocol(format!(
-                "{}: expected a .nii, .nii.gz or .mha file",
-                input.display()
-            ))
-        })?;
-        let bytes = read(input)?;
-        let total = bytes.len() as u64;
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let header = pb::SegmentHeader {
-            model_name: model.into(),
+            model_name: params.model.clone(),
             format: format as i32,
-            raw_geometry: None,
-            return_probabilities: probabilities,
-            overlap: 0.0,
+            return_probabilities: params.probabilities,
             total_bytes: total,
+            output: params.output as i32,
+            series: params.series.clone(),
+            anonymize: params.anonymize,
+            file_count: if format == VolumeFormat::DicomFiles {
+                u32::try_from(parts.len()).unwrap_or(u32::MAX)
+            } else {
+                0
+            },
+            ..Default::default()
         };
-        let chunks: Vec<Vec<u8>> = bytes.chunks(CHUNK_BYTES).map(<[u8]>::to_vec).collect();
+        let payloads: Vec<Payload> = if format == VolumeFormat::DicomFiles {
+            parts.into_iter().map(Payload::File).collect()
+        } else {
+            parts
+                .iter()
+                .flat_map(|p| p.chunks(CHUNK_BYTES).map(|c| Payload::Chunk(c.to_vec())))
+                .collect()
+        };
         let mut sent = 0u64;
-        let messages = std::iter::once(pb::SegmentRequest {
-            payload: Some(pb::segment_request::Payload::Header(header)),
-        })
-        .chain(chunks.into_iter().map(|c| pb::SegmentRequest {
-            payload: Some(pb::segment_request::Payload::Chunk(c)),
-        }));
+        let messages = std::iter::once(Payload::Header(header))
+            .chain(payloads)
+            .map(|p| pb::SegmentRequest { payload: Some(p) });
         let outbound = tokio_stream::iter(messages).map(move |m| {
-            if let Some(pb::segment_request::Payload::Chunk(c)) = &m.payload {
+            if let Some(Payload::Chunk(c) | Payload::File(c)) = &m.payload {
                 sent += c.len() as u64;
                 progress(sent, total);
             }
@@ -256,5 +460,30 @@ impl Client {
             mask,
             probabilities: (!probs.is_empty()).then_some(probs),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_file_positions_name_local_files() {
+        let paths = vec![PathBuf::from("/d/a.dcm"), PathBuf::from("/d/b.dcm")];
+        let e = name_local_file(
+            ClientError::Status(Status::invalid_argument("DICOM upload: file 2: truncated")),
+            &paths,
+        );
+        assert!(e.to_string().contains("[file 2 is /d/b.dcm]"), "{e}");
+        let e = name_local_file(
+            ClientError::Status(Status::invalid_argument("2 series found")),
+            &paths,
+        );
+        assert!(!e.to_string().contains('['), "{e}");
+        let e = name_local_file(
+            ClientError::Status(Status::invalid_argument("file 9: bad")),
+            &paths,
+        );
+        assert!(!e.to_string().contains('['), "{e}");
     }
 }

@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Largest segmentation upload, bytes [default: 1 GiB].
     #[arg(long, env = "MEDMAE_SERVE_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// Most files in one DICOM series upload (streamed files or zip entries) [default: 4096].
+    #[arg(long, env = "MEDMAE_SERVE_MAX_DICOM_FILES")]
+    pub max_dicom_files: Option<usize>,
     /// Per-request deadline in seconds (queueing + compute) [default: 600].
     #[arg(long, env = "MEDMAE_SERVE_REQUEST_TIMEOUT")]
     pub request_timeout: Option<f64>,
@@ -103,6 +106,7 @@ pub struct FileConfig {
     max_message_bytes: Option<usize>,
     max_voxels: Option<u64>,
     max_upload_bytes: Option<u64>,
+    max_dicom_files: Option<usize>,
     request_timeout: Option<f64>,
     max_concurrent: Option<usize>,
     max_queue: Option<usize>,
@@ -128,8 +132,10 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Largest volume/tensor in voxels (all channels).
     pub max_voxels: u64,
-    /// Largest segmentation upload in bytes.
+    /// Largest segmentation upload in bytes (for DICOM also the total of the inflated files).
     pub max_upload_bytes: u64,
+    /// Most files in one DICOM series upload.
+    pub max_dicom_files: usize,
     /// Deadline per request.
     pub request_timeout: Duration,
     /// Concurrent computations.
@@ -283,9 +289,10 @@ impl ServerConfig {
         let max_voxels = a.max_voxels.or(f.max_voxels).unwrap_or(DEFAULT_MAX_VOXELS);
         let max_upload_bytes = a.max_upload_bytes.or(f.max_upload_bytes).unwrap_or(1 << 30);
         let max_concurrent = a.max_concurrent.or(f.max_concurrent).unwrap_or(2);
-        if max_voxels == 0 || max_upload_bytes == 0 || max_concurrent == 0 {
+        let max_dicom_files = a.max_dicom_files.or(f.max_dicom_files).unwrap_or(4096);
+        if max_voxels == 0 || max_upload_bytes == 0 || max_concurrent == 0 || max_dicom_files == 0 {
             return Err(cerr(
-                "max_voxels/max_upload_bytes/max_concurrent",
+                "max_voxels/max_upload_bytes/max_concurrent/max_dicom_files",
                 "must be positive",
             ));
         }
@@ -293,6 +300,7 @@ impl ServerConfig {
             max_message_bytes,
             max_voxels,
             max_upload_bytes,
+            max_dicom_files,
             request_timeout: seconds(
                 "request_timeout",
                 a.request_timeout.or(f.request_timeout).unwrap_or(600.0),

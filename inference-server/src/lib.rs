@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod client;
 pub mod config;
+pub mod dicom;
 pub mod error;
 pub mod kserve;
 pub mod model;

@@ -1,6 +1,7 @@
-//! `medmae.v1.Segmentation`: receive an image file in chunks, segment it with [`crate::pipeline`], stream back a
-//! summary, the label NIfTI and optional probabilities. Uploads are written under neutral names in a private temp
-//! directory; nothing from the request (file names, headers) reaches logs or error messages.
+//! `medmae.v1.Segmentation`: receive an image file in chunks or a DICOM series (zip, or one message per file),
+//! segment it with [`crate::pipeline`], stream back a summary, the label map (NIfTI, or DICOM SEG for DICOM input) and
+//! optional probabilities. Uploads are written under neutral names in a private temp directory or kept in memory;
+//! nothing from the request (file names, headers, patient attributes) reaches logs or error messages.
 
 use std::path::Path;
 use std::pin::Pin;
@@ -14,12 +15,13 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::dicom::{self, DicomUpload};
 use crate::error::ServeError;
 use crate::model::Model;
 use crate::pipeline::{segment_volume, SegmentOptions, Segmentation};
 use crate::proto::medmae_v1::{
     self as pb, segment_request::Payload, segmentation_server::Segmentation as SegmentationRpc,
-    VolumeFormat,
+    OutputFormat, VolumeFormat,
 };
 use crate::state::Shared;
 
@@ -49,6 +51,7 @@ enum Upload {
         geometry: pb::RawGeometry,
         bytes: Vec<u8>,
     },
+    Dicom(DicomUpload),
 }
 
 fn upload_name(format: VolumeFormat) -> Result<&'static str, ServeError> {
@@ -56,9 +59,9 @@ fn upload_name(format: VolumeFormat) -> Result<&'static str, ServeError> {
         VolumeFormat::Nifti => Ok("upload.nii"),
         VolumeFormat::NiftiGz => Ok("upload.nii.gz"),
         VolumeFormat::Metaimage => Ok("upload.mha"),
-        VolumeFormat::RawF32 => Ok(""),
+        VolumeFormat::RawF32 | VolumeFormat::DicomZip | VolumeFormat::DicomFiles => Ok(""),
         VolumeFormat::Unspecified => Err(ServeError::invalid(
-            "header.format is unspecified; set NIFTI, NIFTI_GZ, METAIMAGE or RAW_F32",
+            "header.format is unspecified; set NIFTI, NIFTI_GZ, METAIMAGE, RAW_F32, DICOM_ZIP or DICOM_FILES",
         )),
     }
 }
@@ -68,6 +71,7 @@ async fn receive(
     stream: &mut Streaming<pb::SegmentRequest>,
     header: &pb::SegmentHeader,
     max_bytes: u64,
+    max_files: usize,
 ) -> Result<Upload, ServeError> {
     let format = VolumeFormat::try_from(header.format).map_err(|_| {
         ServeError::invalid(format!(
@@ -81,6 +85,9 @@ async fn receive(
             "upload of {} bytes exceeds the server limit of {max_bytes} bytes",
             header.total_bytes
         )));
+    }
+    if format == VolumeFormat::DicomFiles {
+        return receive_files(stream, header, max_bytes, max_files).await;
     }
     let mut total: u64 = 0;
     let next = async |stream: &mut Streaming<pb::SegmentRequest>,
@@ -103,6 +110,11 @@ async fn receive(
                 }
                 Ok(Some(c))
             }
+            Some(Ok(pb::SegmentRequest {
+                payload: Some(Payload::File(_)),
+            })) => Err(ServeError::invalid(
+                "`file` messages belong to DICOM_FILES uploads; this format is sent in `chunk` messages",
+            )),
             Some(Ok(_)) => Err(ServeError::invalid(
                 "only the first message may carry a header; later messages must be chunks",
             )),
@@ -118,6 +130,16 @@ async fn receive(
             bytes.extend_from_slice(&c);
         }
         return Ok(Upload::Raw { geometry, bytes });
+    }
+    if format == VolumeFormat::DicomZip {
+        let mut bytes = Vec::new();
+        while let Some(c) = next(stream, &mut total).await? {
+            bytes.extend_from_slice(&c);
+        }
+        if bytes.is_empty() {
+            return Err(ServeError::invalid("the upload is empty"));
+        }
+        return Ok(Upload::Dicom(DicomUpload::Zip(bytes)));
     }
     let dir = tempfile::Builder::new()
         .prefix("medmae-upload-")
@@ -141,8 +163,61 @@ async fn receive(
     Ok(Upload::File { _dir: dir, path })
 }
 
-/// Build a volume from a raw upload.
-fn raw_volume(g: &pb::RawGeometry, bytes: &[u8], max_voxels: u64) -> Result<Volume, ServeError> {
+/// Receive a DICOM series sent as one `file` message per file, enforcing the file-count and byte limits.
+async fn receive_files(
+    stream: &mut Streaming<pb::SegmentRequest>,
+    header: &pb::SegmentHeader,
+    max_bytes: u64,
+    max_files: usize,
+) -> Result<Upload, ServeError> {
+    let too_many = |n: usize| {
+        ServeError::TooLarge(format!(
+            "DICOM upload of {n} files exceeds the server limit of {max_files} files"
+        ))
+    };
+    if header.file_count as usize > max_files {
+        return Err(too_many(header.file_count as usize));
+    }
+    let (mut files, mut total) = (Vec::new(), 0u64);
+    while let Some(msg) = stream.next().await {
+        let msg =
+            msg.map_err(|s| ServeError::invalid(format!("upload interrupted: {}", s.message())))?;
+        match msg.payload {
+            Some(Payload::File(f)) => {
+                total += f.len() as u64;
+                if total > max_bytes {
+                    return Err(ServeError::TooLarge(format!(
+                        "DICOM upload exceeds the server limit of {max_bytes} bytes"
+                    )));
+                }
+                if files.len() == max_files {
+                    return Err(too_many(max_files + 1));
+                }
+                files.push(f);
+            }
+            Some(Payload::Chunk(_)) => return Err(ServeError::invalid(
+                "DICOM_FILES uploads send one whole file per `file` message, not `chunk` messages",
+            )),
+            _ => {
+                return Err(ServeError::invalid(
+                    "only the first message may carry a header; later messages must be files",
+                ))
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(ServeError::invalid("the DICOM upload holds no files"));
+    }
+    Ok(Upload::Dicom(DicomUpload::Files(files)))
+}
+
+/// Build a volume from a `RAW_F32` upload: geometry, voxel limit and byte count are validated first (public so the
+/// fuzzer in `fuzz/` can drive it).
+pub fn raw_volume(
+    g: &pb::RawGeometry,
+    bytes: &[u8],
+    max_voxels: u64,
+) -> Result<Volume, ServeError> {
     let [x, y, z] = <[u64; 3]>::try_from(g.shape.as_slice()).map_err(|_| {
         ServeError::invalid(format!(
             "raw_geometry.shape needs 3 values (X, Y, Z), got {}",
@@ -213,6 +288,9 @@ fn raw_volume(g: &pb::RawGeometry, bytes: &[u8], max_voxels: u64) -> Result<Volu
 fn load_upload(upload: &Upload, max_voxels: u64) -> Result<Volume, ServeError> {
     match upload {
         Upload::Raw { geometry, bytes } => raw_volume(geometry, bytes, max_voxels),
+        Upload::Dicom(_) => Err(ServeError::Internal(
+            "a DICOM upload reached the volume loader".into(),
+        )),
         Upload::File { path, .. } => {
             let opts = LoadOptions {
                 max_voxels,
@@ -254,13 +332,18 @@ pub fn mask_dtype(classes: usize) -> NiftiDtype {
     }
 }
 
-fn summary(
-    model: &Model,
-    seg: &Segmentation,
+/// What the summary reports beyond the segmentation itself.
+struct Facts {
     mask_len: usize,
     prob_len: usize,
     seconds: f64,
-) -> pb::SegmentSummary {
+    mask_format: OutputFormat,
+    /// DICOM input: SeriesInstanceUID and slice count.
+    series: Option<(String, u32)>,
+}
+
+fn summary(model: &Model, seg: &Segmentation, f: &Facts) -> pb::SegmentSummary {
+    let (series_uid, slices) = f.series.clone().unwrap_or_default();
     pb::SegmentSummary {
         model_name: model.info.name.clone(),
         model_version: model.info.version.clone(),
@@ -276,10 +359,40 @@ fn summary(
                 volume_ml: l.volume_ml,
             })
             .collect(),
-        mask_bytes: mask_len as u64,
-        probabilities_bytes: prob_len as u64,
-        inference_seconds: seconds,
+        mask_bytes: f.mask_len as u64,
+        probabilities_bytes: f.prob_len as u64,
+        inference_seconds: f.seconds,
         windows: seg.windows as u64,
+        mask_format: f.mask_format as i32,
+        series_uid,
+        slices,
+    }
+}
+
+/// The output format a request gets: its choice, or the default for its input (DICOM SEG for DICOM input).
+fn output_format(header: &pb::SegmentHeader) -> Result<OutputFormat, ServeError> {
+    let dicom_input = matches!(
+        VolumeFormat::try_from(header.format),
+        Ok(VolumeFormat::DicomZip | VolumeFormat::DicomFiles)
+    );
+    let requested = OutputFormat::try_from(header.output).map_err(|_| {
+        ServeError::invalid(format!(
+            "header.output {} is not a known OutputFormat",
+            header.output
+        ))
+    })?;
+    if !dicom_input && !header.series.is_empty() {
+        return Err(ServeError::invalid(
+            "header.series picks a series of a DICOM upload; this upload is not DICOM",
+        ));
+    }
+    match (requested, dicom_input) {
+        (OutputFormat::Unspecified, true) => Ok(OutputFormat::DicomSeg),
+        (OutputFormat::Unspecified, false) => Ok(OutputFormat::NiftiGz),
+        (OutputFormat::DicomSeg, false) => Err(ServeError::invalid(
+            "DICOM SEG output needs a DICOM upload (DICOM_ZIP or DICOM_FILES): the SEG references the source series",
+        )),
+        (f, _) => Ok(f),
     }
 }
 
@@ -290,37 +403,58 @@ async fn handle(
     header: pb::SegmentHeader,
 ) -> Result<Vec<pb::SegmentResponse>, ServeError> {
     let model = shared.repo.segmentation_model(&header.model_name)?;
-    let upload = receive(stream, &header, shared.limits.max_upload_bytes).await?;
+    let output = output_format(&header)?;
+    let limits = shared.limits.clone();
+    let upload = receive(
+        stream,
+        &header,
+        limits.max_upload_bytes,
+        limits.max_dicom_files,
+    )
+    .await?;
     let opts = SegmentOptions {
         overlap: (header.overlap > 0.0).then_some(f64::from(header.overlap)),
         probabilities: header.return_probabilities,
     };
-    let max_voxels = shared.limits.max_voxels;
     let metrics = shared.metrics.clone();
     let m = model.clone();
-    let (seg, mask, probs, secs) = shared
+    let (series, anonymize) = (header.series.clone(), header.anonymize);
+    let (seg, mask, probs, facts) = shared
         .compute(move || {
-            let volume = load_upload(&upload, max_voxels)?;
+            let (volume, source) = match upload {
+                Upload::Dicom(d) => {
+                    let s = dicom::decode(d, &series, &limits)?;
+                    (s.volume.clone(), Some(s))
+                }
+                other => (load_upload(&other, limits.max_voxels)?, None),
+            };
             let start = Instant::now();
             let seg = segment_volume(&m, volume, &opts, Some(&metrics))?;
-            let secs = start.elapsed().as_secs_f64();
-            let mask = nifti_bytes(&seg.mask, mask_dtype(m.info.out_channels))?;
+            let seconds = start.elapsed().as_secs_f64();
+            let mask = match (&source, output) {
+                (Some(src), OutputFormat::DicomSeg) => {
+                    dicom::seg_bytes(&m, &seg.mask, src, anonymize)?
+                }
+                _ => nifti_bytes(&seg.mask, mask_dtype(m.info.out_channels))?,
+            };
             let probs = seg
                 .probabilities
                 .as_ref()
                 .map(|p| nifti_bytes(p, NiftiDtype::F32))
                 .transpose()?;
-            Ok((seg, mask, probs, secs))
+            let facts = Facts {
+                mask_len: mask.len(),
+                prob_len: probs.as_ref().map_or(0, Vec::len),
+                seconds,
+                mask_format: output,
+                series: source.map(|s| (s.info.series_uid, s.instances.len() as u32)),
+            };
+            Ok((seg, mask, probs, facts))
         })
         .await?;
-    let prob_len = probs.as_ref().map_or(0, Vec::len);
     let mut out = vec![pb::SegmentResponse {
         payload: Some(pb::segment_response::Payload::Summary(summary(
-            &model,
-            &seg,
-            mask.len(),
-            prob_len,
-            secs,
+            &model, &seg, &facts,
         ))),
     }];
     out.extend(mask.chunks(CHUNK_BYTES).map(|c| pb::SegmentResponse {

@@ -24,7 +24,7 @@ use meta::SliceMeta;
 use source::SourceFile;
 
 pub use patient::PatientContext;
-pub use seg::{write_seg, Code, SegOptions, Segment, SEGMENTATION_STORAGE};
+pub use seg::{encode_seg, write_seg, Code, MaskLayout, SegOptions, Segment, SEGMENTATION_STORAGE};
 pub use uid::new_uid;
 
 /// Limits for reading DICOM input from untrusted sources.
@@ -36,6 +36,9 @@ pub struct DicomOptions {
     pub max_total_bytes: u64,
     /// Most voxels in the resulting volume.
     pub max_voxels: u64,
+    /// Name zip entries by their position (`archive!entry 3`) instead of their stored path, so that errors carry no
+    /// file names from untrusted input (the server sets this).
+    pub neutral_names: bool,
 }
 
 impl Default for DicomOptions {
@@ -44,6 +47,7 @@ impl Default for DicomOptions {
             max_files: 20_000,
             max_total_bytes: 8 << 30,
             max_voxels: crate::io::DEFAULT_MAX_VOXELS,
+            neutral_names: false,
         }
     }
 }
@@ -119,6 +123,22 @@ pub fn list_series(input: &Path) -> Result<Vec<SeriesInfo>> {
     Ok(group(&scan(&files)?)
         .into_iter()
         .map(|(info, _)| info)
+        .collect())
+}
+
+/// The series of a directory or file with the files that hold each, in order of first appearance (for a zip input
+/// the names are `archive!entry`, not paths). DICOMDIR objects are left out.
+pub fn series_files(input: &Path) -> Result<Vec<(SeriesInfo, Vec<PathBuf>)>> {
+    let files = source::gather(input, &DicomOptions::default())?;
+    Ok(group(&scan(&files)?)
+        .into_iter()
+        .map(|(info, members)| {
+            let names = members
+                .iter()
+                .filter_map(|m| files.get(m.source).map(|f| f.name.clone()))
+                .collect();
+            (info, names)
+        })
         .collect())
 }
 

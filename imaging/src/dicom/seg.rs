@@ -2,7 +2,9 @@
 //! referencing the source SOP instances, study and frame of reference.
 //!
 //! Frames hold one slice of one segment (empty slices are left out), bit-packed as the standard requires for
-//! `SegmentationType = BINARY`. With `anonymize`, patient and study attributes that identify a person get
+//! `SegmentationType = BINARY`. A mask is a label map or one binary channel per segment ([`MaskLayout`]); when nothing
+//! is segmented, one all-zero frame keeps the object valid. [`encode_seg`] returns the Part 10 bytes (what the server
+//! streams), [`write_seg`] writes a file. With `anonymize`, patient and study attributes that identify a person get
 //! replacement values; otherwise they are copied from the source series verbatim (never printed).
 
 use std::path::Path;
@@ -128,13 +130,33 @@ fn code_item(c: &Code) -> InMemDicomObject {
     ])
 }
 
-/// Check that a label map lies on the source series' grid.
-fn check_grid(labels: &Volume, source: &DicomSeries) -> Result<()> {
+/// How a mask volume holds the segments' voxels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskLayout {
+    /// One channel of label values: segment `label` is where the value equals `label`.
+    LabelMap,
+    /// One binary channel per class (e.g. sigmoid models): segment `label` is where channel `label - 1` is > 0.5.
+    Channels,
+}
+
+/// Check that a mask lies on the source series' grid and holds every segment.
+fn check_grid(
+    mask: &Volume,
+    layout: MaskLayout,
+    segments: &[Segment],
+    source: &DicomSeries,
+) -> Result<()> {
     let want = source.volume.spatial_shape();
-    if labels.channels() != 1 || labels.spatial_shape() != want {
+    let channels_ok = match layout {
+        MaskLayout::LabelMap => mask.channels() == 1,
+        MaskLayout::Channels => segments
+            .iter()
+            .all(|s| usize::from(s.label) <= mask.channels()),
+    };
+    if !channels_ok || mask.spatial_shape() != want {
         return Err(ImagingError::Shape(format!(
-            "label map {:?} does not match the source series grid (1, {}, {}, {}); resample or reorient it back first",
-            labels.data.shape(),
+            "mask {:?} ({layout:?}) does not match the source series grid ({}, {}, {}) or lacks a segment's channel; resample or reorient it back first",
+            mask.data.shape(),
             want[0],
             want[1],
             want[2]
@@ -143,10 +165,10 @@ fn check_grid(labels: &Volume, source: &DicomSeries) -> Result<()> {
     let tol = 1e-3 * source.volume.spacing().iter().cloned().fold(1.0, f64::max);
     for r in 0..3 {
         for c in 0..4 {
-            if (labels.affine[r][c] - source.volume.affine[r][c]).abs() > tol {
+            if (mask.affine[r][c] - source.volume.affine[r][c]).abs() > tol {
                 return Err(ImagingError::Shape(format!(
                     "label map affine differs from the source series at [{r}][{c}]: {} vs {}",
-                    labels.affine[r][c], source.volume.affine[r][c]
+                    mask.affine[r][c], source.volume.affine[r][c]
                 )));
             }
         }
@@ -154,7 +176,72 @@ fn check_grid(labels: &Volume, source: &DicomSeries) -> Result<()> {
     Ok(())
 }
 
-/// Write `labels` (integer label map on the grid of `source`) as a binary DICOM SEG with the given segments.
+/// One per-frame functional group item: the source slice `inst` at `position`, segment `label`, slice index `k`.
+fn frame_item(
+    label: u16,
+    k: usize,
+    inst: &super::SourceInstance,
+    position: [f64; 3],
+) -> InMemDicomObject {
+    item(vec![
+        seq(
+            tags::DERIVATION_IMAGE_SEQUENCE,
+            vec![item(vec![
+                seq(
+                    tags::DERIVATION_CODE_SEQUENCE,
+                    vec![code_item(&Code::new("113076", "DCM", "Segmentation"))],
+                ),
+                seq(
+                    tags::SOURCE_IMAGE_SEQUENCE,
+                    vec![item(vec![
+                        s(
+                            tags::REFERENCED_SOP_CLASS_UID,
+                            VR::UI,
+                            inst.sop_class_uid.clone(),
+                        ),
+                        s(
+                            tags::REFERENCED_SOP_INSTANCE_UID,
+                            VR::UI,
+                            inst.sop_instance_uid.clone(),
+                        ),
+                        seq(
+                            tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
+                            vec![code_item(&Code::new(
+                                "121322",
+                                "DCM",
+                                "Source image for image processing operation",
+                            ))],
+                        ),
+                        // The frames lie exactly on the source slices (same grid, no resampling).
+                        s(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
+                    ])],
+                ),
+            ])],
+        ),
+        seq(
+            tags::FRAME_CONTENT_SEQUENCE,
+            vec![item(vec![DataElement::new(
+                tags::DIMENSION_INDEX_VALUES,
+                VR::UL,
+                PrimitiveValue::U32([u32::from(label), k as u32 + 1].into_iter().collect()),
+            )])],
+        ),
+        seq(
+            tags::PLANE_POSITION_SEQUENCE,
+            vec![item(vec![s(
+                tags::IMAGE_POSITION_PATIENT,
+                VR::DS,
+                ds_list(&position),
+            )])],
+        ),
+        seq(
+            tags::SEGMENT_IDENTIFICATION_SEQUENCE,
+            vec![item(vec![us(tags::REFERENCED_SEGMENT_NUMBER, label)])],
+        ),
+    ])
+}
+
+/// Write `labels` (integer label map on the grid of `source`) as a binary DICOM SEG file with the given segments.
 pub fn write_seg(
     labels: &Volume,
     source: &DicomSeries,
@@ -162,13 +249,31 @@ pub fn write_seg(
     opts: &SegOptions,
     out: &Path,
 ) -> Result<()> {
-    check_grid(labels, source)?;
+    let bytes = encode_seg(labels, MaskLayout::LabelMap, source, segments, opts)?;
+    let tmp = out.with_extension("dcm.tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| ImagingError::io(&tmp, e))?;
+    std::fs::rename(&tmp, out).map_err(|e| ImagingError::io(out, e))
+}
+
+/// Encode `mask` (on the grid of `source`, laid out as `layout`) as the bytes of a binary DICOM SEG Part 10 file.
+///
+/// Segments without any voxel are still described; if no segment has a voxel at all, one empty frame of the first
+/// segment is written (the standard needs at least one frame).
+pub fn encode_seg(
+    mask: &Volume,
+    layout: MaskLayout,
+    source: &DicomSeries,
+    segments: &[Segment],
+    opts: &SegOptions,
+) -> Result<Vec<u8>> {
     if segments.is_empty() || segments.iter().any(|s| s.label == 0) {
         return Err(ImagingError::config(
             "segments",
             "expected at least one segment, with label values >= 1",
         ));
     }
+    check_grid(mask, layout, segments, source)?;
+    let labels = mask;
     let [nx, ny, nz] = labels.spatial_shape();
     let (rows, cols) = (
         u16::try_from(ny)
@@ -176,6 +281,11 @@ pub fn write_seg(
         u16::try_from(nx)
             .map_err(|_| ImagingError::Shape(format!("{nx} columns exceed DICOM's 65535")))?,
     );
+    if nx == 0 || ny == 0 || nz == 0 {
+        return Err(ImagingError::Shape(
+            "an empty mask has no frames to encode".into(),
+        ));
+    }
     if source.instances.len() != nz {
         return Err(ImagingError::Shape(format!(
             "{} source instances for {nz} slices",
@@ -207,88 +317,40 @@ pub fn write_seg(
     let mut bits: Vec<u8> = Vec::new();
     let mut n_frames = 0usize;
     let mut per_frame = Vec::new();
+    let hit = |slice: &ndarray::ArrayView3<f32>, label: u16, c: usize, r: usize| match layout {
+        MaskLayout::LabelMap => slice[[0, c, r]] == f32::from(label),
+        MaskLayout::Channels => slice[[usize::from(label) - 1, c, r]] > 0.5,
+    };
     for seg in segments {
         for k in 0..nz {
             let slice = labels.data.index_axis(ndarray::Axis(3), k);
-            if !slice.iter().any(|&v| v == f32::from(seg.label)) {
+            let any = (0..ny).any(|r| (0..nx).any(|c| hit(&slice, seg.label, c, r)));
+            if !any {
                 continue;
             }
             let base = n_frames * frame_bits;
             bits.resize((base + frame_bits).div_ceil(8), 0);
             for r in 0..ny {
                 for c in 0..nx {
-                    if slice[[0, c, r]] == f32::from(seg.label) {
+                    if hit(&slice, seg.label, c, r) {
                         let bit = base + r * nx + c;
                         bits[bit / 8] |= 1 << (bit % 8);
                     }
                 }
             }
             n_frames += 1;
-            let inst = &source.instances[k];
-            per_frame.push(item(vec![
-                seq(
-                    tags::DERIVATION_IMAGE_SEQUENCE,
-                    vec![item(vec![
-                        seq(
-                            tags::DERIVATION_CODE_SEQUENCE,
-                            vec![code_item(&Code::new("113076", "DCM", "Segmentation"))],
-                        ),
-                        seq(
-                            tags::SOURCE_IMAGE_SEQUENCE,
-                            vec![item(vec![
-                                s(
-                                    tags::REFERENCED_SOP_CLASS_UID,
-                                    VR::UI,
-                                    inst.sop_class_uid.clone(),
-                                ),
-                                s(
-                                    tags::REFERENCED_SOP_INSTANCE_UID,
-                                    VR::UI,
-                                    inst.sop_instance_uid.clone(),
-                                ),
-                                seq(
-                                    tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE,
-                                    vec![code_item(&Code::new(
-                                        "121322",
-                                        "DCM",
-                                        "Source image for image processing operation",
-                                    ))],
-                                ),
-                                // The frames lie exactly on the source slices (same grid, no resampling).
-                                s(tags::SPATIAL_LOCATIONS_PRESERVED, VR::CS, "YES"),
-                            ])],
-                        ),
-                    ])],
-                ),
-                seq(
-                    tags::FRAME_CONTENT_SEQUENCE,
-                    vec![item(vec![DataElement::new(
-                        tags::DIMENSION_INDEX_VALUES,
-                        VR::UL,
-                        PrimitiveValue::U32(
-                            [u32::from(seg.label), k as u32 + 1].into_iter().collect(),
-                        ),
-                    )])],
-                ),
-                seq(
-                    tags::PLANE_POSITION_SEQUENCE,
-                    vec![item(vec![s(
-                        tags::IMAGE_POSITION_PATIENT,
-                        VR::DS,
-                        ds_list(&position(k)),
-                    )])],
-                ),
-                seq(
-                    tags::SEGMENT_IDENTIFICATION_SEQUENCE,
-                    vec![item(vec![us(tags::REFERENCED_SEGMENT_NUMBER, seg.label)])],
-                ),
-            ]));
+            per_frame.push(frame_item(seg.label, k, &source.instances[k], position(k)));
         }
     }
     if n_frames == 0 {
-        return Err(ImagingError::config(
-            "segments",
-            "no voxel of the label map carries any of the segments' labels",
+        // Nothing segmented: one all-zero frame keeps the object valid (NumberOfFrames >= 1).
+        bits.resize(frame_bits.div_ceil(8), 0);
+        n_frames = 1;
+        per_frame.push(frame_item(
+            segments[0].label,
+            0,
+            &source.instances[0],
+            position(0),
         ));
     }
     if bits.len() % 2 == 1 {
@@ -526,24 +588,16 @@ pub fn write_seg(
     let file = obj
         .with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1"))
         .map_err(|e| {
-            ImagingError::format(out, format!("cannot build the DICOM file meta group: {e}"))
+            ImagingError::format(
+                "DICOM SEG",
+                format!("cannot build the file meta group: {e}"),
+            )
         })?;
-    let tmp = out.with_extension("dcm.tmp");
-    file.write_to_file(&tmp)
-        .map_err(|e| ImagingError::format(out, format!("cannot write DICOM SEG: {e}")))?;
-    std::fs::rename(&tmp, out).map_err(|e| ImagingError::io(out, e))
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes)
+        .map_err(|e| ImagingError::format("DICOM SEG", format!("cannot encode: {e}")))?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimal_strings_fit_ds() {
-        assert_eq!(ds(2.5), "2.5");
-        assert_eq!(ds(-0.0), "0");
-        assert_eq!(ds(-123.456789012345), "-123.4567890123");
-        assert_eq!(ds(10.0), "10");
-        assert!(ds(1e-11).len() <= 16);
-    }
-}
+mod tests;

@@ -153,13 +153,14 @@ pub(crate) fn gather_memory(
     opts: &DicomOptions,
 ) -> Result<Vec<SourceFile>> {
     if files.len() > opts.max_files {
-        return Err(ImagingError::config(
-            "files",
-            format!(
-                "more than {} files (DicomOptions::max_files)",
+        return Err(ImagingError::TooLarge {
+            path: "files".into(),
+            msg: format!(
+                "{} files, more than {} (DicomOptions::max_files)",
+                files.len(),
                 opts.max_files
             ),
-        ));
+        });
     }
     let mut out = Vec::new();
     let mut total = 0u64;
@@ -229,7 +230,11 @@ fn read_zip_from<R: Read + std::io::Seek>(
         {
             continue;
         }
-        let name = PathBuf::from(format!("{}!{}", path.display(), entry_name));
+        let name = if opts.neutral_names {
+            PathBuf::from(format!("{}!entry {}", path.display(), i + 1))
+        } else {
+            PathBuf::from(format!("{}!{}", path.display(), entry_name))
+        };
         // The declared size may lie: cap the bytes actually inflated as well.
         let remaining = opts.max_total_bytes.saturating_sub(*total);
         let mut bytes = Vec::new();

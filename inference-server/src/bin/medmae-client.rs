@@ -1,4 +1,4 @@
-//! `medmae-client`: segment a volume on a medmae-serve, check health, list models.
+//! `medmae-client`: segment a volume or a DICOM series on a medmae-serve, check health, list models.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use server::client::{Client, ClientOptions};
+use server::client::{resolve_input, Client, ClientOptions, SegmentParams};
+use server::proto::medmae_v1::OutputFormat;
 
 #[derive(Debug, Parser)]
 #[command(name = "medmae-client", version, about = "Client for medmae-serve")]
@@ -35,13 +36,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Segment a NIfTI (.nii, .nii.gz) or MetaImage (.mha) volume; writes the label map as NIfTI.
+    /// Segment a NIfTI (.nii, .nii.gz) or MetaImage (.mha) volume, or a DICOM series (a directory, a .zip or a .dcm
+    /// file); writes the label map as NIfTI (`-o x.nii.gz`) or DICOM SEG (`-o x.dcm`).
     Segment {
-        /// Input volume.
+        /// Input volume, DICOM series directory, .zip of a series, or DICOM file.
         input: PathBuf,
-        /// Output label map (.nii.gz).
+        /// Output label map: .nii.gz / .nii (NIfTI) or .dcm (DICOM SEG, DICOM input only); another extension gets
+        /// the default for the input (DICOM SEG for DICOM, NIfTI otherwise).
         #[arg(short, long)]
         output: PathBuf,
+        /// DICOM input holding several series: the SeriesInstanceUID (or SeriesNumber) to segment.
+        #[arg(long)]
+        series: Option<String>,
+        /// DICOM SEG output: replace patient/study identification (name, ID, birth date, accession, ...) with
+        /// placeholders.
+        #[arg(long)]
+        anonymize: bool,
         /// Model name (default: the server's only segmentation model).
         #[arg(long, default_value = "")]
         model: String,
@@ -125,6 +135,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Segment {
             input,
             output,
+            series,
+            anonymize,
             model,
             probabilities,
             json,
@@ -141,23 +153,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
+            let (upload, series_uid) = resolve_input(&input, series.as_deref())?;
+            let name = output.to_string_lossy().to_ascii_lowercase();
+            let (format, gunzip) = if name.ends_with(".dcm") {
+                (OutputFormat::DicomSeg, false)
+            } else if name.ends_with(".nii.gz") {
+                (OutputFormat::NiftiGz, false)
+            } else if name.ends_with(".nii") {
+                (OutputFormat::NiftiGz, true)
+            } else {
+                (OutputFormat::Unspecified, false)
+            };
+            let params = SegmentParams {
+                model,
+                probabilities: probabilities.is_some(),
+                output: format,
+                series: series_uid,
+                anonymize,
+            };
             let b = bar.clone();
             let r = client
-                .segment(
-                    &input,
-                    &model,
-                    probabilities.is_some(),
-                    move |sent, total| {
-                        b.set_length(total);
-                        b.set_position(sent);
-                        if sent == total {
-                            b.set_message("segmenting");
-                        }
-                    },
-                )
+                .segment_input(&upload, &params, move |sent, total| {
+                    b.set_length(total);
+                    b.set_position(sent);
+                    if sent == total {
+                        b.set_message("segmenting");
+                    }
+                })
                 .await?;
             bar.finish_and_clear();
-            std::fs::write(&output, &r.mask)
+            let mask = if gunzip && r.summary.mask_format == OutputFormat::NiftiGz as i32 {
+                let mut raw = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut flate2::read::GzDecoder::new(&r.mask[..]),
+                    &mut raw,
+                )
+                .context("decompressing the label NIfTI")?;
+                raw
+            } else {
+                r.mask
+            };
+            std::fs::write(&output, &mask)
                 .with_context(|| format!("writing {}", output.display()))?;
             if let (Some(p), Some(bytes)) = (&probabilities, &r.probabilities) {
                 std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display()))?;
@@ -167,13 +203,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let labels: Vec<serde_json::Value> = s.labels.iter().map(|l| serde_json::json!({"value": l.value, "name": l.name, "voxels": l.voxels, "volume_ml": l.volume_ml})).collect();
                 println!(
                     "{}",
-                    serde_json::json!({"model": s.model_name, "version": s.model_version, "shape": s.shape, "spacing": s.spacing, "windows": s.windows, "inference_seconds": s.inference_seconds, "labels": labels})
+                    serde_json::json!({"model": s.model_name, "version": s.model_version, "shape": s.shape, "spacing": s.spacing, "windows": s.windows, "inference_seconds": s.inference_seconds, "labels": labels, "mask_format": mask_format(s.mask_format), "series_uid": s.series_uid, "slices": s.slices})
                 );
             } else {
                 println!(
-                    "model {} v{}: shape {:?}, {} windows, {:.2} s",
-                    s.model_name, s.model_version, s.shape, s.windows, s.inference_seconds
+                    "model {} v{}: shape {:?}, {} windows, {:.2} s; wrote {} ({})",
+                    s.model_name,
+                    s.model_version,
+                    s.shape,
+                    s.windows,
+                    s.inference_seconds,
+                    output.display(),
+                    mask_format(s.mask_format)
                 );
+                if !s.series_uid.is_empty() {
+                    println!("series {} ({} slices)", s.series_uid, s.slices);
+                }
                 println!(
                     "{:>5}  {:<20} {:>12} {:>12}",
                     "label", "name", "voxels", "ml"
@@ -188,6 +233,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Name of a returned mask format.
+fn mask_format(f: i32) -> &'static str {
+    match OutputFormat::try_from(f) {
+        Ok(OutputFormat::DicomSeg) => "dicom_seg",
+        Ok(OutputFormat::NiftiGz) => "nifti_gz",
+        _ => "unknown",
+    }
 }
 
 fn main() -> ExitCode {
