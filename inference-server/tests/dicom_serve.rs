@@ -327,6 +327,17 @@ async fn malformed_series_are_rejected_clearly_and_serving_continues() {
     missing.remove(n / 2);
     expect_error(&c, missing, "", Code::InvalidArgument, &["missing slice"]).await;
 
+    let mut duplicated = good.clone();
+    duplicated.push(good[3].clone());
+    expect_error(
+        &c,
+        duplicated,
+        "",
+        Code::InvalidArgument,
+        &["duplicated slice position"],
+    )
+    .await;
+
     let mut mixed = good.clone();
     mixed.push(extra("other.dcm"));
     let other_uid = facts()["other_series_uid"].as_str().unwrap().to_string();
@@ -392,6 +403,31 @@ async fn malformed_series_are_rejected_clearly_and_serving_continues() {
         &["4000000 bytes"],
     )
     .await;
+
+    // Zip entries are named by position, never by their stored name.
+    match c
+        .upload(
+            VolumeFormat::DicomZip,
+            vec![extra("broken.zip")],
+            &SegmentParams {
+                model: "demo".into(),
+                ..Default::default()
+            },
+            |_, _| {},
+        )
+        .await
+    {
+        Err(ClientError::Status(s)) => {
+            assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
+            assert!(
+                s.message().contains("upload.zip!entry 8"),
+                "{}",
+                s.message()
+            );
+            assert_clean("error message", s.message());
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
 
     // A zip that is not one, and SEG output asked for a NIfTI upload.
     let params = SegmentParams {
@@ -496,5 +532,25 @@ fn client_lists_series_and_picks_one() {
     );
     assert!(text.contains("dicom_seg") && text.contains(uid), "{text}");
     assert!(out.is_file());
+
+    // A file the server finds truncated is named by its local path in the client's message.
+    std::fs::remove_file(both.join("other.dcm")).unwrap();
+    let victim = both.join(&strings(&f["sorted_files"])[7]);
+    let bytes = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &bytes[..bytes.len() - 2000]).unwrap();
+    let (ok, _, err) = client(
+        &srv,
+        &[
+            "segment",
+            both.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("InvalidArgument") && err.contains(&format!("is {}]", victim.display())),
+        "{err}"
+    );
     assert_clean("server log", &srv.logs());
 }

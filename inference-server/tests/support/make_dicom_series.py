@@ -6,6 +6,7 @@ orientation, anisotropic spacing and a RescaleIntercept; SimpleITK writes one fi
 names with identifying patient attributes (which must never show up in server logs):
   OUT_DIR/series/          the series (CT, one file per slice)
   OUT_DIR/series.zip       the same files in a zip (under a folder)
+  OUT_DIR/broken.zip       the same, with the 8th entry (in name order) cut to half its length
   OUT_DIR/other.dcm        one slice of a second series (other SeriesInstanceUID, SeriesNumber 8)
   OUT_DIR/report.dcm       a non-image object of the first series (pixel data removed, new SOPInstanceUID)
   OUT_DIR/series.json      SimpleITK's slice order (file names) and the UIDs used
@@ -102,6 +103,11 @@ def main(src, out):
     with zipfile.ZipFile(os.path.join(out, "series.zip"), "w", zipfile.ZIP_DEFLATED) as z:
         for name in sorted(names):
             z.write(os.path.join(series, name), f"study/{name}")
+
+    with zipfile.ZipFile(os.path.join(out, "broken.zip"), "w", zipfile.ZIP_DEFLATED) as z:
+        for i, name in enumerate(sorted(names)):
+            data = open(os.path.join(series, name), "rb").read()
+            z.writestr(f"study/{name}", data[: len(data) // 2] if i == 7 else data)
 
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(series)
     with open(os.path.join(out, "series.json"), "w") as f:
