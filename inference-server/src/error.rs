@@ -93,6 +93,38 @@ impl ServeError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         ServeError::InvalidArgument(msg.into())
     }
+
+    /// The message as logged: the client's text with DICOM UIDs (study, series, instance — linkable to a patient in
+    /// the archive) replaced by `<uid>`.
+    pub fn log_text(&self) -> String {
+        redact_uids(&self.to_string())
+    }
+}
+
+/// Replace every token that looks like a DICOM UID (digits in at least five dot-separated components, e.g.
+/// `1.2.840.113619.2.55`) by `<uid>`; numbers, versions and IPv4 addresses stay.
+pub fn redact_uids(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        let parts: Vec<&str> = token.split('.').collect();
+        if parts.len() >= 5 && parts.iter().all(|p| !p.is_empty()) {
+            out.push_str("<uid>");
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for ch in text.chars() {
+        if ch.is_ascii_digit() || ch == '.' {
+            token.push(ch);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
 }
 
 impl From<ServeError> for Status {
@@ -147,5 +179,17 @@ mod tests {
         assert_eq!(busy.code(), Code::ResourceExhausted);
         assert_eq!(busy.metric_label(), "resource_exhausted");
         assert_eq!(ServeError::Deadline(1.0).code(), Code::DeadlineExceeded);
+    }
+
+    #[test]
+    fn logged_text_has_no_uids() {
+        let e = ServeError::invalid(
+            "2 series found: 1.2.826.0.1.3680043.8.498.5.2 #7 (CT 24 files), 1.2.3.4.5 #8; limit 0.25 on 127.0.0.1.",
+        );
+        assert_eq!(
+            e.log_text(),
+            "2 series found: <uid> #7 (CT 24 files), <uid> #8; limit 0.25 on 127.0.0.1."
+        );
+        assert!(e.to_string().contains("1.2.826.0.1.3680043.8.498.5.2"));
     }
 }

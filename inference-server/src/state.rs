@@ -95,7 +95,7 @@ impl Shared {
             Err(e) => {
                 self.metrics
                     .record(service, method, &label, e.metric_label(), secs);
-                tracing::warn!(service, method, model = %label, status = code_label(e.code()), seconds = secs, error = %e, "request failed");
+                tracing::warn!(service, method, model = %label, status = code_label(e.code()), seconds = secs, error = %e.log_text(), "request failed");
             }
         }
         result.map_err(tonic::Status::from)
