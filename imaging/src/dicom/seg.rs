@@ -258,7 +258,8 @@ pub fn write_seg(
 /// Encode `mask` (on the grid of `source`, laid out as `layout`) as the bytes of a binary DICOM SEG Part 10 file.
 ///
 /// Segments without any voxel are still described; if no segment has a voxel at all, one empty frame of the first
-/// segment is written (the standard needs at least one frame).
+/// segment is written (the standard needs at least one frame). Only the grid of `source.volume` (shape and affine) is
+/// used, so a caller may have replaced its voxels by a zero-channel array.
 pub fn encode_seg(
     mask: &Volume,
     layout: MaskLayout,
