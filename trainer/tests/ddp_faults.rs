@@ -82,42 +82,54 @@ fn watch_stderr(
     (rx, handle)
 }
 
-#[test]
-fn killing_a_rank_makes_its_peer_exit_non_zero_within_seconds() {
+/// Starts two ranks of a long run, SIGKILLs `victim` once rank 0 has logged step 4, and checks that the survivor
+/// exits non-zero within 30 s with an error naming its rank and the failed all-reduce. Returns the run directory.
+fn kill_mid_run(victim: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let sets = long_run(d, "run");
+    let sets = long_run(dir.path(), "run");
     let port = distributed::launch::free_local_port().unwrap();
     // A 300 s collective timeout: exiting within seconds proves the death is detected, not timed out.
-    let mut rank0 = spawn_rank(0, port, &sets, "300");
-    let mut rank1 = spawn_rank(1, port, &sets, "300");
-    let _ = rank1.stderr.take();
-    let (progress, log) = watch_stderr(&mut rank0, "step 4/");
+    let mut ranks = [
+        spawn_rank(0, port, &sets, "300"),
+        spawn_rank(1, port, &sets, "300"),
+    ];
+    let (progress, log0) = watch_stderr(&mut ranks[0], "step 4/");
+    let (_, log1) = watch_stderr(&mut ranks[1], "never");
     progress
         .recv_timeout(Duration::from_secs(120))
         .expect("rank 0 never reached step 4");
-    rank1.kill().unwrap();
-    rank1.wait().unwrap();
+    ranks[victim].kill().unwrap();
+    ranks[victim].wait().unwrap();
+    let survivor = 1 - victim;
     let (status, took) = wait_within(
-        &mut rank0,
+        &mut ranks[survivor],
         Duration::from_secs(30),
-        "rank 0 after its peer died",
+        "the surviving rank",
     );
+    let log = if survivor == 0 { log0 } else { log1 };
     let stderr = log.join().unwrap();
-    assert!(!status.success(), "rank 0 must fail: {stderr}");
+    assert!(!status.success(), "rank {survivor} must fail: {stderr}");
     assert!(took < Duration::from_secs(30), "took {took:?}");
     assert!(
-        stderr.contains("Error (rank 0 of 2)")
+        stderr.contains(&format!("Error (rank {survivor} of 2)"))
             && stderr.contains("all-reduce")
             && stderr.contains("peer"),
-        "unclear error: {stderr}"
+        "unclear error from rank {survivor}: {stderr}"
     );
+    dir
+}
+
+#[test]
+fn killing_a_rank_makes_its_peer_exit_non_zero_within_seconds() {
+    let dir = kill_mid_run(1);
     // The last step checkpoint rank 0 wrote is complete and loadable.
-    let last = d.join("run/checkpoints/last");
+    let last = dir.path().join("run/checkpoints/last");
     common::tensors(&last.join("model.safetensors"));
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(last.join("train_state.json")).unwrap()).unwrap();
     assert!(state["step"].as_u64().unwrap() >= 2, "{state}");
+    // Rank 0 hosts the store: its death is detected just as fast.
+    kill_mid_run(0);
 }
 
 /// The pid of the child of `parent` whose environment says `RANK=<rank>` (Linux `/proc`).
