@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use tch::nn::VarStore;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::env::DistEnv;
 use crate::error::DistError;
@@ -76,6 +76,8 @@ pub struct ProcessGroup {
     rank: usize,
     world_size: usize,
     backend: Backend,
+    /// Where scalar reductions build their tensor: the CPU for Gloo, this rank's GPU for NCCL.
+    scalar_device: Device,
 }
 
 impl fmt::Debug for ProcessGroup {
@@ -106,6 +108,7 @@ impl ProcessGroup {
                 rank: 0,
                 world_size: 1,
                 backend,
+                scalar_device: Device::Cpu,
             });
         }
         let err = |message: String| DistError::Collective {
@@ -130,11 +133,18 @@ impl ProcessGroup {
             timeout_ms,
         )
         .map_err(err)?;
+        let scalar_device = match backend {
+            Backend::Gloo => Device::Cpu,
+            Backend::Nccl => {
+                Device::Cuda(env.local_device(tch::Cuda::device_count().max(0) as usize)?)
+            }
+        };
         Ok(ProcessGroup {
             inner: Inner::C10d(group),
             rank: env.rank,
             world_size: env.world_size,
             backend,
+            scalar_device,
         })
     }
 
@@ -273,13 +283,28 @@ impl ProcessGroup {
 
     /// Reduces a metric (loss, Dice, sample count) across ranks; every rank gets the result.
     pub fn allreduce_scalar(&self, value: f64, op: ReduceOp) -> Result<f64> {
-        if matches!(self.inner, Inner::Local) {
-            return Ok(value);
+        let reduced = self.allreduce_scalars(&[value], op)?;
+        reduced
+            .first()
+            .copied()
+            .ok_or_else(|| self.collective_err("allreduce")("no value came back".to_owned()))
+    }
+
+    /// Reduces several metrics element-wise in one collective (in f64, on the device the backend needs: the CPU
+    /// for Gloo, this rank's GPU for NCCL); every rank gets the result.
+    pub fn allreduce_scalars(&self, values: &[f64], op: ReduceOp) -> Result<Vec<f64>> {
+        if matches!(self.inner, Inner::Local) || values.is_empty() {
+            return Ok(values.to_vec());
         }
-        let t = Tensor::from_slice(&[value]).to_kind(Kind::Double);
+        let to_err = |e: tch::TchError| self.collective_err("allreduce")(e.to_string());
+        let t = Tensor::f_from_slice(values)
+            .and_then(|t| t.f_to_kind(Kind::Double))
+            .and_then(|t| t.f_to_device(self.scalar_device))
+            .map_err(to_err)?;
         self.allreduce(&t, op)?;
-        t.f_double_value(&[0])
-            .map_err(|e| self.collective_err("allreduce")(e.to_string()))
+        t.f_to_device(Device::Cpu)
+            .and_then(|t| Vec::<f64>::try_from(&t))
+            .map_err(to_err)
     }
 
     /// Blocks until every rank has called `barrier` (or the timeout expires).
@@ -397,6 +422,11 @@ mod tests {
             let scalar = pg
                 .allreduce_scalar(rank as f64 + 0.25, ReduceOp::Sum)
                 .unwrap();
+            let many = pg
+                .allreduce_scalars(&[rank as f64, 1.0, f64::NAN * rank as f64], ReduceOp::Sum)
+                .unwrap();
+            assert_eq!(&many[..2], &[1.0, 2.0]);
+            assert!(many[2].is_nan(), "NaN from one rank propagates: {many:?}");
             let ints = Tensor::from_slice(&[1i64]);
             let int_avg = pg.allreduce(&ints, ReduceOp::Avg).unwrap_err().to_string();
             pg.barrier().unwrap();

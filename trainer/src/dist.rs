@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use distributed::{Backend, DistEnv, ProcessGroup, ReduceOp};
-use tch::{nn::VarStore, Device, Kind, Tensor};
+use tch::{nn::VarStore, Device, Tensor};
 
 use crate::error::{Result, TrainError};
 
@@ -152,11 +152,9 @@ impl Dist {
         if !self.is_distributed() || values.is_empty() {
             return Ok(values.to_vec());
         }
-        let t = Tensor::from_slice(values).to_kind(Kind::Double);
         self.pg
-            .allreduce(&t, ReduceOp::Sum)
-            .map_err(|e| self.fail(&format!("all-reduce of {what}"), e))?;
-        Vec::<f64>::try_from(&t).map_err(TrainError::from)
+            .allreduce_scalars(values, ReduceOp::Sum)
+            .map_err(|e| self.fail(&format!("all-reduce of {what}"), e))
     }
 
     /// Wait for every rank.
