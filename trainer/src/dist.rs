@@ -254,6 +254,51 @@ mod tests {
         assert_eq!(block(0, 4, 2), (0, 0));
     }
 
+    /// Runs `body(dist)` as ranks 0 and 1 of a real Gloo group on 127.0.0.1 (two threads).
+    fn two_ranks<T: Send + 'static>(body: fn(&Dist) -> T) -> Vec<T> {
+        let port = distributed::launch::free_local_port().unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|rank| {
+                std::thread::spawn(move || {
+                    let env = DistEnv {
+                        rank,
+                        world_size: 2,
+                        local_rank: rank,
+                        master_addr: "127.0.0.1".into(),
+                        master_port: port,
+                        launcher: distributed::Launcher::Torchrun,
+                    };
+                    let d = Dist::init(env, Backend::Gloo, Duration::from_secs(20)).unwrap();
+                    body(&d)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn two_ranks_reduce_metrics_and_detect_disagreement() {
+        let out = two_ranks(|d| {
+            let r = d.rank() as f64;
+            let mean = d.mean(r + 1.0, "loss").unwrap();
+            // Each row filled by one rank: the sum is that rank's value, NaN included.
+            let mut table = vec![0.0; 4];
+            table[2 * d.rank()] = 0.25 + r;
+            table[2 * d.rank() + 1] = if d.rank() == 1 { f64::NAN } else { 0.5 };
+            let table = d.sum(&table, "dice").unwrap();
+            d.check_agree(&[7.0, 3.0], "step").unwrap();
+            let disagree = d.check_agree(&[r], "the step").unwrap_err().to_string();
+            d.barrier("end").unwrap();
+            (mean, table, disagree)
+        });
+        for (mean, table, disagree) in out {
+            assert_eq!(mean, 1.5);
+            assert_eq!(&table[..3], &[0.25, 0.5, 1.25]);
+            assert!(table[3].is_nan());
+            assert!(disagree.contains("disagree about the step"), "{disagree}");
+        }
+    }
+
     #[test]
     fn single_process_collectives_are_identities() {
         let d = Dist::single().unwrap();
