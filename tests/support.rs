@@ -7,23 +7,41 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary built by the same `cargo test` invocation (`target/<profile>/<name>`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
     let p = dir.join(name);
-    assert!(p.is_file(), "{} is not built; run the tests with `cargo test --workspace`", p.display());
+    assert!(
+        p.is_file(),
+        "{} is not built; run the tests with `cargo test --workspace`",
+        p.display()
+    );
     p
 }
 
 /// Run a command to completion from the repository root; panic with its output if it fails. Returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.current_dir(repo_root()).output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = cmd
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{cmd:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -50,7 +68,12 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("medmae-serve listening grpc=") {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
                 }
             }
         });
@@ -62,7 +85,10 @@ impl Server {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("medmae-serve exited before listening: {status}");
             }
-            assert!(Instant::now() < deadline, "medmae-serve did not start listening within 120 s");
+            assert!(
+                Instant::now() < deadline,
+                "medmae-serve did not start listening within 120 s"
+            );
         };
         Server { child, grpc }
     }
@@ -75,7 +101,9 @@ impl Server {
     }
 
     fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().expect("wait for medmae-serve")
     }
 }
