@@ -42,7 +42,7 @@ fn demo_dataset_is_written_fast_and_reads_back() {
     let ds = decathlon::load(&json).unwrap();
     assert_eq!(
         (ds.datalist.training.len(), ds.datalist.test.len()),
-        (16, 2)
+        (cfg.num_training, cfg.num_test)
     );
     assert_eq!(ds.num_classes(), 3);
     let sample = ds.datalist.training[0].load().unwrap();
