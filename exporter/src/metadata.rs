@@ -176,8 +176,19 @@ pub fn read_props<R: Read + Seek>(r: &mut R, path: &Path) -> Result<BTreeMap<Str
                     if len > 1 << 30 {
                         return Err(bad(format!("metadata entry of {len} bytes")));
                     }
-                    let mut buf = vec![0; len];
-                    r.read_exact(&mut buf).map_err(|e| bad(e.to_string()))?;
+                    // Read what is there instead of allocating the declared length up front: a few corrupt
+                    // bytes must not cost a 1 GiB buffer (found by fuzz/).
+                    let mut buf = Vec::new();
+                    r.by_ref()
+                        .take(len as u64)
+                        .read_to_end(&mut buf)
+                        .map_err(|e| bad(e.to_string()))?;
+                    if buf.len() != len {
+                        return Err(bad(format!(
+                            "metadata entry of {len} bytes is truncated after {} bytes",
+                            buf.len()
+                        )));
+                    }
                     let (k, v) = parse_entry(&buf).map_err(bad)?;
                     map.insert(k, v);
                 } else {

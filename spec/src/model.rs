@@ -16,6 +16,19 @@ fn err(field: &str, msg: impl Into<String>) -> SpecError {
     SpecError { field: field.to_string(), msg: msg.into() }
 }
 
+/// Upper bounds checked by `validate`, so a hostile or corrupt `model.json` cannot make code that sizes tensors
+/// from a config overflow or allocate without bound (found by `fuzz/`): blocks per ViT, embedding width, input/output
+/// channels and decoder width, image size per axis, patches per image, and the MLP ratio.
+pub const MAX_DEPTH: usize = 1024;
+/// See [`MAX_DEPTH`].
+pub const MAX_WIDTH: usize = 1 << 16;
+/// See [`MAX_DEPTH`].
+pub const MAX_SIZE: usize = 1 << 16;
+/// See [`MAX_DEPTH`].
+pub const MAX_PATCHES: usize = 1 << 24;
+/// See [`MAX_DEPTH`].
+pub const MAX_MLP_RATIO: f64 = 64.0;
+
 /// Parameter naming and small numeric conventions of the ViT encoder.
 ///
 /// `Timm` is SelfMedMAE's layout (and medmae's default): cls token, qkv bias, LayerNorm eps 1e-6, blocks named
@@ -122,11 +135,23 @@ impl VitConfig {
         if self.embed_dim == 0 || self.depth == 0 || self.num_heads == 0 {
             return Err(err(&f("embed_dim/depth/num_heads"), "must be positive"));
         }
+        for (name, v, max) in [("depth", self.depth, MAX_DEPTH), ("embed_dim", self.embed_dim, MAX_WIDTH), ("in_channels", self.in_channels, MAX_WIDTH)] {
+            if v > max {
+                return Err(err(&f(name), format!("{v} exceeds the supported maximum {max}")));
+            }
+        }
+        if self.img_size.iter().any(|&s| s > MAX_SIZE) {
+            return Err(err(&f("img_size"), format!("sizes above {MAX_SIZE} are not supported")));
+        }
+        let patches = self.img_size.iter().zip(&self.patch_size).try_fold(1usize, |n, (i, p)| n.checked_mul(i / p));
+        if patches.is_none_or(|n| n > MAX_PATCHES) {
+            return Err(err(&f("img_size"), format!("more than {MAX_PATCHES} patches per image are not supported")));
+        }
         if self.embed_dim % self.num_heads != 0 {
             return Err(err(&f("embed_dim"), format!("{} is not divisible by num_heads {}", self.embed_dim, self.num_heads)));
         }
-        if !(self.mlp_ratio > 0.0 && self.mlp_ratio.is_finite()) {
-            return Err(err(&f("mlp_ratio"), "must be a positive number"));
+        if !(self.mlp_ratio > 0.0 && self.mlp_ratio <= MAX_MLP_RATIO) {
+            return Err(err(&f("mlp_ratio"), format!("must be a positive number up to {MAX_MLP_RATIO}")));
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
             return Err(err(&f("layer_norm_eps"), "must be in (0, 1)"));
@@ -256,7 +281,7 @@ impl MaeConfig {
             }
             ReconLoss::Fourier { embed_dim, temperature } => {
                 let c2 = 2 * self.encoder.in_channels;
-                if *embed_dim == 0 || embed_dim % c2 != 0 {
+                if *embed_dim == 0 || embed_dim % c2 != 0 || *embed_dim > MAX_WIDTH {
                     return Err(err("mae.loss.embed_dim", format!("must be a positive multiple of 2·in_channels = {c2}, got {embed_dim}")));
                 }
                 if !(*temperature > 0.0 && *temperature < 1.0) {
@@ -300,6 +325,9 @@ impl UnetrConfig {
         }
         if self.out_channels == 0 || self.feature_size == 0 {
             return Err(err("unetr.out_channels/feature_size", "must be positive"));
+        }
+        if self.out_channels > MAX_WIDTH || self.feature_size > MAX_WIDTH {
+            return Err(err("unetr.out_channels/feature_size", format!("must be at most {MAX_WIDTH}")));
         }
         if self.encoder.style == VitStyle::Monai && self.encoder.cls_token {
             return Err(err("unetr.encoder.cls_token", "MONAI's ViT has no cls token; set cls_token: false with style: monai"));

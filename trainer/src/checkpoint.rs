@@ -127,20 +127,13 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|e| TrainError::io(path, e))
 }
 
-/// Write checkpoint `name` (`last`, `best`) under `root` atomically; returns the stable path `root/name`.
-pub fn write_checkpoint(root: &Path, name: &str, data: &CheckpointData) -> Result<PathBuf> {
-    io(root, std::fs::create_dir_all(root))?;
-    let version = format!("{name}-{:08}", data.state.step);
-    let tmp = root.join(format!("{version}.tmp"));
-    if tmp.exists() {
-        io(&tmp, std::fs::remove_dir_all(&tmp))?;
-    }
-    io(&tmp, std::fs::create_dir_all(&tmp))?;
+/// Write the files of a checkpoint into `tmp`.
+fn write_files(tmp: &Path, data: &CheckpointData) -> Result<()> {
     let weights = tmp.join("model.safetensors");
     data.vs.save(&weights)?;
     let card = serde_json::to_string_pretty(data.card)
         .map_err(|e| TrainError::format(tmp.join("model.json"), e.to_string()))?;
-    io(&tmp, std::fs::write(tmp.join("model.json"), card))?;
+    io(tmp, std::fs::write(tmp.join("model.json"), card))?;
     let state_path = tmp.join("train_state.safetensors");
     if data.optim_state.is_empty() {
         Tensor::write_safetensors(
@@ -160,7 +153,24 @@ pub fn write_checkpoint(root: &Path, name: &str, data: &CheckpointData) -> Resul
     }
     let state = serde_json::to_string_pretty(data.state)
         .map_err(|e| TrainError::format(tmp.join("train_state.json"), e.to_string()))?;
-    io(&tmp, std::fs::write(tmp.join("train_state.json"), state))?;
+    io(tmp, std::fs::write(tmp.join("train_state.json"), state))?;
+    Ok(())
+}
+
+/// Write checkpoint `name` (`last`, `best`) under `root` atomically; returns the stable path `root/name`.
+pub fn write_checkpoint(root: &Path, name: &str, data: &CheckpointData) -> Result<PathBuf> {
+    io(root, std::fs::create_dir_all(root))?;
+    let version = format!("{name}-{:08}", data.state.step);
+    let tmp = root.join(format!("{version}.tmp"));
+    if tmp.exists() {
+        io(&tmp, std::fs::remove_dir_all(&tmp))?;
+    }
+    io(&tmp, std::fs::create_dir_all(&tmp))?;
+    // A failed write (full disk, I/O error) removes the partial directory instead of leaving it behind.
+    if let Err(e) = write_files(&tmp, data) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     let dir = root.join(&version);
     if dir.exists() {
         io(&dir, std::fs::remove_dir_all(&dir))?;

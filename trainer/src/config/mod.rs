@@ -320,12 +320,15 @@ impl ExperimentConfig {
                 TransformSpec::RandCropByPosNegLabel { num_samples, .. } => (*num_samples).max(1),
                 _ => 1,
             })
-            .product()
+            .fold(1usize, usize::saturating_mul)
     }
 
     /// Samples per optimiser step: items per batch × samples per item × accumulation steps.
     pub fn effective_batch(&self) -> usize {
-        self.data.batch_size * self.samples_per_item() * self.optim.accum_steps
+        self.data
+            .batch_size
+            .saturating_mul(self.samples_per_item())
+            .saturating_mul(self.optim.accum_steps)
     }
 
     /// Peak learning rate: base_lr × effective batch / 256.
@@ -383,6 +386,16 @@ impl ExperimentConfig {
             positive("optim.grad_clip", c)?;
         }
         at_least_one("optim.accum_steps", o.accum_steps)?;
+        // Bounds the lr scaling and the loader's buffers (an overflow here was found by fuzz/).
+        const MAX_EFFECTIVE_BATCH: usize = 1 << 20;
+        if self.effective_batch() > MAX_EFFECTIVE_BATCH {
+            return Err(TrainError::config(
+                "data.batch_size",
+                format!(
+                    "batch_size × samples per item × optim.accum_steps must be at most {MAX_EFFECTIVE_BATCH}"
+                ),
+            ));
+        }
         let s = &self.schedule;
         at_least_one("schedule.epochs", s.epochs)?;
         if !(s.warmup_epochs >= 0.0 && s.warmup_epochs <= s.epochs as f64) {

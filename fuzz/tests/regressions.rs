@@ -1,0 +1,108 @@
+//! Inputs the fuzzer found, minimised by hand: each must now be rejected with an error (not a panic, not an
+//! unbounded allocation).
+
+use std::path::PathBuf;
+
+use medmae_fuzz::targets::{self, Env};
+
+#[global_allocator]
+static ALLOC: medmae_fuzz::alloc::Counting = medmae_fuzz::alloc::Counting;
+
+fn env() -> Env {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Env {
+        seeds: here.join("seeds"),
+        extra: Vec::new(),
+        work: std::env::temp_dir().join(format!("medmae-fuzz-test-{}", std::process::id())),
+    }
+}
+
+fn seed(path: &str) -> String {
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("seeds")
+            .join(path),
+    )
+    .unwrap()
+}
+
+#[test]
+fn model_json_with_a_huge_decoder_depth_is_rejected_before_sizing_weights() {
+    // Found by `model_json`: decoder_depth = i64::MAX passed validation, then expected_weights tried to allocate
+    // one entry per block (a 1.5 GiB request).
+    let card = seed("model_json/mae3d.json").replacen(
+        "\"decoder_depth\": 2",
+        "\"decoder_depth\": 9223372036854775807",
+        1,
+    );
+    assert!(
+        card.contains("9223372036854775807"),
+        "the seed still has decoder_depth 2"
+    );
+    let err = spec::ModelCard::from_json(&card).unwrap_err();
+    assert!(err.to_string().contains("mae.decoder.depth"), "{err}");
+    let mut t = targets::make("model_json", &env()).unwrap();
+    assert!(t.run(card.as_bytes()).is_err());
+}
+
+#[test]
+fn yaml_config_with_a_huge_num_samples_is_rejected_without_overflow() {
+    // Found by `yaml_config`: num_samples = i64::MAX overflowed batch_size × samples × accum_steps (used for the lr).
+    let yaml = seed("yaml_config/demo_unetr3d.yaml");
+    let mut t = targets::make("yaml_config", &env()).unwrap();
+    t.run(yaml.as_bytes()).expect("the seed itself is valid");
+    let bad = format!("#set data.train_transforms.1.num_samples=9223372036854775807\n{yaml}");
+    let err = t.run(bad.as_bytes()).unwrap_err();
+    assert!(
+        err.contains("data.batch_size") || err.contains("num_samples"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_target_accepts_its_seeds_and_survives_a_short_run() {
+    let env = env();
+    let dir = tempfile::tempdir().unwrap();
+    for name in targets::NAMES {
+        let mut t = targets::make(name, &env).unwrap();
+        let s = medmae_fuzz::harness::fuzz(t.as_mut(), 300, 3, dir.path());
+        assert!(s.failures.is_empty(), "{name}: {:?}", s.failures);
+        assert!(
+            s.seeds_rejected.is_empty(),
+            "{name}: {:?}",
+            s.seeds_rejected
+        );
+        assert!(
+            s.accepted > 0 && s.rejected > 0,
+            "{name}: accepted {} rejected {}",
+            s.accepted,
+            s.rejected
+        );
+    }
+}
+
+#[test]
+fn onnx_metadata_entry_with_a_huge_declared_length_does_not_allocate_it() {
+    // Found by `onnx_meta`: a metadata_props entry declaring ~256 MiB in a 1 KiB file made the exporter's
+    // read_props allocate the declared length before reading.
+    let input = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/onnx_meta_huge_entry.bin"),
+    )
+    .unwrap();
+    let mut t = targets::make("onnx_meta", &env()).unwrap();
+    let live = medmae_fuzz::alloc::reset_peak();
+    let _ = t.run(&input);
+    let used = medmae_fuzz::alloc::peak().saturating_sub(live);
+    assert!(
+        used < 16 << 20,
+        "parsing a {}-byte file allocated {} MiB",
+        input.len(),
+        used >> 20
+    );
+    let err = exporter::read_props(
+        &mut std::io::Cursor::new(&input),
+        std::path::Path::new("x.onnx"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
