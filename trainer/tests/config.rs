@@ -33,8 +33,8 @@ fn every_shipped_config_is_valid() {
         }
     }
     assert_eq!(
-        n, 10,
-        "btcv/brats × mae/unetr (3-D), btcv 2-D × 2, four demo configs"
+        n, 11,
+        "btcv/brats × mae/unetr (3-D), btcv 2-D × 2, four demo configs, the real-data KmeansTest config"
     );
 }
 
