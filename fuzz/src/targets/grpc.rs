@@ -214,7 +214,7 @@ fn chunks(bytes: &[u8], size: usize) -> Vec<SegmentRequest> {
     bytes
         .chunks(size)
         .map(|c| SegmentRequest {
-            payload: Some(Payload::Chunk(c.to_vec().into())),
+            payload: Some(Payload::Chunk(c.to_vec())),
         })
         .collect()
 }
