@@ -206,7 +206,7 @@ fn header(
 
 fn chunk(b: Vec<u8>) -> SegmentRequest {
     SegmentRequest {
-        payload: Some(Payload::Chunk(b.into())),
+        payload: Some(Payload::Chunk(b)),
     }
 }
 

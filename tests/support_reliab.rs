@@ -240,7 +240,7 @@ pub fn upload(model: &str, format: VolumeFormat, bytes: &[u8]) -> Vec<SegmentReq
         payload: Some(Payload::Header(header)),
     })
     .chain(bytes.chunks(64 << 10).map(|c| SegmentRequest {
-        payload: Some(Payload::Chunk(c.to_vec().into())),
+        payload: Some(Payload::Chunk(c.to_vec())),
     }))
     .collect()
 }
