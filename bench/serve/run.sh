@@ -20,12 +20,13 @@ if [ "${SKIP_PYTHON:-0}" != 1 ]; then
 fi
 
 for backend in ort tract; do
+  rm -f "$WORK/serve_$backend.out"
   "$BIN/medmae-serve" --model-repository "$WORK/repo" --listen 127.0.0.1:0 --metrics-listen off --backend "$backend" --request-timeout 7200 \
-    --threads "$THREADS" > "$WORK/serve.out" 2> "$WORK/serve_$backend.log" &
+    --threads "$THREADS" > "$WORK/serve_$backend.out" 2> "$WORK/serve_$backend.log" &
   pid=$!
-  for _ in $(seq 600); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
-  addr=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$WORK/serve.out")
-  # Warm-up (tract optimises its plan per batch size on first use), then the timed run.
+  for _ in $(seq 600); do grep -q listening "$WORK/serve_$backend.out" 2>/dev/null && break; sleep 0.1; done
+  addr=$(sed -n 's/.*grpc=\([^ ]*\).*/\1/p' "$WORK/serve_$backend.out")
+  # One warm-up request (first-call allocations in the engines), then the timed run.
   "$BIN/medmae-client" --server "http://$addr" segment "$WORK/volume.nii.gz" -o "$WORK/mask_$backend.nii.gz" --quiet > /dev/null
   start=$(date +%s.%N)
   "$BIN/medmae-client" --server "http://$addr" segment "$WORK/volume.nii.gz" -o "$WORK/mask_$backend.nii.gz" --quiet --json > "$WORK/summary_$backend.json"

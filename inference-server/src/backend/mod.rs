@@ -62,7 +62,10 @@ pub struct BackendOptions {
 pub fn load(info: &ModelInfo, opts: &BackendOptions) -> Result<Box<dyn Backend>, ServeError> {
     match opts.kind {
         BackendKind::Ort => Ok(Box::new(ort_backend::OrtBackend::load(info, opts)?)),
-        BackendKind::Tract => Ok(Box::new(tract_backend::TractBackend::load(info)?)),
+        BackendKind::Tract => Ok(Box::new(tract_backend::TractBackend::load(
+            info,
+            opts.threads,
+        )?)),
     }
 }
 
