@@ -25,7 +25,10 @@ fn grew(by: usize) {
 
 #[cold]
 fn oversize(size: usize) -> ! {
-    eprintln!("FAIL: allocation of {size} bytes (> {HARD_CAP})");
+    eprintln!(
+        "FAIL: allocation of {size} bytes (> {HARD_CAP}) at\n{}",
+        std::backtrace::Backtrace::force_capture()
+    );
     abort_with_input("oversize")
 }
 
