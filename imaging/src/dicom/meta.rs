@@ -116,6 +116,8 @@ pub(crate) fn parse(name: &Path, bytes: &[u8], header_only: bool) -> Result<Defa
             "not a DICOM Part 10 file (no `DICM` marker after the 128-byte preamble)",
         ));
     };
+    // dicom-parser reserves declared lengths before reading: check them against the bytes first.
+    super::bounds::check_lengths(name, body)?;
     let mut opts = OpenFileOptions::new().read_preamble(ReadPreamble::Never);
     if header_only {
         opts = opts.read_until(tags::PIXEL_DATA);

@@ -5,6 +5,7 @@
 //! with `dicom-pixeldata` (uncompressed transfer syntaxes; compressed ones are refused by name) and rescaled with
 //! RescaleSlope/Intercept. Patient-identifying attributes are never read.
 
+mod bounds;
 mod geometry;
 mod meta;
 mod patient;
