@@ -63,9 +63,7 @@ fn yaml_config_with_a_huge_num_samples_is_rejected_without_overflow() {
 fn every_target_accepts_its_seeds_and_survives_a_short_run() {
     let env = env();
     let dir = tempfile::tempdir().unwrap();
-    // `dicom` is left out of the mutation run: its open finding (a declared element length allocated up front by
-    // the dicom-parser crate, `tests/data/dicom_huge_element.bin`) aborts the process; its seeds are checked below.
-    for name in targets::NAMES.into_iter().filter(|n| *n != "dicom") {
+    for name in targets::NAMES {
         let mut t = targets::make(name, &env).unwrap();
         let s = medmae_fuzz::harness::fuzz(t.as_mut(), 300, 3, dir.path());
         assert!(s.failures.is_empty(), "{name}: {:?}", s.failures);
@@ -114,5 +112,43 @@ fn dicom_seeds_decode() {
     let mut t = targets::make("dicom", &env()).unwrap();
     for (i, s) in t.seeds().to_vec().iter().enumerate() {
         t.run(s).unwrap_or_else(|e| panic!("dicom seed {i}: {e}"));
+    }
+}
+
+#[test]
+fn dicom_elements_with_bad_declared_lengths_do_not_allocate_them() {
+    // Found by `dicom`: (1) a 1 KiB Implicit VR file whose (0008,DC90) declares ~2.7 GB made dicom-parser reserve
+    // the declared length before reading; (2) a 14-byte UL (0000,0000) made it read 12 bytes, advance by 14 and
+    // take a later header's length (775 MB) from a UID's digits. imaging::dicom now walks the element headers first.
+    let cases = [
+        (
+            "dicom_huge_element.bin",
+            "(0008,DC90)",
+            "declares 2743503993 bytes",
+        ),
+        (
+            "dicom_misaligned_ul.bin",
+            "(0000,0000)",
+            "not a multiple of the 4-byte",
+        ),
+    ];
+    let mut t = targets::make("dicom", &env()).unwrap();
+    for (file, tag, what) in cases {
+        let input = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(file),
+        )
+        .unwrap();
+        let live = medmae_fuzz::alloc::reset_peak();
+        let err = t.run(&input).unwrap_err();
+        let used = medmae_fuzz::alloc::peak().saturating_sub(live);
+        assert!(
+            used < 16 << 20,
+            "{file}: parsing a {}-byte file allocated {} MiB",
+            input.len(),
+            used >> 20
+        );
+        assert!(err.contains(tag) && err.contains(what), "{file}: {err}");
     }
 }

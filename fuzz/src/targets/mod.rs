@@ -41,7 +41,7 @@ pub struct Env {
     pub work: PathBuf,
 }
 
-/// Names of every target, in run order (`dicom` last: it has an open finding that aborts the run, see README).
+/// Names of every target, in run order.
 pub const NAMES: [&str; 9] = [
     "nifti",
     "metaimage",
