@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use imaging::dicom::{read_series_memory, DicomOptions};
 
-use super::{seed_files, Env, Target, MAX_VOXELS};
+use super::{seed_bytes, Env, Target, MAX_VOXELS};
 use crate::mutate::Hints;
 
 /// Tags worth inserting: image geometry, pixel description and transfer syntax.
@@ -34,10 +34,7 @@ impl Dicom {
     /// Seeds: `seeds/dicom` (a 3-slice SimpleITK series and its zip).
     pub fn new(env: &Env) -> Result<Self, String> {
         Ok(Self {
-            seeds: seed_files(env, "dicom", &[".dcm", ".zip"])?
-                .into_iter()
-                .map(|(_, b)| b)
-                .collect(),
+            seeds: seed_bytes(env, "dicom", &[".dcm", ".zip"])?,
         })
     }
 }

@@ -15,7 +15,7 @@ use server::proto::inference::{InferTensorContents, ModelInferRequest};
 use server::proto::medmae_v1::segment_request::Payload;
 use server::proto::medmae_v1::{RawGeometry, SegmentHeader, SegmentRequest, VolumeFormat};
 
-use super::{seed_files, Env, Target, MAX_VOXELS};
+use super::{seed_bytes, Env, Target, MAX_VOXELS};
 use crate::mutate::Hints;
 
 const MODEL_PATH: &str = "/fuzz/model.onnx";
@@ -55,10 +55,7 @@ impl OnnxMeta {
     /// Seeds: `seeds/onnx_meta/*.onnx`.
     pub fn new(env: &Env) -> Result<Self, String> {
         Ok(Self {
-            seeds: seed_files(env, "onnx_meta", &[".onnx"])?
-                .into_iter()
-                .map(|(_, b)| b)
-                .collect(),
+            seeds: seed_bytes(env, "onnx_meta", &[".onnx"])?,
         })
     }
 }
@@ -238,10 +235,8 @@ impl Segment {
             .concat(),
         )];
         let small = |t: &str, e: &[&str]| -> Result<Vec<u8>, String> {
-            let files = seed_files(env, t, e)?;
-            Ok(files
+            Ok(seed_bytes(env, t, e)?
                 .into_iter()
-                .map(|(_, b)| b)
                 .min_by_key(Vec::len)
                 .unwrap_or_default())
         };

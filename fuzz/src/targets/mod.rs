@@ -118,3 +118,11 @@ pub fn seed_files(
     }
     Ok(s)
 }
+
+/// The contents of [`seed_files`], without their paths.
+pub fn seed_bytes(env: &Env, target: &str, endings: &[&str]) -> Result<Vec<Vec<u8>>, String> {
+    Ok(seed_files(env, target, endings)?
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect())
+}

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::{seed_files, Env, Target};
+use super::{seed_bytes, Env, Target};
 use crate::config::{apply_override, ExperimentConfig};
 use crate::mutate::Hints;
 
@@ -52,10 +52,7 @@ impl DatasetJson {
     /// Seeds: `seeds/dataset_json/*.json`.
     pub fn new(env: &Env) -> Result<Self, String> {
         Ok(Self {
-            seeds: seed_files(env, "dataset_json", &[".json"])?
-                .into_iter()
-                .map(|(_, b)| b)
-                .collect(),
+            seeds: seed_bytes(env, "dataset_json", &[".json"])?,
         })
     }
 }
@@ -150,10 +147,7 @@ impl YamlConfig {
     /// Seeds: `seeds/yaml_config/*.yaml` (copies of `configs/`, some with a leading `#set` line).
     pub fn new(env: &Env) -> Result<Self, String> {
         Ok(Self {
-            seeds: seed_files(env, "yaml_config", &[".yaml", ".yml"])?
-                .into_iter()
-                .map(|(_, b)| b)
-                .collect(),
+            seeds: seed_bytes(env, "yaml_config", &[".yaml", ".yml"])?,
         })
     }
 }
@@ -200,10 +194,7 @@ impl ModelJson {
     /// Seeds: `seeds/model_json/*.json` (exported cards).
     pub fn new(env: &Env) -> Result<Self, String> {
         Ok(Self {
-            seeds: seed_files(env, "model_json", &[".json"])?
-                .into_iter()
-                .map(|(_, b)| b)
-                .collect(),
+            seeds: seed_bytes(env, "model_json", &[".json"])?,
         })
     }
 }
