@@ -165,6 +165,16 @@ fn kill_9_at_random_points_never_corrupts_and_resume_matches_an_uninterrupted_ru
         }
         let status = child.wait().unwrap();
         let step = check_last(&out);
+        // A kill can land in the middle of a metrics append; make every other killed trial end that way for
+        // certain (an incomplete last line), which resume must drop rather than refuse.
+        if killed && i % 2 == 1 && out.join("metrics.jsonl").exists() {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(out.join("metrics.jsonl"))
+                .unwrap();
+            f.write_all(b"{\"step\": 999999, \"loss\": 0.12").unwrap();
+        }
         // Resume from the last checkpoint if there is one; otherwise the run starts over.
         let resume: &[&str] = if step.is_some() { &["--resume"] } else { &[] };
         ok(train_cmd(&out, &data, resume));
@@ -347,7 +357,7 @@ fn read_only_or_full_output_dir_gives_a_clear_error_and_no_partial_file() {
             !left
                 .iter()
                 .any(|p| p.strip_prefix(&d).is_some_and(|rel| rel.contains(".tmp"))),
-            "{case}: a partial checkpoint was left: {left:?}"
+            "{case}: a partial checkpoint was left: {left:?}\ntrainer stderr:\n{err}"
         );
         println!("{case}: exporter and trainer refused cleanly; left behind: {left:?}");
     }

@@ -20,7 +20,7 @@ impl MetricsLog {
     pub fn open(path: &Path, resume_step: Option<u64>) -> Result<Self> {
         if let Some(at) = resume_step {
             if path.exists() {
-                let kept: Vec<Value> = read_metrics(path)?
+                let kept: Vec<Value> = read_records(path, true)?
                     .into_iter()
                     .filter(|r| {
                         r.get("step")
@@ -51,27 +51,54 @@ impl MetricsLog {
         })
     }
 
-    /// Append one record and flush it.
+    /// Append one record (one `write` of the whole line, newline last) and flush it.
     pub fn append(&mut self, record: &Value) -> Result<()> {
-        writeln!(self.file, "{record}")
+        let mut line = record.to_string();
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
             .and_then(|_| self.file.flush())
             .map_err(|e| TrainError::io(&self.path, e))
     }
 }
 
-/// Read every record of a metrics file.
+/// Read every record of a metrics file. Any line that is not valid JSON is an error naming the file and line.
 pub fn read_metrics(path: &Path) -> Result<Vec<Value>> {
+    read_records(path, false)
+}
+
+/// Read the records; with `tolerate_torn_tail`, a last line without its newline that does not parse (a run killed
+/// in the middle of an append) is dropped with a warning instead of failing. A bad line anywhere else is an error.
+fn read_records(path: &Path, tolerate_torn_tail: bool) -> Result<Vec<Value>> {
     let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let mut reader = BufReader::new(file);
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| TrainError::io(path, e))?;
-        if line.trim().is_empty() {
+    let mut buf = String::new();
+    let mut number = 0usize;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_line(&mut buf)
+            .map_err(|e| TrainError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let complete = buf.ends_with('\n');
+        let line = buf.trim();
+        if line.is_empty() {
             continue;
         }
-        out.push(
-            serde_json::from_str(&line)
-                .map_err(|e| TrainError::format(path, format!("line {}: {e}", i + 1)))?,
-        );
+        match serde_json::from_str(line) {
+            Ok(v) => out.push(v),
+            Err(e) if tolerate_torn_tail && !complete => {
+                tracing::warn!(
+                    "{}: dropping an incomplete last line {number} ({e}); the previous run stopped mid-write",
+                    path.display()
+                );
+            }
+            Err(e) => return Err(TrainError::format(path, format!("line {number}: {e}"))),
+        }
     }
     Ok(out)
 }
@@ -100,5 +127,24 @@ mod tests {
         drop(log);
         MetricsLog::open(&p, None).unwrap();
         assert!(read_metrics(&p).unwrap().is_empty());
+    }
+
+    #[test]
+    fn resume_drops_a_torn_last_line_but_not_a_corrupt_middle_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        std::fs::write(&p, "{\"step\":1}\n{\"step\":2}\n{\"step\":3,\"lo").unwrap();
+        // A plain read names the file and line.
+        let err = read_metrics(&p).unwrap_err().to_string();
+        assert!(err.contains("metrics.jsonl") && err.contains("line 3"), "{err}");
+        // Resuming keeps the complete records and appends cleanly after them.
+        let mut log = MetricsLog::open(&p, Some(2)).unwrap();
+        log.append(&json!({"step": 3})).unwrap();
+        let steps: Vec<_> = read_metrics(&p).unwrap().iter().filter_map(|r| r["step"].as_u64()).collect();
+        assert_eq!(steps, vec![1, 2, 3]);
+        // A corrupt line that was completed (newline present) is not a torn write: resume refuses it.
+        std::fs::write(&p, "{\"step\":1}\n{oops}\n{\"step\":2}\n").unwrap();
+        let err = MetricsLog::open(&p, Some(2)).err().expect("corrupt middle line").to_string();
+        assert!(err.contains("line 2"), "{err}");
     }
 }
