@@ -50,6 +50,22 @@ pub struct PhantomConfig {
     /// Ellipsoid radii as fractions [min, max] of the extent of each axis.
     #[serde(default = "default_radius")]
     pub radius_fraction: [f64; 2],
+    /// What tells the classes apart: their intensity (default) or their shape.
+    #[serde(default)]
+    pub classes_by: ClassCue,
+}
+
+/// What distinguishes the foreground classes of an ellipsoid phantom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassCue {
+    /// Each class has its own intensity band; radii are drawn independently per axis.
+    #[default]
+    Intensity,
+    /// Every class draws its intensity from the same band, and the classes differ only in elongation: class k's
+    /// in-plane aspect ratio (long/short radius, in the plane of the first two axes) is k, with the in-plane area
+    /// kept, so neither intensity nor size gives the class away — telling them apart needs the object's shape.
+    Shape,
 }
 
 impl PhantomConfig {
@@ -110,6 +126,34 @@ impl Ellipsoid {
             let n = shape[a] as f64;
             if shape[a] > 1 {
                 radii[a] = (n * rng.random_range(frac[0]..=frac[1])).max(1.0);
+                let lo = radii[a].min(n / 2.0);
+                centre[a] = rng.random_range(lo..=(n - 1.0 - lo).max(lo));
+            }
+        }
+        Self { centre, radii }
+    }
+
+    /// An ellipsoid of in-plane aspect ratio `aspect` (the long axis is axis 0 or 1, at random; axis 2 keeps the
+    /// base radius). The radii keep the base radius's area in the plane and stay within 0.45 of each extent.
+    fn random_elongated(
+        rng: &mut ChaCha8Rng,
+        shape: [usize; 3],
+        frac: [f64; 2],
+        aspect: f64,
+    ) -> Self {
+        let base = rng.random_range(frac[0]..=frac[1]);
+        let long = rng.random_range(0..2usize);
+        let mut centre = [0.0; 3];
+        let mut radii = [1.0; 3];
+        for a in 0..3 {
+            let n = shape[a] as f64;
+            if shape[a] > 1 {
+                let f = match a {
+                    2 => 1.0,
+                    _ if a == long => aspect.sqrt(),
+                    _ => 1.0 / aspect.sqrt(),
+                };
+                radii[a] = (n * base * f).min(0.45 * n).max(1.0);
                 let lo = radii[a].min(n / 2.0);
                 centre[a] = rng.random_range(lo..=(n - 1.0 - lo).max(lo));
             }
@@ -182,17 +226,32 @@ pub fn phantom(cfg: &PhantomConfig, seed: u64) -> Result<Phantom> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let shape = cfg.shape;
     let mut shapes: Vec<(usize, Ellipsoid)> = (1..=cfg.num_classes)
-        .map(|k| (k, Ellipsoid::random(&mut rng, shape, cfg.radius_fraction)))
+        .map(|k| {
+            let e = match cfg.classes_by {
+                ClassCue::Intensity => Ellipsoid::random(&mut rng, shape, cfg.radius_fraction),
+                ClassCue::Shape => {
+                    Ellipsoid::random_elongated(&mut rng, shape, cfg.radius_fraction, k as f64)
+                }
+            };
+            (k, e)
+        })
         .collect();
     // Largest first so small classes stay visible where ellipsoids overlap.
     shapes.sort_by(|a, b| b.1.volume().total_cmp(&a.1.volume()).then(a.0.cmp(&b.0)));
     // Class k's contrast is drawn around the centre of its own band of [0.3, 1.0) (±25 % of the band width), so the
     // classes differ in intensity in every phantom and a segmentation network can tell them apart.
     let k = cfg.num_classes.max(1) as f32;
+    // With `classes_by: shape` every class draws from one band, [0.45, 0.85).
     let contrast: Vec<Vec<f32>> = (0..cfg.channels)
         .map(|_| {
             (0..=cfg.num_classes)
-                .map(|c| 0.3 + 0.7 * (c.max(1) as f32 - 0.5) / k + 0.7 / k * rng.random_range(-0.25..0.25))
+                .map(|c| match cfg.classes_by {
+                    ClassCue::Intensity => {
+                        0.3 + 0.7 * (c.max(1) as f32 - 0.5) / k
+                            + 0.7 / k * rng.random_range(-0.25..0.25)
+                    }
+                    ClassCue::Shape => rng.random_range(0.45..0.85),
+                })
                 .collect()
         })
         .collect();
@@ -263,6 +322,7 @@ pub fn brats_phantom(
         channels: 4,
         noise_std,
         radius_fraction: default_radius(),
+        classes_by: ClassCue::Intensity,
     }
     .validate()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -492,6 +552,75 @@ mod tests {
             channels: 2,
             noise_std: 0.05,
             radius_fraction: [0.15, 0.25],
+            classes_by: ClassCue::Intensity,
+        }
+    }
+
+    /// In-plane (axes 0, 1) long/short ratio of a label's extent, from its second moments.
+    fn elongation(label: &Array3<f32>, k: f32) -> f64 {
+        let pts: Vec<[f64; 2]> = label
+            .indexed_iter()
+            .filter(|(_, &l)| l == k)
+            .map(|((i, j, _), _)| [i as f64, j as f64])
+            .collect();
+        let n = pts.len() as f64;
+        let m = [0, 1].map(|a| pts.iter().map(|p| p[a]).sum::<f64>() / n);
+        let c = |a: usize, b: usize| {
+            pts.iter()
+                .map(|p| (p[a] - m[a]) * (p[b] - m[b]))
+                .sum::<f64>()
+                / n
+        };
+        let (xx, yy, xy) = (c(0, 0), c(1, 1), c(0, 1));
+        let tr = xx + yy;
+        let disc = ((xx - yy).powi(2) + 4.0 * xy * xy).sqrt();
+        ((tr + disc) / (tr - disc)).sqrt()
+    }
+
+    #[test]
+    fn shape_coded_classes_share_intensities_and_differ_in_elongation() {
+        let mut c = cfg();
+        c.shape = [64, 64, 8];
+        c.num_classes = 2;
+        c.channels = 1;
+        c.noise_std = 0.0;
+        c.classes_by = ClassCue::Shape;
+        let (mut round, mut long) = (Vec::new(), Vec::new());
+        let mut means = [Vec::new(), Vec::new()];
+        for seed in 0..12 {
+            let p = phantom(&c, seed).unwrap();
+            let label = p.label.data.index_axis(ndarray::Axis(0), 0).to_owned();
+            let img = p.image.data.index_axis(ndarray::Axis(0), 0).to_owned();
+            for k in 1..=2 {
+                // Skip a class mostly hidden under the other ellipsoid.
+                if label.iter().filter(|&&l| l == k as f32).count() < 200 {
+                    continue;
+                }
+                let e = elongation(&label, k as f32);
+                if k == 1 {
+                    round.push(e)
+                } else {
+                    long.push(e)
+                }
+                let v = img
+                    .iter()
+                    .zip(&label)
+                    .find(|(_, &l)| l == k as f32)
+                    .unwrap()
+                    .0;
+                means[k - 1].push(f64::from(*v));
+            }
+        }
+        // Class 1 round (aspect 1; overlaps can only cut it), class 2 twice as long as wide.
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        assert!(med(&mut round) < 1.3, "class 1 elongation {round:?}");
+        assert!(med(&mut long) > 1.7, "class 2 elongation {long:?}");
+        // Both classes' intensities come from the same band.
+        for m in &means {
+            assert!(m.iter().all(|v| (0.45..0.85).contains(v)), "{m:?}");
         }
     }
 

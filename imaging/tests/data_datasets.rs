@@ -156,6 +156,7 @@ fn two_d_phantom_dataset() {
             channels: 2,
             noise_std: 0.05,
             radius_fraction: [0.12, 0.22],
+            classes_by: Default::default(),
         }),
         num_training: 2,
         num_test: 0,

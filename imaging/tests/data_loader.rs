@@ -21,6 +21,7 @@ fn dataset(dir: &Path, n: usize) -> CaseSource {
             channels: 1,
             noise_std: 0.05,
             radius_fraction: [0.15, 0.3],
+            classes_by: Default::default(),
         }),
         num_training: n,
         num_test: 0,
