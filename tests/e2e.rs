@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use medmae_tests::{bin, run, Server};
+use medmae_tests::{bin, run, serve};
 
 /// `--set key=path`.
 fn set(c: &mut Command, key: &str, v: &Path) {
@@ -90,16 +90,19 @@ fn e2e_3d_pretrain_finetune_export_serve_matches_offline_prediction() {
         .arg("--output")
         .arg(&offline));
 
-    let server = Server::start(&["--model-repository", t.join("repo").to_str().unwrap()]);
+    let mut server = serve(
+        &["--model-repository", t.join("repo").to_str().unwrap()],
+        &[],
+    );
     let served = t.join("served.nii.gz");
-    let url = format!("http://{}", server.grpc);
+    let url = server.url();
     run(Command::new(bin("medmae-client"))
         .args(["--server", &url, "segment"])
         .arg(&test_img)
         .arg("-o")
         .arg(&served)
         .arg("--quiet"));
-    let status = server.terminate();
+    let status = server.stop().expect("medmae-serve exit status");
     assert!(
         status.success(),
         "medmae-serve exited with {status} after SIGTERM"

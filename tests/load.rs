@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use medmae_tests::ServeProcess;
 use server::proto::medmae_v1::VolumeFormat;
 use support_reliab::{
-    fixtures, infer_request, kserve, percentile, segment, segmentation, upload, Serve,
+    fixtures, infer_request, kserve, percentile, segment, segmentation, serve, upload,
 };
 use tonic::Code;
 
@@ -67,7 +68,7 @@ async fn sixteen_clients_both_protocols_no_errors_then_overflow_and_deadlines() 
     let volume = Arc::new(std::fs::read(fixtures().join("volume.nii.gz")).unwrap());
 
     // --- steady load: queue big enough for every client (2 computing + 16 waiting >= 16 outstanding).
-    let mut server = Serve::start(
+    let mut server = serve(
         &[
             "--model-repository",
             &repo,
@@ -172,7 +173,7 @@ async fn sixteen_clients_both_protocols_no_errors_then_overflow_and_deadlines() 
 
     // --- overflow: one slot, queue of 2. A slow request occupies the slot, two more fill the queue; a burst from 16
     // clients over both protocols must then be refused with RESOURCE_EXHAUSTED and nothing else.
-    let server = Serve::start(
+    let server = serve(
         &[
             "--model-repository",
             &repo,
@@ -254,7 +255,7 @@ async fn sixteen_clients_both_protocols_no_errors_then_overflow_and_deadlines() 
     drop(server);
 
     // --- deadlines: server deadline 2 s, one slot, queue of 4.
-    let server = Serve::start(
+    let server = serve(
         &[
             "--model-repository",
             &repo,
@@ -323,7 +324,7 @@ async fn sixteen_clients_both_protocols_no_errors_then_overflow_and_deadlines() 
 }
 
 /// Poll a gauge until it equals `want` (60 s at most).
-async fn wait_for(server: &Serve, gauge: &str, want: f64) {
+async fn wait_for(server: &ServeProcess, gauge: &str, want: f64) {
     let start = Instant::now();
     loop {
         let v = server.metric(gauge);

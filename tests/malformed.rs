@@ -14,7 +14,7 @@ use server::proto::inference::model_infer_request::{InferInputTensor, InferReque
 use server::proto::inference::{InferTensorContents, ModelInferRequest};
 use server::proto::medmae_v1::segment_request::Payload;
 use server::proto::medmae_v1::{RawGeometry, SegmentHeader, SegmentRequest, VolumeFormat};
-use support_reliab::{fixtures, infer_request, kserve, segment, segmentation, upload, Serve};
+use support_reliab::{fixtures, infer_request, kserve, segment, segmentation, serve, upload};
 use tonic::Code;
 
 /// One row of `cases.tsv`.
@@ -339,7 +339,7 @@ async fn malformed_catalogue_gets_documented_errors_and_the_server_keeps_serving
     assert_eq!(ids.len(), table.len(), "case ids must be unique");
     let repo = fixtures().join("repo");
     let max_upload = MAX_UPLOAD.to_string();
-    let mut server = Serve::start(
+    let mut server = serve(
         &[
             "--model-repository",
             repo.to_str().unwrap(),
@@ -443,7 +443,7 @@ async fn token_auth_guards_every_rpc_and_the_log_holds_no_file_names_or_patient_
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("# accepted tokens\n{token}\n")).unwrap();
     let repo = fixtures().join("repo");
-    let server = Serve::start(
+    let server = serve(
         &[
             "--model-repository",
             repo.to_str().unwrap(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{fixtures, python, ServerProc};
+use common::{fixtures, python, start_server, ServeProcess};
 use ndarray_npy::ReadNpyExt;
 use server::backend::{BackendKind, BackendOptions};
 use server::client::{Client, ClientError, ClientOptions, SegmentParams};
@@ -69,7 +69,7 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 }
 
 /// Run `medmae-client --server URL args...`, returning (success, stdout, stderr).
-fn client(srv: &ServerProc, args: &[&str]) -> (bool, String, String) {
+fn client(srv: &ServeProcess, args: &[&str]) -> (bool, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
         .arg("--server")
         .arg(srv.url())
@@ -83,7 +83,7 @@ fn client(srv: &ServerProc, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn client_ok(srv: &ServerProc, args: &[&str]) -> String {
+fn client_ok(srv: &ServeProcess, args: &[&str]) -> String {
     let (ok, out, err) = client(srv, args);
     assert!(ok, "medmae-client {args:?}: {err}\nserver:\n{}", srv.logs());
     out
@@ -131,7 +131,7 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 /// The server log must not even hold the DICOM UIDs (error messages to the client may name series UIDs).
-fn assert_log_clean(srv: &ServerProc) {
+fn assert_log_clean(srv: &ServeProcess) {
     let logs = srv.logs();
     assert_clean("server log", &logs);
     let root = facts()["study_uid"]
@@ -147,7 +147,7 @@ fn assert_log_clean(srv: &ServerProc) {
 
 #[test]
 fn dicom_series_to_seg_matches_the_nifti_path_voxel_for_voxel() {
-    let srv = ServerProc::start("repo", &["--backend", "ort"]);
+    let srv = start_server("repo", &["--backend", "ort"]);
     let series = dicom_dir().join("series");
     let out = tempfile::tempdir().unwrap();
     let (seg_path, nii_path, anon_path) = (
@@ -318,7 +318,7 @@ async fn expect_error(c: &Client, files: Vec<Vec<u8>>, series: &str, code: Code,
 async fn malformed_series_are_rejected_clearly_and_serving_continues() {
     let n = strings(&facts()["sorted_files"]).len();
     let max_files = (n + 1).to_string();
-    let srv = ServerProc::start(
+    let srv = start_server(
         "repo",
         &[
             "--backend",
@@ -503,7 +503,7 @@ async fn malformed_series_are_rejected_clearly_and_serving_continues() {
 
 #[test]
 fn client_lists_series_and_picks_one() {
-    let srv = ServerProc::start("repo", &["--backend", "tract"]);
+    let srv = start_server("repo", &["--backend", "tract"]);
     let dir = tempfile::tempdir().unwrap();
     let both = dir.path().join("both");
     std::fs::create_dir(&both).unwrap();

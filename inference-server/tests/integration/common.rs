@@ -1,37 +1,20 @@
-//! Shared set-up: fixtures made once per test run with `$MEDMAE_PYTHON`, a server process guard, clients, certs.
+//! Shared set-up: fixtures made once per test binary with `$MEDMAE_PYTHON`, the server process (from
+//! `medmae-test-support`), clients, certs.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
+pub use medmae_test_support::{python, ServeProcess};
 use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::transport::Channel;
 
-/// `$MEDMAE_PYTHON`, or a panic saying how to get it.
-pub fn python() -> String {
-    std::env::var("MEDMAE_PYTHON").expect("MEDMAE_PYTHON is not set: run scripts/setup (it writes .cargo/config.toml) or export MEDMAE_PYTHON=<venv python with onnx, onnxruntime, nibabel, tritonclient>")
-}
-
-/// Fixture directory (models, volumes), generated once.
+/// Fixture directory (models, volumes), generated once per test binary by `tests/support/make_fixtures.py`.
 pub fn fixtures() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_fixtures.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(dir.path())
-            .output()
-            .expect("running make_fixtures.py");
-        assert!(
-            out.status.success(),
-            "make_fixtures.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
+        medmae_test_support::run_fixture_script(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_fixtures.py"),
+        )
     })
     .path()
 }
@@ -41,124 +24,22 @@ pub fn demo_onnx() -> PathBuf {
     fixtures().join("repo/demo/1/model.onnx")
 }
 
-/// A running `medmae-serve`, killed on drop if still alive.
-pub struct ServerProc {
-    /// The child.
-    pub child: Child,
-    /// gRPC address.
-    pub grpc: SocketAddr,
-    /// Metrics address.
-    pub metrics: SocketAddr,
-    stderr: PathBuf,
-    _logdir: tempfile::TempDir,
-}
-
-impl ServerProc {
-    /// Start on `repo` with extra flags; waits for the "listening" line.
-    pub fn start(repo: &str, extra: &[&str]) -> Self {
-        let logdir = tempfile::tempdir().unwrap();
-        let stderr = logdir.path().join("stderr.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medmae-serve"));
-        cmd.arg("--model-repository")
-            .arg(fixtures().join(repo))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--threads",
-                "1",
-            ])
-            .args(extra);
-        cmd.stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        let mut child = cmd.spawn().expect("spawning medmae-serve");
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        let mut reader = BufReader::new(stdout);
-        let _ = reader.read_line(&mut line);
-        if !line.starts_with("medmae-serve listening") {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "server did not start; stdout {line:?}; stderr:\n{}",
-                std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        let (grpc, metrics) = (field("grpc="), field("metrics="));
-        Self {
-            child,
-            grpc,
-            metrics,
-            stderr,
-            _logdir: logdir,
-        }
-    }
-
-    /// `http://addr`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-
-    /// The server's stderr so far.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Send SIGTERM to this child only.
-    pub fn sigterm(&self) {
-        let st = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-
-    /// Wait for exit up to `limit`.
-    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "server did not exit within {limit:?}; logs:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// GET /metrics.
-    pub fn metrics_text(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.metrics).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Start `medmae-serve` on the fixture repository `repo` with one thread and `extra` flags.
+pub fn start_server(repo: &str, extra: &[&str]) -> ServeProcess {
+    let repo = fixtures().join(repo);
+    let mut args = vec![
+        "--model-repository",
+        repo.to_str().expect("UTF-8 temp path"),
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    ServeProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_medmae-serve")),
+        &args,
+        &[],
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
 }
 
 /// A plaintext KServe client.

@@ -13,7 +13,7 @@ use crate::common::*;
 
 #[test]
 fn tritonclient_v2_matches_onnxruntime() {
-    let srv = ServerProc::start("repo", &["--backend", "ort"]);
+    let srv = start_server("repo", &["--backend", "ort"]);
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/triton_check.py");
     let out = Command::new(python())
@@ -33,7 +33,7 @@ fn tritonclient_v2_matches_onnxruntime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_contents_equal_raw_and_stream_reports_errors_in_band() {
-    let srv = ServerProc::start("repo", &["--backend", "tract"]);
+    let srv = start_server("repo", &["--backend", "tract"]);
     let mut c = kserve_client(&srv.url()).await;
     let x = values(2 * 4096, 3);
     let raw = c
@@ -86,7 +86,7 @@ async fn typed_contents_equal_raw_and_stream_reports_errors_in_band() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_clear_statuses_and_the_server_keeps_serving() {
-    let srv = ServerProc::start(
+    let srv = start_server(
         "repo",
         &["--backend", "ort", "--max-message-bytes", "1048576"],
     );
@@ -200,7 +200,7 @@ fn grpcurl() -> std::path::PathBuf {
 
 #[test]
 fn grpcurl_uses_reflection_and_typed_contents() {
-    let srv = ServerProc::start("repo", &["--backend", "ort"]);
+    let srv = start_server("repo", &["--backend", "ort"]);
     let run = |args: &[&str], body: Option<&str>| {
         let mut cmd = Command::new(grpcurl());
         cmd.arg("-plaintext").arg("-max-msg-sz").arg("67108864");

@@ -29,7 +29,7 @@ async fn bearer_token_guards_every_rpc() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, format!("# serving tokens\n{TOKEN}\n")).unwrap();
-    let srv = ServerProc::start(
+    let srv = start_server(
         "repo",
         &[
             "--backend",
@@ -103,7 +103,7 @@ async fn bearer_token_guards_every_rpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_refuses_unknown_client_certs() {
     let pki = Pki::new();
-    let srv = ServerProc::start(
+    let srv = start_server(
         "repo",
         &[
             "--backend",
@@ -155,7 +155,7 @@ async fn slow_request(url: String) -> Result<Vec<i64>, tonic::Status> {
         .map(|r| r.into_inner().outputs[0].shape.clone())
 }
 
-fn wait_in_flight(srv: &ServerProc, n: usize) {
+fn wait_in_flight(srv: &ServeProcess, n: usize) {
     let want = format!("medmae_in_flight {n}");
     for _ in 0..400 {
         if srv.metrics_text().contains(&want) {
@@ -168,7 +168,7 @@ fn wait_in_flight(srv: &ServerProc, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_is_resource_exhausted_and_deadline_is_enforced() {
-    let srv = ServerProc::start(
+    let srv = start_server(
         "slow_repo",
         &[
             "--backend",
@@ -187,7 +187,7 @@ async fn full_queue_is_resource_exhausted_and_deadline_is_enforced() {
     assert_eq!(first.await.unwrap().unwrap(), vec![2, 2, 16, 16, 16]);
     drop(srv);
 
-    let srv = ServerProc::start(
+    let srv = start_server(
         "slow_repo",
         &["--backend", "ort", "--request-timeout", "0.05"],
     );
@@ -202,7 +202,7 @@ async fn full_queue_is_resource_exhausted_and_deadline_is_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_zero() {
-    let mut srv = ServerProc::start("slow_repo", &["--backend", "ort", "--drain-timeout", "60"]);
+    let mut srv = start_server("slow_repo", &["--backend", "ort", "--drain-timeout", "60"]);
     let pending = tokio::spawn(slow_request(srv.url()));
     wait_in_flight(&srv, 1);
     srv.sigterm();

@@ -13,7 +13,7 @@ use crate::common::*;
 
 #[test]
 fn medmae_client_segment_equals_the_offline_pipeline() {
-    let srv = ServerProc::start("repo", &["--backend", "ort"]);
+    let srv = start_server("repo", &["--backend", "ort"]);
     let out = tempfile::tempdir().unwrap();
     let mask_path = out.path().join("mask.nii.gz");
     let prob_path = out.path().join("prob.nii.gz");
@@ -112,7 +112,7 @@ fn medmae_client_segment_equals_the_offline_pipeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_uploads_are_invalid_argument_and_serving_continues() {
-    let srv = ServerProc::start("repo", &["--backend", "tract"]);
+    let srv = start_server("repo", &["--backend", "tract"]);
     let c = Client::connect(&ClientOptions {
         server: srv.url(),
         ..Default::default()
@@ -177,7 +177,7 @@ async fn raw_float_upload_with_geometry_matches_the_offline_pipeline() {
         segment_request::Payload, segment_response, segmentation_client::SegmentationClient,
         RawGeometry, SegmentHeader, SegmentRequest, VolumeFormat,
     };
-    let srv = ServerProc::start("repo", &["--backend", "tract"]);
+    let srv = start_server("repo", &["--backend", "tract"]);
     let (x, y, z) = (20usize, 18usize, 17usize);
     let data = values(x * y * z, 11);
     let spacing = [1.2, 0.9, 2.0];
