@@ -17,11 +17,15 @@ const STOP_LIMIT: Duration = Duration::from_secs(60);
 const DROP_LIMIT: Duration = Duration::from_secs(5);
 
 /// `$MEDMAE_PYTHON` (the set-up's virtual environment), or a panic saying how to get it.
+/// Every Python-referenced test fails with this message rather than skipping when it is missing.
 pub fn python() -> String {
-    std::env::var("MEDMAE_PYTHON").expect(
-        "MEDMAE_PYTHON is not set: run scripts/setup (it writes .cargo/config.toml) or export \
-         MEDMAE_PYTHON=<the python of the set-up's virtual environment>",
-    )
+    match std::env::var("MEDMAE_PYTHON") {
+        Ok(p) if !p.is_empty() => p,
+        _ => panic!(
+            "MEDMAE_PYTHON is not set: run scripts/setup (it writes .cargo/config.toml) or export \
+             MEDMAE_PYTHON=<the python of the set-up's virtual environment>"
+        ),
+    }
 }
 
 /// Run `script OUT_DIR` with [`python`] into a fresh temporary directory; panic with its stderr if it fails.

@@ -16,10 +16,7 @@ use ndarray_npy::ReadNpyExt;
 const NIFTI: &str =
     "/usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz";
 
-fn python() -> String {
-    std::env::var("MEDMAE_PYTHON")
-        .expect("MEDMAE_PYTHON is unset: run scripts/setup and use cargo (.cargo/config.toml sets it), or source env.sh")
-}
+use medmae_test_support::python;
 
 /// Generate the series once per test binary.
 fn generated() -> &'static Path {

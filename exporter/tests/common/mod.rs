@@ -104,12 +104,7 @@ pub fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>, what: &str) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The reference Python (numpy/onnx/onnxruntime); panics with a clear message when unset.
-pub fn python() -> String {
-    std::env::var("MEDMAE_PYTHON").unwrap_or_else(|_| {
-        panic!("MEDMAE_PYTHON is not set: point it at the venv python with numpy, onnx and onnxruntime (run scripts/setup, or `source ~/.cache/medmae/env.sh`)")
-    })
-}
+pub use medmae_test_support::python;
 
 /// Run `ort_run.py` on `model` with `feeds` (name, npy path); returns the directory holding the outputs.
 pub fn run_ort(model: &Path, feeds: &[(String, PathBuf)], out_dir: &Path) -> PathBuf {

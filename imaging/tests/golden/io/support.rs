@@ -24,16 +24,7 @@ pub fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/io")
 }
 
-/// `$MEDMAE_PYTHON`, or a clear failure (these tests never skip silently).
-pub fn python() -> PathBuf {
-    match std::env::var_os("MEDMAE_PYTHON") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => panic!(
-            "MEDMAE_PYTHON is not set: run scripts/setup (it writes .cargo/config.toml) or export \
-             MEDMAE_PYTHON=<python with numpy, nibabel, SimpleITK>"
-        ),
-    }
-}
+pub use medmae_test_support::python;
 
 /// Run `ref_read.py` on `files` (one Python process for all of them).
 pub fn reference(files: &[PathBuf]) -> Vec<Reference> {
