@@ -184,11 +184,14 @@ impl ServeProcess {
 
     /// Send SIGTERM (graceful drain) to this child only.
     pub fn sigterm(&self) {
-        let st = Command::new("kill")
+        assert!(self.send_term(), "kill -TERM {} failed", self.child.id());
+    }
+
+    fn send_term(&self) -> bool {
+        Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
-            .expect("run kill");
-        assert!(st.success(), "kill -TERM {} failed", self.child.id());
+            .is_ok_and(|s| s.success())
     }
 
     /// Wait for the process to exit, up to `limit` (a panic with the log after that).
@@ -216,9 +219,7 @@ impl ServeProcess {
         if let Ok(Some(s)) = self.child.try_wait() {
             return Some(s);
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.send_term();
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(s)) = self.child.try_wait() {
