@@ -57,7 +57,7 @@ fn write_model(
             let inf = InferenceSpec {
                 roi_size: u.encoder.img_size.clone(),
                 overlap: 0.5,
-                blend: "gaussian".into(),
+                blend: spec::BlendMode::Gaussian,
                 sw_batch_size: 2,
                 activation: OutputActivation::Softmax,
             };

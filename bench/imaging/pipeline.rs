@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use imaging::transforms::{Compose, TransformSpec};
+use imaging::transforms::Compose;
 use imaging::{Rng, Sample};
 use rand::SeedableRng;
+use spec::TransformSpec;
 
 fn pipeline() -> imaging::Result<Compose> {
     use TransformSpec as T;

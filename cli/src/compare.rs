@@ -8,23 +8,62 @@ use imaging::metrics::{dice_labels, DiceOptions};
 use imaging::Volume;
 
 /// Distinct colours for classes 1.. (class 0 is not drawn).
-const PALETTE: [[u8; 3]; 6] = [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180]];
+const PALETTE: [[u8; 3]; 6] = [
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+];
 
 fn load(path: &Path) -> Result<Volume> {
     imaging::io::load(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Compare `prediction` with `reference`; print the report; write the overlay when asked.
-pub fn run(prediction: &Path, reference: &Path, image: Option<&Path>, overlay: Option<&Path>) -> Result<()> {
+pub fn run(
+    prediction: &Path,
+    reference: &Path,
+    image: Option<&Path>,
+    overlay: Option<&Path>,
+) -> Result<()> {
     let a = load(prediction)?;
     let b = load(reference)?;
     if a.data.shape() != b.data.shape() {
-        bail!("{} has shape {:?} but {} has {:?}", prediction.display(), a.data.shape(), reference.display(), b.data.shape());
+        bail!(
+            "{} has shape {:?} but {} has {:?}",
+            prediction.display(),
+            a.data.shape(),
+            reference.display(),
+            b.data.shape()
+        );
     }
-    let max_affine_diff = (0..4).flat_map(|r| (0..4).map(move |c| (r, c))).map(|(r, c)| (a.affine[r][c] - b.affine[r][c]).abs()).fold(0.0, f64::max);
-    let differing = a.data.iter().zip(b.data.iter()).filter(|(x, y)| x != y).count();
-    let num_classes = a.data.iter().chain(b.data.iter()).fold(0.0f32, |m, &v| m.max(v)) as usize + 1;
-    let dice = dice_labels(a.data.view().into_dyn(), b.data.view().into_dyn(), num_classes, &DiceOptions { include_background: false, ignore_empty: true })?;
+    let max_affine_diff = (0..4)
+        .flat_map(|r| (0..4).map(move |c| (r, c)))
+        .map(|(r, c)| (a.affine[r][c] - b.affine[r][c]).abs())
+        .fold(0.0, f64::max);
+    let differing = a
+        .data
+        .iter()
+        .zip(b.data.iter())
+        .filter(|(x, y)| x != y)
+        .count();
+    let num_classes = a
+        .data
+        .iter()
+        .chain(b.data.iter())
+        .fold(0.0f32, |m, &v| m.max(v)) as usize
+        + 1;
+    let dice = dice_labels(
+        a.data.view().into_dyn(),
+        b.data.view().into_dyn(),
+        num_classes,
+        &DiceOptions {
+            include_background: false,
+            ignore_empty: true,
+        },
+    )?;
     println!("voxels: {} total, {differing} differ", a.data.len());
     println!("affine: max |difference| {max_affine_diff:.2e}");
     for (i, d) in dice.iter().enumerate() {
@@ -46,10 +85,19 @@ pub fn run(prediction: &Path, reference: &Path, image: Option<&Path>, overlay: O
 fn write_overlay(img: &Volume, labels: &Volume, out: &Path) -> Result<()> {
     let [x, y, z] = img.spatial_shape();
     if labels.spatial_shape() != [x, y, z] {
-        bail!("the image grid {:?} differs from the label grid {:?}", [x, y, z], labels.spatial_shape());
+        bail!(
+            "the image grid {:?} differs from the label grid {:?}",
+            [x, y, z],
+            labels.spatial_shape()
+        );
     }
     let k = z / 2;
-    let (lo, hi) = img.data.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    let (lo, hi) = img
+        .data
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
     let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
     let mut png = image::RgbImage::new(x as u32, y as u32);
     for i in 0..x {
@@ -66,7 +114,8 @@ fn write_overlay(img: &Volume, labels: &Volume, out: &Path) -> Result<()> {
         }
     }
     let tmp = out.with_extension("png.tmp");
-    png.save_with_format(&tmp, image::ImageFormat::Png).with_context(|| format!("cannot write {}", tmp.display()))?;
+    png.save_with_format(&tmp, image::ImageFormat::Png)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
 }

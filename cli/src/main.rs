@@ -185,7 +185,12 @@ fn run(cli: Cli) -> Result<()> {
             reference,
             image,
             overlay,
-        } => compare::run(&prediction, &reference, image.as_deref(), overlay.as_deref()),
+        } => compare::run(
+            &prediction,
+            &reference,
+            image.as_deref(),
+            overlay.as_deref(),
+        ),
         Command::Series { json, input } => {
             let list = imaging::dicom::list_series(&input)
                 .with_context(|| format!("cannot list DICOM series in {}", input.display()))?;

@@ -40,7 +40,7 @@ fn vit_b_unetr() -> ModelCard {
     let inference = InferenceSpec {
         roi_size: vec![96, 96, 96],
         overlap: 0.5,
-        blend: "gaussian".into(),
+        blend: spec::BlendMode::Gaussian,
         sw_batch_size: 4,
         activation: Default::default(),
     };

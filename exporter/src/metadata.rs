@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
-use imaging::transforms::TransformSpec;
 use serde::de::DeserializeOwned;
+use spec::TransformSpec;
 use spec::{InferenceSpec, ModelCard, ModelConfig};
 
 use crate::error::{ExportError, Result};

@@ -107,15 +107,24 @@ pub enum ImagingError {
 impl ImagingError {
     /// A format error for a file.
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Self::Format { path: path.into(), msg: msg.into() }
+        Self::Format {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     /// A config error for a field.
     pub fn config(field: impl Into<String>, msg: impl Into<String>) -> Self {
-        Self::Config { field: field.into(), msg: msg.into() }
+        Self::Config {
+            field: field.into(),
+            msg: msg.into(),
+        }
     }
     /// An I/O error for a file.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -24,9 +24,10 @@ pub use crate::datasets::CaseSource;
 use crate::error::{ImagingError, Result};
 pub use crate::pseudo3d::SliceSource;
 use crate::synthetic::case_seed;
-use crate::transforms::{Compose, TransformSpec};
+use crate::transforms::Compose;
 use crate::volume::Volume;
 use crate::Sample;
+use spec::TransformSpec;
 
 /// Where the loader's items come from (before any transform).
 pub trait SampleSource: Send + Sync + 'static {

@@ -19,7 +19,8 @@ use crate::loader::{DiskCache, SampleSource};
 use crate::metrics::class_voxel_counts;
 use crate::slices::{write_case_slices, write_manifest, Provenance, SliceOptions, SliceRecord};
 use crate::synthetic::{write_msd_dataset, SyntheticDatasetConfig};
-use crate::transforms::{Compose, TransformSpec};
+use crate::transforms::Compose;
+use spec::TransformSpec;
 
 fn training() -> Vec<String> {
     vec!["training".into()]

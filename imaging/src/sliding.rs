@@ -14,19 +14,9 @@
 
 use ndarray::{ArrayD, ArrayViewD, Axis, CowArray, IxDyn, Slice};
 use serde::{Deserialize, Serialize};
+pub use spec::BlendMode;
 
 use crate::error::ImagingError;
-
-/// How overlapping window outputs are weighted (MONAI `BlendMode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum BlendMode {
-    /// Every voxel of every window has weight 1.
-    #[default]
-    Constant,
-    /// Separable Gaussian weights centred on the window.
-    Gaussian,
-}
 
 fn default_overlap() -> f64 {
     0.25

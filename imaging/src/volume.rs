@@ -53,14 +53,22 @@ impl Volume {
         let mut d = [[0.0; 3]; 3];
         for (r, row) in d.iter_mut().enumerate() {
             for (c, v) in row.iter_mut().enumerate() {
-                *v = if sp[c] > 0.0 { self.affine[r][c] / sp[c] } else { 0.0 };
+                *v = if sp[c] > 0.0 {
+                    self.affine[r][c] / sp[c]
+                } else {
+                    0.0
+                };
             }
         }
         d
     }
 
     /// Affine from spacing, origin and direction (columns = voxel axes), all in RAS.
-    pub fn affine_from(spacing: [f64; 3], origin: [f64; 3], direction: [[f64; 3]; 3]) -> [[f64; 4]; 4] {
+    pub fn affine_from(
+        spacing: [f64; 3],
+        origin: [f64; 3],
+        direction: [[f64; 3]; 3],
+    ) -> [[f64; 4]; 4] {
         let mut a = [[0.0; 4]; 4];
         for r in 0..3 {
             for c in 0..3 {
@@ -74,7 +82,11 @@ impl Volume {
 
     /// The identity-direction affine for a spacing (origin 0).
     pub fn diag_affine(spacing: [f64; 3]) -> [[f64; 4]; 4] {
-        Self::affine_from(spacing, [0.0; 3], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        Self::affine_from(
+            spacing,
+            [0.0; 3],
+            [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        )
     }
 }
 

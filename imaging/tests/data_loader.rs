@@ -8,8 +8,8 @@ use imaging::loader::{
     item_rng, shard_indices, Batch, DiskCache, Loader, LoaderConfig, SampleSource, Shard,
 };
 use imaging::synthetic::{write_msd_dataset, PhantomConfig, PhantomKind, SyntheticDatasetConfig};
-use imaging::transforms::TransformSpec;
 use rand::Rng;
+use spec::TransformSpec;
 
 fn dataset(dir: &Path, n: usize) -> CaseSource {
     let cfg = SyntheticDatasetConfig {

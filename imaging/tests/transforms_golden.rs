@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use imaging::orient::{axcodes, reorient};
 use imaging::transforms::{
     ConvertToMultiChannelBasedOnBratsClasses, CropForeground, NormalizeIntensity,
-    ScaleIntensityRange, Select, Source, Spacing, SpatialPad,
+    ScaleIntensityRange, Spacing, SpatialPad,
 };
 use imaging::{Sample, Volume};
 use ndarray::Array4;
 use serde_json::Value;
+use spec::{Select, Source};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/transforms")

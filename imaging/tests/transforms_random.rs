@@ -3,11 +3,12 @@
 
 use imaging::transforms::{
     rot90, Compose, RandCropByPosNegLabel, RandFlip, RandRotate90, RandScaleIntensity,
-    RandShiftIntensity, RandSpatialCrop, TransformSpec,
+    RandShiftIntensity, RandSpatialCrop,
 };
 use imaging::{Rng, Sample, Volume};
 use ndarray::Array4;
 use rand::SeedableRng;
+use spec::TransformSpec;
 
 /// A sample whose image value encodes the voxel index, so a crop's position can be read back from its values.
 fn indexed(shape: [usize; 3]) -> Sample {

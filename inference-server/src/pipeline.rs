@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use imaging::sliding::{sliding_window_inference, BlendMode, SlidingWindowConfig};
+use imaging::sliding::{sliding_window_inference, SlidingWindowConfig};
 use imaging::transforms::Compose;
 use imaging::{ImagingError, Volume};
 use ndarray::{Array4, ArrayD, Axis};
@@ -79,11 +79,7 @@ pub fn window_config(
     let mut cfg = SlidingWindowConfig::new(inf.roi_size.clone());
     cfg.overlap = overlap;
     cfg.sw_batch_size = inf.sw_batch_size.max(1);
-    cfg.mode = if inf.blend == "gaussian" {
-        BlendMode::Gaussian
-    } else {
-        BlendMode::Constant
-    };
+    cfg.mode = inf.blend;
     Ok(cfg)
 }
 

@@ -1,7 +1,7 @@
 //! `model.json`: the card that travels with every checkpoint and ONNX export (architecture, preprocessing, labels,
 //! inference defaults), so the exporter and the server need no other configuration.
 
-use imaging::transforms::TransformSpec;
+use crate::transforms::TransformSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ModelConfig, SpecError};
@@ -17,6 +17,17 @@ pub enum OutputActivation {
     Sigmoid,
 }
 
+/// How overlapping sliding-window outputs are weighted (MONAI `BlendMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BlendMode {
+    /// Every voxel of every window has weight 1 (MONAI's default).
+    #[default]
+    Constant,
+    /// Separable Gaussian weights centred on the window.
+    Gaussian,
+}
+
 /// Sliding-window defaults for inference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,9 +37,9 @@ pub struct InferenceSpec {
     /// Fractional overlap of windows.
     #[serde(default = "default_overlap")]
     pub overlap: f64,
-    /// Window blending: "gaussian" or "constant".
-    #[serde(default = "default_mode")]
-    pub blend: String,
+    /// Window blending (medmae's default for trained models is Gaussian).
+    #[serde(default = "default_blend")]
+    pub blend: BlendMode,
     /// Windows per forward call.
     #[serde(default = "default_sw_batch")]
     pub sw_batch_size: usize,
@@ -40,8 +51,8 @@ pub struct InferenceSpec {
 fn default_overlap() -> f64 {
     0.5
 }
-fn default_mode() -> String {
-    "gaussian".into()
+fn default_blend() -> BlendMode {
+    BlendMode::Gaussian
 }
 fn default_sw_batch() -> usize {
     4
@@ -72,33 +83,78 @@ pub const CARD_FORMAT_VERSION: u32 = 1;
 
 impl ModelCard {
     /// A card for a model with this crate's version.
-    pub fn new(model: ModelConfig, preprocessing: Vec<TransformSpec>, labels: Vec<String>, inference: Option<InferenceSpec>) -> Self {
-        Self { format_version: CARD_FORMAT_VERSION, medmae_version: env!("CARGO_PKG_VERSION").into(), model, preprocessing, labels, inference }
+    pub fn new(
+        model: ModelConfig,
+        preprocessing: Vec<TransformSpec>,
+        labels: Vec<String>,
+        inference: Option<InferenceSpec>,
+    ) -> Self {
+        Self {
+            format_version: CARD_FORMAT_VERSION,
+            medmae_version: env!("CARGO_PKG_VERSION").into(),
+            model,
+            preprocessing,
+            labels,
+            inference,
+        }
     }
 
     /// Check the card as a whole: model config, no random transform in the preprocessing, labels vs outputs.
     pub fn validate(&self) -> Result<(), SpecError> {
-        let e = |field: &str, msg: String| SpecError { field: field.into(), msg };
+        let e = |field: &str, msg: String| SpecError {
+            field: field.into(),
+            msg,
+        };
         if self.format_version != CARD_FORMAT_VERSION {
-            return Err(e("format_version", format!("expected {CARD_FORMAT_VERSION}, got {}", self.format_version)));
+            return Err(e(
+                "format_version",
+                format!(
+                    "expected {CARD_FORMAT_VERSION}, got {}",
+                    self.format_version
+                ),
+            ));
         }
         self.model.validate()?;
         if let Some(t) = self.preprocessing.iter().find(|t| t.is_random()) {
-            return Err(e("preprocessing", format!("{} is a random transform; preprocessing must be deterministic", t.name())));
+            return Err(e(
+                "preprocessing",
+                format!(
+                    "{} is a random transform; preprocessing must be deterministic",
+                    t.name()
+                ),
+            ));
         }
         if let ModelConfig::Unetr(u) = &self.model {
             if !self.labels.is_empty() && self.labels.len() != u.out_channels {
-                return Err(e("labels", format!("{} names for {} output channels", self.labels.len(), u.out_channels)));
+                return Err(e(
+                    "labels",
+                    format!(
+                        "{} names for {} output channels",
+                        self.labels.len(),
+                        u.out_channels
+                    ),
+                ));
             }
-            let inf = self.inference.as_ref().ok_or_else(|| e("inference", "segmentation models need sliding-window defaults".into()))?;
+            let inf = self.inference.as_ref().ok_or_else(|| {
+                e(
+                    "inference",
+                    "segmentation models need sliding-window defaults".into(),
+                )
+            })?;
             if inf.roi_size != u.encoder.img_size {
-                return Err(e("inference.roi_size", format!("{:?} differs from the model input size {:?}", inf.roi_size, u.encoder.img_size)));
+                return Err(e(
+                    "inference.roi_size",
+                    format!(
+                        "{:?} differs from the model input size {:?}",
+                        inf.roi_size, u.encoder.img_size
+                    ),
+                ));
             }
             if !(0.0..1.0).contains(&inf.overlap) {
-                return Err(e("inference.overlap", format!("must be in [0, 1), got {}", inf.overlap)));
-            }
-            if inf.blend != "gaussian" && inf.blend != "constant" {
-                return Err(e("inference.blend", format!("expected \"gaussian\" or \"constant\", got {:?}", inf.blend)));
+                return Err(e(
+                    "inference.overlap",
+                    format!("must be in [0, 1), got {}", inf.overlap),
+                ));
             }
             if inf.sw_batch_size == 0 {
                 return Err(e("inference.sw_batch_size", "must be at least 1".into()));
@@ -109,7 +165,10 @@ impl ModelCard {
 
     /// Parse and validate `model.json` text.
     pub fn from_json(text: &str) -> Result<Self, SpecError> {
-        let card: ModelCard = serde_json::from_str(text).map_err(|err| SpecError { field: "model.json".into(), msg: err.to_string() })?;
+        let card: ModelCard = serde_json::from_str(text).map_err(|err| SpecError {
+            field: "model.json".into(),
+            msg: err.to_string(),
+        })?;
         card.validate()?;
         Ok(card)
     }

@@ -1,10 +1,14 @@
-//! The contracts between medmae's crates, with no libtorch: architecture configs (`model`), the exact tensor names
-//! and shapes of a checkpoint (`weights`), and the `model.json` card that travels with every checkpoint and export.
+//! The contracts between medmae's crates. This is the leaf crate: it depends on no other workspace crate and holds
+//! each shared definition once — architecture configs (`model`), the declarative preprocessing list (`transforms`),
+//! the exact tensor names and shapes of a checkpoint (`weights`), and the `model.json` card with its typed inference
+//! spec (`card`) that travels with every checkpoint and export.
 
 pub mod card;
 pub mod model;
+pub mod transforms;
 pub mod weights;
 
-pub use card::{InferenceSpec, ModelCard, OutputActivation, CARD_FORMAT_VERSION};
+pub use card::{BlendMode, InferenceSpec, ModelCard, OutputActivation, CARD_FORMAT_VERSION};
 pub use model::{MaeConfig, ModelConfig, ReconLoss, SpecError, UnetrConfig, VitConfig, VitStyle};
+pub use transforms::{Select, Source, TransformSpec};
 pub use weights::{expected_weights, TensorSpec};

@@ -13,7 +13,10 @@ pub struct SpecError {
 }
 
 fn err(field: &str, msg: impl Into<String>) -> SpecError {
-    SpecError { field: field.to_string(), msg: msg.into() }
+    SpecError {
+        field: field.to_string(),
+        msg: msg.into(),
+    }
 }
 
 /// Upper bounds checked by `validate`, so a hostile or corrupt `model.json` cannot make code that sizes tensors
@@ -95,7 +98,11 @@ fn yes() -> bool {
 impl VitConfig {
     /// Patch grid per axis.
     pub fn grid(&self) -> Vec<usize> {
-        self.img_size.iter().zip(&self.patch_size).map(|(i, p)| i / p).collect()
+        self.img_size
+            .iter()
+            .zip(&self.patch_size)
+            .map(|(i, p)| i / p)
+            .collect()
     }
     /// Number of patch tokens (without cls).
     pub fn num_patches(&self) -> usize {
@@ -114,14 +121,27 @@ impl VitConfig {
     pub fn validate(&self, prefix: &str) -> Result<(), SpecError> {
         let f = |name: &str| format!("{prefix}.{name}");
         if self.spatial_dims != 2 && self.spatial_dims != 3 {
-            return Err(err(&f("spatial_dims"), format!("expected 2 or 3, got {}", self.spatial_dims)));
+            return Err(err(
+                &f("spatial_dims"),
+                format!("expected 2 or 3, got {}", self.spatial_dims),
+            ));
         }
         if self.in_channels == 0 {
             return Err(err(&f("in_channels"), "must be at least 1"));
         }
-        for (name, v) in [("img_size", &self.img_size), ("patch_size", &self.patch_size)] {
+        for (name, v) in [
+            ("img_size", &self.img_size),
+            ("patch_size", &self.patch_size),
+        ] {
             if v.len() != self.spatial_dims {
-                return Err(err(&f(name), format!("expected {} values (one per spatial axis), got {}", self.spatial_dims, v.len())));
+                return Err(err(
+                    &f(name),
+                    format!(
+                        "expected {} values (one per spatial axis), got {}",
+                        self.spatial_dims,
+                        v.len()
+                    ),
+                ));
             }
             if v.contains(&0) {
                 return Err(err(&f(name), "values must be positive"));
@@ -129,29 +149,58 @@ impl VitConfig {
         }
         for (ax, (i, p)) in self.img_size.iter().zip(&self.patch_size).enumerate() {
             if i % p != 0 {
-                return Err(err(&f("img_size"), format!("axis {ax}: size {i} is not divisible by patch size {p}")));
+                return Err(err(
+                    &f("img_size"),
+                    format!("axis {ax}: size {i} is not divisible by patch size {p}"),
+                ));
             }
         }
         if self.embed_dim == 0 || self.depth == 0 || self.num_heads == 0 {
             return Err(err(&f("embed_dim/depth/num_heads"), "must be positive"));
         }
-        for (name, v, max) in [("depth", self.depth, MAX_DEPTH), ("embed_dim", self.embed_dim, MAX_WIDTH), ("in_channels", self.in_channels, MAX_WIDTH)] {
+        for (name, v, max) in [
+            ("depth", self.depth, MAX_DEPTH),
+            ("embed_dim", self.embed_dim, MAX_WIDTH),
+            ("in_channels", self.in_channels, MAX_WIDTH),
+        ] {
             if v > max {
-                return Err(err(&f(name), format!("{v} exceeds the supported maximum {max}")));
+                return Err(err(
+                    &f(name),
+                    format!("{v} exceeds the supported maximum {max}"),
+                ));
             }
         }
         if self.img_size.iter().any(|&s| s > MAX_SIZE) {
-            return Err(err(&f("img_size"), format!("sizes above {MAX_SIZE} are not supported")));
+            return Err(err(
+                &f("img_size"),
+                format!("sizes above {MAX_SIZE} are not supported"),
+            ));
         }
-        let patches = self.img_size.iter().zip(&self.patch_size).try_fold(1usize, |n, (i, p)| n.checked_mul(i / p));
+        let patches = self
+            .img_size
+            .iter()
+            .zip(&self.patch_size)
+            .try_fold(1usize, |n, (i, p)| n.checked_mul(i / p));
         if patches.is_none_or(|n| n > MAX_PATCHES) {
-            return Err(err(&f("img_size"), format!("more than {MAX_PATCHES} patches per image are not supported")));
+            return Err(err(
+                &f("img_size"),
+                format!("more than {MAX_PATCHES} patches per image are not supported"),
+            ));
         }
         if self.embed_dim % self.num_heads != 0 {
-            return Err(err(&f("embed_dim"), format!("{} is not divisible by num_heads {}", self.embed_dim, self.num_heads)));
+            return Err(err(
+                &f("embed_dim"),
+                format!(
+                    "{} is not divisible by num_heads {}",
+                    self.embed_dim, self.num_heads
+                ),
+            ));
         }
         if !(self.mlp_ratio > 0.0 && self.mlp_ratio <= MAX_MLP_RATIO) {
-            return Err(err(&f("mlp_ratio"), format!("must be a positive number up to {MAX_MLP_RATIO}")));
+            return Err(err(
+                &f("mlp_ratio"),
+                format!("must be a positive number up to {MAX_MLP_RATIO}"),
+            ));
         }
         if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps < 1.0) {
             return Err(err(&f("layer_norm_eps"), "must be in (0, 1)"));
@@ -166,7 +215,13 @@ impl VitConfig {
     pub fn validate_sincos(&self, field: &str) -> Result<(), SpecError> {
         let m = 2 * self.spatial_dims;
         if self.embed_dim % m != 0 {
-            return Err(err(field, format!("{}-D sincos position embedding needs a width divisible by {m}, got {}", self.spatial_dims, self.embed_dim)));
+            return Err(err(
+                field,
+                format!(
+                    "{}-D sincos position embedding needs a width divisible by {m}, got {}",
+                    self.spatial_dims, self.embed_dim
+                ),
+            ));
         }
         Ok(())
     }
@@ -206,7 +261,10 @@ fn default_fourier_temp() -> f64 {
 
 impl Default for ReconLoss {
     fn default() -> Self {
-        ReconLoss::Mse { norm_pix_loss: true, fft_weight: 0.0 }
+        ReconLoss::Mse {
+            norm_pix_loss: true,
+            fft_weight: 0.0,
+        }
     }
 }
 
@@ -262,16 +320,26 @@ impl MaeConfig {
     pub fn validate(&self) -> Result<(), SpecError> {
         self.encoder.validate("mae.encoder")?;
         if self.encoder.style != VitStyle::Timm || !self.encoder.cls_token {
-            return Err(err("mae.encoder.style", "the MAE encoder uses the timm layout with a cls token"));
+            return Err(err(
+                "mae.encoder.style",
+                "the MAE encoder uses the timm layout with a cls token",
+            ));
         }
         self.encoder.validate_sincos("mae.encoder.embed_dim")?;
         self.decoder_vit().validate("mae.decoder")?;
-        self.decoder_vit().validate_sincos("mae.decoder_embed_dim")?;
+        self.decoder_vit()
+            .validate_sincos("mae.decoder_embed_dim")?;
         if !(self.mask_ratio > 0.0 && self.mask_ratio < 1.0) {
-            return Err(err("mae.mask_ratio", format!("must be in (0, 1), got {}", self.mask_ratio)));
+            return Err(err(
+                "mae.mask_ratio",
+                format!("must be in (0, 1), got {}", self.mask_ratio),
+            ));
         }
         if self.len_keep() == 0 {
-            return Err(err("mae.mask_ratio", "keeps no patch visible at this image/patch size"));
+            return Err(err(
+                "mae.mask_ratio",
+                "keeps no patch visible at this image/patch size",
+            ));
         }
         match &self.loss {
             ReconLoss::Mse { fft_weight, .. } => {
@@ -279,13 +347,24 @@ impl MaeConfig {
                     return Err(err("mae.loss.fft_weight", "must be a non-negative number"));
                 }
             }
-            ReconLoss::Fourier { embed_dim, temperature } => {
+            ReconLoss::Fourier {
+                embed_dim,
+                temperature,
+            } => {
                 let c2 = 2 * self.encoder.in_channels;
                 if *embed_dim == 0 || embed_dim % c2 != 0 || *embed_dim > MAX_WIDTH {
-                    return Err(err("mae.loss.embed_dim", format!("must be a positive multiple of 2·in_channels = {c2}, got {embed_dim}")));
+                    return Err(err(
+                        "mae.loss.embed_dim",
+                        format!(
+                            "must be a positive multiple of 2·in_channels = {c2}, got {embed_dim}"
+                        ),
+                    ));
                 }
                 if !(*temperature > 0.0 && *temperature < 1.0) {
-                    return Err(err("mae.loss.temperature", format!("must be in (0, 1), got {temperature}")));
+                    return Err(err(
+                        "mae.loss.temperature",
+                        format!("must be in (0, 1), got {temperature}"),
+                    ));
                 }
             }
         }
@@ -327,14 +406,26 @@ impl UnetrConfig {
             return Err(err("unetr.out_channels/feature_size", "must be positive"));
         }
         if self.out_channels > MAX_WIDTH || self.feature_size > MAX_WIDTH {
-            return Err(err("unetr.out_channels/feature_size", format!("must be at most {MAX_WIDTH}")));
+            return Err(err(
+                "unetr.out_channels/feature_size",
+                format!("must be at most {MAX_WIDTH}"),
+            ));
         }
         if self.encoder.style == VitStyle::Monai && self.encoder.cls_token {
-            return Err(err("unetr.encoder.cls_token", "MONAI's ViT has no cls token; set cls_token: false with style: monai"));
+            return Err(err(
+                "unetr.encoder.cls_token",
+                "MONAI's ViT has no cls token; set cls_token: false with style: monai",
+            ));
         }
         let [a, b, c] = self.skip_layers;
         if !(a < b && b < c && c < self.encoder.depth) {
-            return Err(err("unetr.skip_layers", format!("must be increasing block indices below depth {}, got {:?}", self.encoder.depth, self.skip_layers)));
+            return Err(err(
+                "unetr.skip_layers",
+                format!(
+                    "must be increasing block indices below depth {}, got {:?}",
+                    self.encoder.depth, self.skip_layers
+                ),
+            ));
         }
         Ok(())
     }
@@ -399,7 +490,12 @@ pub(crate) mod tests {
         let mut v = vit3d();
         v.embed_dim = 40;
         assert_eq!(v.validate_sincos("f").unwrap_err().field, "f");
-        let u = UnetrConfig { encoder: vit3d(), out_channels: 2, feature_size: 8, skip_layers: [0, 1, 4] };
+        let u = UnetrConfig {
+            encoder: vit3d(),
+            out_channels: 2,
+            feature_size: 8,
+            skip_layers: [0, 1, 4],
+        };
         assert_eq!(u.validate().unwrap_err().field, "unetr.skip_layers");
     }
 
@@ -407,7 +503,14 @@ pub(crate) mod tests {
     fn len_keep_truncates() {
         let mut e = vit3d();
         e.patch_size = vec![8, 8, 8];
-        let m = MaeConfig { encoder: e, decoder_embed_dim: 24, decoder_depth: 1, decoder_num_heads: 2, mask_ratio: 0.75, loss: ReconLoss::default() };
+        let m = MaeConfig {
+            encoder: e,
+            decoder_embed_dim: 24,
+            decoder_depth: 1,
+            decoder_num_heads: 2,
+            mask_ratio: 0.75,
+            loss: ReconLoss::default(),
+        };
         assert_eq!(m.len_keep(), 16);
         assert_eq!(m.head_dim(), 512);
         m.validate().unwrap();

@@ -19,7 +19,10 @@ struct Out(Vec<TensorSpec>);
 
 impl Out {
     fn t(&mut self, name: impl Into<String>, shape: Vec<usize>) {
-        self.0.push(TensorSpec { name: name.into(), shape });
+        self.0.push(TensorSpec {
+            name: name.into(),
+            shape,
+        });
     }
     fn linear(&mut self, name: &str, inp: usize, out: usize, bias: bool) {
         self.t(format!("{name}.weight"), vec![out, inp]);
@@ -56,8 +59,16 @@ pub struct BlockNames {
 /// Block sub-layer names for a style.
 pub fn block_names(style: VitStyle) -> BlockNames {
     match style {
-        VitStyle::Timm => BlockNames { attn_proj: "attn.proj", fc1: "mlp.fc1", fc2: "mlp.fc2" },
-        VitStyle::Monai => BlockNames { attn_proj: "attn.out_proj", fc1: "mlp.linear1", fc2: "mlp.linear2" },
+        VitStyle::Timm => BlockNames {
+            attn_proj: "attn.proj",
+            fc1: "mlp.fc1",
+            fc2: "mlp.fc2",
+        },
+        VitStyle::Monai => BlockNames {
+            attn_proj: "attn.out_proj",
+            fc1: "mlp.linear1",
+            fc2: "mlp.linear2",
+        },
     }
 }
 
@@ -139,17 +150,29 @@ fn unetr(o: &mut Out, u: &UnetrConfig) {
     if v.cls_token {
         o.t(format!("{p}.cls_token"), vec![1, 1, e]);
     }
-    o.t(pos_embed_name(v.style), vec![1, v.num_patches() + usize::from(v.cls_token), e]);
+    o.t(
+        pos_embed_name(v.style),
+        vec![1, v.num_patches() + usize::from(v.cls_token), e],
+    );
     blocks(o, p, v);
     res_block(o, "encoder1.layer", v.in_channels, f, sd);
-    for (name, out, layers) in [("encoder2", 2 * f, 2), ("encoder3", 4 * f, 1), ("encoder4", 8 * f, 0)] {
+    for (name, out, layers) in [
+        ("encoder2", 2 * f, 2),
+        ("encoder3", 4 * f, 1),
+        ("encoder4", 8 * f, 0),
+    ] {
         o.deconv(&format!("{name}.transp_conv_init.conv"), e, out, sd);
         for i in 0..layers {
             o.deconv(&format!("{name}.blocks.{i}.0.conv"), out, out, sd);
             res_block(o, &format!("{name}.blocks.{i}.1"), out, out, sd);
         }
     }
-    for (name, inp, out) in [("decoder5", e, 8 * f), ("decoder4", 8 * f, 4 * f), ("decoder3", 4 * f, 2 * f), ("decoder2", 2 * f, f)] {
+    for (name, inp, out) in [
+        ("decoder5", e, 8 * f),
+        ("decoder4", 8 * f, 4 * f),
+        ("decoder3", 4 * f, 2 * f),
+        ("decoder2", 2 * f, f),
+    ] {
         o.deconv(&format!("{name}.transp_conv.conv"), inp, out, sd);
         res_block(o, &format!("{name}.conv_block"), 2 * out, out, sd);
     }
@@ -173,7 +196,9 @@ mod tests {
     use crate::model::tests::vit3d;
 
     fn find<'a>(w: &'a [TensorSpec], name: &str) -> &'a TensorSpec {
-        w.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("{name} missing"))
+        w.iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
     }
 
     #[test]
@@ -188,19 +213,51 @@ mod tests {
         v.depth = 12;
         v.num_heads = 12;
         v.img_size = vec![96, 96, 96];
-        let u = UnetrConfig { encoder: v, out_channels: 14, feature_size: 16, skip_layers: [3, 6, 9] };
+        let u = UnetrConfig {
+            encoder: v,
+            out_channels: 14,
+            feature_size: 16,
+            skip_layers: [3, 6, 9],
+        };
         let w = expected_weights(&ModelConfig::Unetr(u));
-        assert_eq!(find(&w, "vit.patch_embedding.position_embeddings").shape, vec![1, 216, 768]);
-        assert_eq!(find(&w, "vit.blocks.11.attn.qkv.weight").shape, vec![2304, 768]);
+        assert_eq!(
+            find(&w, "vit.patch_embedding.position_embeddings").shape,
+            vec![1, 216, 768]
+        );
+        assert_eq!(
+            find(&w, "vit.blocks.11.attn.qkv.weight").shape,
+            vec![2304, 768]
+        );
         assert!(!w.iter().any(|t| t.name == "vit.blocks.0.attn.qkv.bias"));
-        assert_eq!(find(&w, "vit.blocks.0.mlp.linear1.weight").shape, vec![3072, 768]);
-        assert_eq!(find(&w, "encoder1.layer.conv3.conv.weight").shape, vec![16, 1, 1, 1, 1]);
-        assert_eq!(find(&w, "encoder2.transp_conv_init.conv.weight").shape, vec![768, 32, 2, 2, 2]);
-        assert_eq!(find(&w, "encoder2.blocks.1.1.conv2.conv.weight").shape, vec![32, 32, 3, 3, 3]);
+        assert_eq!(
+            find(&w, "vit.blocks.0.mlp.linear1.weight").shape,
+            vec![3072, 768]
+        );
+        assert_eq!(
+            find(&w, "encoder1.layer.conv3.conv.weight").shape,
+            vec![16, 1, 1, 1, 1]
+        );
+        assert_eq!(
+            find(&w, "encoder2.transp_conv_init.conv.weight").shape,
+            vec![768, 32, 2, 2, 2]
+        );
+        assert_eq!(
+            find(&w, "encoder2.blocks.1.1.conv2.conv.weight").shape,
+            vec![32, 32, 3, 3, 3]
+        );
         assert!(!w.iter().any(|t| t.name.starts_with("encoder4.blocks")));
-        assert_eq!(find(&w, "decoder5.conv_block.conv1.conv.weight").shape, vec![128, 256, 3, 3, 3]);
-        assert_eq!(find(&w, "decoder2.conv_block.conv3.conv.weight").shape, vec![16, 32, 1, 1, 1]);
-        assert_eq!(find(&w, "out.conv.conv.weight").shape, vec![14, 16, 1, 1, 1]);
+        assert_eq!(
+            find(&w, "decoder5.conv_block.conv1.conv.weight").shape,
+            vec![128, 256, 3, 3, 3]
+        );
+        assert_eq!(
+            find(&w, "decoder2.conv_block.conv3.conv.weight").shape,
+            vec![16, 32, 1, 1, 1]
+        );
+        assert_eq!(
+            find(&w, "out.conv.conv.weight").shape,
+            vec![14, 16, 1, 1, 1]
+        );
         // 12 blocks x 11 tensors (no qkv bias) + vit.norm (2) + patch embed (2) + pos embed (1) = 137 ViT tensors.
         assert_eq!(w.iter().filter(|t| t.name.starts_with("vit.")).count(), 137);
     }
@@ -209,13 +266,26 @@ mod tests {
     fn mae_names_follow_selfmedmae() {
         let mut e = vit3d();
         e.patch_size = vec![8, 8, 8];
-        let m = MaeConfig { encoder: e, decoder_embed_dim: 24, decoder_depth: 2, decoder_num_heads: 2, mask_ratio: 0.75, loss: Default::default() };
+        let m = MaeConfig {
+            encoder: e,
+            decoder_embed_dim: 24,
+            decoder_depth: 2,
+            decoder_num_heads: 2,
+            mask_ratio: 0.75,
+            loss: Default::default(),
+        };
         let w = expected_weights(&ModelConfig::Mae(m));
-        assert_eq!(find(&w, "encoder.patch_embed.proj.weight").shape, vec![48, 1, 8, 8, 8]);
+        assert_eq!(
+            find(&w, "encoder.patch_embed.proj.weight").shape,
+            vec![48, 1, 8, 8, 8]
+        );
         assert_eq!(find(&w, "encoder_pos_embed").shape, vec![1, 64, 48]);
         assert_eq!(find(&w, "encoder.blocks.3.attn.qkv.bias").shape, vec![144]);
         assert_eq!(find(&w, "encoder_to_decoder.weight").shape, vec![24, 48]);
-        assert_eq!(find(&w, "decoder.blocks.1.mlp.fc2.weight").shape, vec![24, 96]);
+        assert_eq!(
+            find(&w, "decoder.blocks.1.mlp.fc2.weight").shape,
+            vec![24, 96]
+        );
         assert_eq!(find(&w, "decoder.head.weight").shape, vec![512, 24]);
         let mut names: Vec<_> = w.iter().map(|t| &t.name).collect();
         names.sort();

@@ -309,10 +309,7 @@ pub fn to_tensors(
 }
 
 /// Load one validation case through the (deterministic) validation transforms.
-pub fn load_val_case(
-    case: &Case,
-    transforms: &[imaging::transforms::TransformSpec],
-) -> Result<Sample> {
+pub fn load_val_case(case: &Case, transforms: &[spec::TransformSpec]) -> Result<Sample> {
     use rand::SeedableRng;
     let compose = imaging::transforms::Compose::new(transforms)?;
     let mut rng = imaging::Rng::seed_from_u64(0);

@@ -50,7 +50,7 @@ pub fn inference_spec(cfg: &ExperimentConfig, u: &UnetrConfig) -> InferenceSpec 
     InferenceSpec {
         roi_size: u.encoder.img_size.clone(),
         overlap: v.overlap,
-        blend: v.blend.clone(),
+        blend: v.blend,
         sw_batch_size: v.sw_batch_size,
         activation: cfg.data.activation,
     }
@@ -139,7 +139,7 @@ pub struct UnetrTask {
     cfg: UnetrConfig,
     labels: Vec<String>,
     inference: InferenceSpec,
-    preprocessing: Vec<imaging::transforms::TransformSpec>,
+    preprocessing: Vec<spec::TransformSpec>,
     /// This rank's validation cases.
     val: Vec<(Case, Sample)>,
     /// Index of `val[0]` among all validation cases.

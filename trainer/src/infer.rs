@@ -2,7 +2,7 @@
 //! (`imaging::metrics`). Used by fine-tuning validation, `evaluate` and `predict`.
 
 use imaging::metrics::{dice_labels, dice_multilabel, DiceOptions};
-use imaging::sliding::{sliding_window_inference, BlendMode, SlidingWindowConfig};
+use imaging::sliding::{sliding_window_inference, SlidingWindowConfig};
 use ndarray::{Array4, ArrayD, Axis, IxDyn};
 use spec::{InferenceSpec, OutputActivation};
 use tch::{Device, Tensor};
@@ -36,11 +36,7 @@ pub fn window_config(inf: &InferenceSpec) -> SlidingWindowConfig {
     let mut c = SlidingWindowConfig::new(inf.roi_size.clone());
     c.overlap = inf.overlap;
     c.sw_batch_size = inf.sw_batch_size;
-    c.mode = if inf.blend == "constant" {
-        BlendMode::Constant
-    } else {
-        BlendMode::Gaussian
-    };
+    c.mode = inf.blend;
     c
 }
 

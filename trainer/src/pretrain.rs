@@ -22,7 +22,7 @@ const PICTURE_ROWS: i64 = 4;
 pub struct MaeTask {
     mae: Mae,
     cfg: MaeConfig,
-    preprocessing: Vec<imaging::transforms::TransformSpec>,
+    preprocessing: Vec<spec::TransformSpec>,
     seed: u64,
     device: Device,
 }

@@ -90,7 +90,7 @@ fn overrides_use_yaml_values_and_nested_paths() {
     assert_eq!(c.model.encoder().depth, 6);
     assert_eq!(c.optim.betas, [0.8, 0.9]);
     assert!(
-        matches!(c.data.train_transforms[2], imaging::transforms::TransformSpec::RandFlip { prob, .. } if prob == 0.25)
+        matches!(c.data.train_transforms[2], spec::TransformSpec::RandFlip { prob, .. } if prob == 0.25)
     );
     assert_eq!(c.init.as_deref(), Some(Path::new("/tmp/x")));
 }

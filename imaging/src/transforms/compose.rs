@@ -4,13 +4,13 @@
 use std::path::Path;
 
 use super::inverse::{Inverse, InverseStep};
-use super::spec::{Source, TransformSpec};
 use super::{
     ConvertToMultiChannelBasedOnBratsClasses, CropForeground, NormalizeIntensity, Orientation,
     RandCropByPosNegLabel, RandFlip, RandRotate90, RandScaleIntensity, RandShiftIntensity,
     RandSpatialCrop, ScaleIntensityRange, Spacing, SpatialPad,
 };
 use crate::{ImagingError, Result, Rng, Sample, Volume};
+use spec::{Source, TransformSpec};
 
 /// A built transform.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,8 +9,8 @@ use rayon::prelude::*;
 
 use super::geometry::{contiguous, crop_pad};
 use super::spatial3;
-use super::spec::{Select, Source};
 use crate::{ImagingError, Result, Sample, Volume};
+use spec::{Select, Source};
 
 /// Crop to the foreground bounding box.
 #[derive(Debug, Clone, PartialEq)]

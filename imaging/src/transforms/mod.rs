@@ -22,7 +22,6 @@ pub mod resample;
 pub mod scale_intensity_range;
 pub mod spacing;
 pub mod spatial_pad;
-pub mod spec;
 
 pub use brats::ConvertToMultiChannelBasedOnBratsClasses;
 pub use compose::Compose;
@@ -40,7 +39,6 @@ pub use resample::{resample_to, Interp};
 pub use scale_intensity_range::ScaleIntensityRange;
 pub use spacing::Spacing;
 pub use spatial_pad::SpatialPad;
-pub use spec::{Select, Source, TransformSpec};
 
 use rand::Rng as _;
 use rayon::prelude::*;

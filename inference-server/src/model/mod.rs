@@ -7,9 +7,9 @@ pub mod repository;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use imaging::transforms::TransformSpec;
 use serde::de::DeserializeOwned;
 use spec::InferenceSpec;
+use spec::TransformSpec;
 
 use crate::error::ServeError;
 use onnx::{OnnxSummary, TensorInfo, ONNX_FLOAT};

@@ -8,8 +8,8 @@ pub use overrides::{apply_override, parse_config_value};
 use std::path::{Path, PathBuf};
 
 use imaging::synthetic::{PhantomKind, SyntheticDatasetConfig};
-use imaging::transforms::TransformSpec;
 use serde::{Deserialize, Serialize};
+use spec::TransformSpec;
 use spec::{ModelConfig, OutputActivation};
 
 use crate::error::{Result, TrainError};
@@ -215,9 +215,9 @@ pub struct ValidationConfig {
     /// Fractional window overlap.
     #[serde(default = "default_overlap")]
     pub overlap: f64,
-    /// "gaussian" or "constant".
+    /// Window blending.
     #[serde(default = "default_blend")]
-    pub blend: String,
+    pub blend: spec::BlendMode,
     /// Windows per forward pass.
     #[serde(default = "default_sw_batch")]
     pub sw_batch_size: usize,
@@ -229,8 +229,8 @@ pub struct ValidationConfig {
 fn default_overlap() -> f64 {
     0.5
 }
-fn default_blend() -> String {
-    "gaussian".into()
+fn default_blend() -> spec::BlendMode {
+    spec::BlendMode::Gaussian
 }
 fn default_sw_batch() -> usize {
     4
@@ -477,12 +477,6 @@ impl ExperimentConfig {
                 return Err(TrainError::config(
                     "validation.overlap",
                     format!("must be in [0, 1), got {}", v.overlap),
-                ));
-            }
-            if v.blend != "gaussian" && v.blend != "constant" {
-                return Err(TrainError::config(
-                    "validation.blend",
-                    format!("expected \"gaussian\" or \"constant\", got {:?}", v.blend),
                 ));
             }
         }

@@ -136,15 +136,25 @@ mod tests {
         std::fs::write(&p, "{\"step\":1}\n{\"step\":2}\n{\"step\":3,\"lo").unwrap();
         // A plain read names the file and line.
         let err = read_metrics(&p).unwrap_err().to_string();
-        assert!(err.contains("metrics.jsonl") && err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("metrics.jsonl") && err.contains("line 3"),
+            "{err}"
+        );
         // Resuming keeps the complete records and appends cleanly after them.
         let mut log = MetricsLog::open(&p, Some(2)).unwrap();
         log.append(&json!({"step": 3})).unwrap();
-        let steps: Vec<_> = read_metrics(&p).unwrap().iter().filter_map(|r| r["step"].as_u64()).collect();
+        let steps: Vec<_> = read_metrics(&p)
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["step"].as_u64())
+            .collect();
         assert_eq!(steps, vec![1, 2, 3]);
         // A corrupt line that was completed (newline present) is not a torn write: resume refuses it.
         std::fs::write(&p, "{\"step\":1}\n{oops}\n{\"step\":2}\n").unwrap();
-        let err = MetricsLog::open(&p, Some(2)).err().expect("corrupt middle line").to_string();
+        let err = MetricsLog::open(&p, Some(2))
+            .err()
+            .expect("corrupt middle line")
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
     }
 }
