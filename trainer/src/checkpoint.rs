@@ -311,3 +311,41 @@ pub fn load_weights(vs: &mut VarStore, dir: &Path) -> Result<()> {
     vs.load(&path)
         .map_err(|e| TrainError::format(&path, e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn publish_dir_is_all_or_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("out");
+        // a failing fill leaves nothing behind
+        let e = publish_dir(&dest, false, |tmp| {
+            write_synced(&tmp.join("a"), b"partial")?;
+            Err(TrainError::Data("disk full".into()))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("disk full"));
+        assert!(names(root.path()).is_empty(), "{:?}", names(root.path()));
+        // a successful one publishes every file
+        publish_dir(&dest, false, |tmp| write_synced(&tmp.join("a"), b"one")).unwrap();
+        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"one");
+        // an existing destination is kept unless replacing
+        assert!(publish_dir(&dest, false, |tmp| write_synced(&tmp.join("a"), b"two")).is_err());
+        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"one");
+        assert_eq!(names(root.path()), vec!["out"]);
+        publish_dir(&dest, true, |tmp| write_synced(&tmp.join("b"), b"two")).unwrap();
+        assert_eq!(names(&dest), vec!["b"]);
+        assert_eq!(names(root.path()), vec!["out"], "the old directory is gone");
+    }
+}

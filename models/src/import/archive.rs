@@ -31,6 +31,18 @@ fn file_err(path: &Path, msg: impl std::fmt::Display) -> ModelError {
     }
 }
 
+/// True when the zip archive is a TorchScript / libtorch archive (it has a `<name>/constants.pkl` record), as
+/// `torch.jit.save` and libtorch's own `save` (tch's `VarStore::save` to a non-safetensors path) write them.
+pub fn is_torchscript(path: &Path) -> Result<bool> {
+    let file = File::open(path).map_err(|e| file_err(path, e))?;
+    let zip = zip::ZipArchive::new(file)
+        .map_err(|e| file_err(path, format!("not a readable zip archive: {e}")))?;
+    let found = zip
+        .file_names()
+        .any(|n| n.ends_with("constants.pkl") && n.matches('/').count() == 1);
+    Ok(found)
+}
+
 /// True when the file starts like a zip archive (`PK\x03\x04`).
 pub fn is_zip(path: &Path) -> Result<bool> {
     let mut magic = [0u8; 4];

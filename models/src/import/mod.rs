@@ -198,8 +198,9 @@ fn file_err(path: &Path, msg: impl std::fmt::Display) -> ModelError {
     }
 }
 
-/// Read the state dict of a checkpoint: `.safetensors` by extension, otherwise a `torch.save` zip archive
-/// (`key` selects where the state dict sits, see [`ImportOptions::key`]).
+/// Read the state dict of a checkpoint: `.safetensors` by extension, otherwise a `torch.save` zip archive (`key`
+/// selects where the state dict sits, see [`ImportOptions::key`]) or a libtorch archive (what tch's `VarStore::save`
+/// writes for other extensions, read by libtorch itself).
 pub fn read_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
     if path.extension().is_some_and(|e| e == "safetensors") {
         if let Some(k) = key {
@@ -222,6 +223,23 @@ pub fn read_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
             path,
             "not a zip-format torch.save file (PyTorch ≥ 1.6) or .safetensors; re-save a legacy checkpoint with a current PyTorch: torch.save(torch.load(old), new)",
         ));
+    }
+    if archive::is_torchscript(path)? {
+        // libtorch's own archives (tch `VarStore::save`, `torch.jit.save` of parameters) are read by libtorch.
+        if let Some(k) = key {
+            return Err(file_err(
+                path,
+                format!(
+                    "a libtorch archive is a flat tensor map; there is no entry `{k}` to select"
+                ),
+            ));
+        }
+        let tensors = Tensor::load_multi(path).map_err(|e| file_err(path, e))?;
+        return Ok(StateDict {
+            tensors,
+            location: String::new(),
+            skipped: Vec::new(),
+        });
     }
     let (mut arc, root) = TorchArchive::open(path)?;
     let (location, entries) = locate(&root, key).map_err(|m| file_err(path, m))?;

@@ -801,7 +801,7 @@ mod tests {
             .unwrap_err()
             .msg
             .contains("memo entry 3"));
-        assert!(parse(&[b'N', b'a', b'.'])
+        assert!(parse(&[b'N', b'N', b'a', b'.'])
             .unwrap_err()
             .msg
             .contains("APPEND to a None"));
