@@ -246,8 +246,8 @@ pub fn read_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
     let mut tensors = Vec::with_capacity(entries.len());
     let mut skipped = Vec::new();
     for (name, v) in entries {
-        match v {
-            Value::Tensor(t) => tensors.push((name.clone(), arc.tensor(&t, &name)?)),
+        match &v {
+            Value::Tensor(t) => tensors.push((name.clone(), arc.tensor(t, &name)?)),
             _ => skipped.push(name),
         }
     }
@@ -305,21 +305,45 @@ fn module_entries(v: &Value, prefix: &str, depth: usize, out: &mut Vec<(String, 
     let Some(state) = o.borrow().state.clone() else {
         return;
     };
+    // Buffers registered with persistent=False are not part of a state dict.
+    let transient = non_persistent(&state);
     for table in ["_parameters", "_buffers"] {
-        if let Some(Value::Dict(d)) = dict_get(&state, table) {
+        if let Some(Value::Dict(ref d)) = dict_get(&state, table) {
             for (k, t) in d.borrow().iter() {
-                if let (Some(k), Value::Tensor(_)) = (k.as_str(), t) {
-                    out.push((format!("{prefix}{k}"), t.clone()));
+                match (k.as_str(), t) {
+                    (Some(k), Value::Tensor(_)) if !transient.iter().any(|n| n == k) => {
+                        out.push((format!("{prefix}{k}"), t.clone()))
+                    }
+                    _ => {}
                 }
             }
         }
     }
-    if let Some(Value::Dict(d)) = dict_get(&state, "_modules") {
+    if let Some(Value::Dict(ref d)) = dict_get(&state, "_modules") {
         for (k, m) in d.borrow().iter() {
             if let Some(k) = k.as_str() {
                 module_entries(m, &format!("{prefix}{k}."), depth + 1, out);
             }
         }
+    }
+}
+
+/// Names in a module's `_non_persistent_buffers_set` (pickled as `builtins.set([names])`).
+fn non_persistent(state: &Value) -> Vec<String> {
+    let Some(Value::Object(ref set)) = dict_get(state, "_non_persistent_buffers_set") else {
+        return Vec::new();
+    };
+    let set = set.borrow();
+    let Value::Tuple(ref args) = set.args else {
+        return Vec::new();
+    };
+    match args.first() {
+        Some(Value::List(names)) => names
+            .borrow()
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -132,7 +132,50 @@ pub enum Value {
     Tensor(Rc<TensorRef>),
 }
 
+/// Values nest as deep as a stream makes them (a list in a list in …, a million levels in a few megabytes); dropping
+/// such a chain recursively would overflow the stack, so children of containers this value owns alone are moved
+/// to a work list and dropped one level at a time.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        self.take_children(&mut work);
+        while let Some(mut v) = work.pop() {
+            v.take_children(&mut work);
+        }
+    }
+}
+
 impl Value {
+    /// Move the children of a container out of it when this is its only owner.
+    fn take_children(&mut self, out: &mut Vec<Value>) {
+        match self {
+            Value::Tuple(t) => {
+                if let Some(items) = Rc::get_mut(t) {
+                    out.append(items);
+                }
+            }
+            Value::List(l) if Rc::strong_count(l) == 1 => out.append(&mut l.borrow_mut()),
+            Value::Dict(d) if Rc::strong_count(d) == 1 => {
+                for (k, v) in d.borrow_mut().drain(..) {
+                    out.push(k);
+                    out.push(v);
+                }
+            }
+            Value::Object(o) if Rc::strong_count(o) == 1 => {
+                let mut o = o.borrow_mut();
+                out.push(std::mem::replace(&mut o.args, Value::None));
+                if let Some(s) = o.state.take() {
+                    out.push(s);
+                }
+                for (k, v) in o.items.drain(..) {
+                    out.push(k);
+                    out.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
@@ -494,9 +537,9 @@ impl Machine<'_> {
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    match (module, name) {
+                    match (&module, &name) {
                         (Value::Str(m), Value::Str(n)) => {
-                            self.push(Value::Global(Rc::new((m, n))))?
+                            self.push(Value::Global(Rc::new((m.clone(), n.clone()))))?
                         }
                         _ => return self.err("STACK_GLOBAL needs two strings"),
                     }
@@ -758,7 +801,7 @@ mod tests {
             b'K', 7, b's', b'0', b'.',
         ];
         let v = parse(&p).unwrap();
-        let Value::List(l) = v else { panic!() };
+        let Value::List(ref l) = v else { panic!() };
         for d in l.borrow().iter() {
             assert_eq!(dict_items(d).len(), 1);
         }
@@ -772,12 +815,28 @@ mod tests {
         p.extend([b')', 0x81, b'}', b'X', 2, 0, 0, 0, b'l', b'r', b'G']);
         p.extend(0.001f64.to_be_bytes());
         p.extend([b's', b'b', b'.']);
-        let Value::Object(o) = parse(&p).unwrap() else {
-            panic!()
-        };
+        let v = parse(&p).unwrap();
+        let Value::Object(ref o) = v else { panic!() };
         let o = o.borrow();
         assert_eq!(o.class, ("argparse".into(), "Namespace".into()));
         assert_eq!(dict_items(o.state.as_ref().unwrap()).len(), 1);
+    }
+
+    #[test]
+    fn very_deep_nesting_parses_and_drops_without_recursion() {
+        // 300 000 lists, each appended into the one below it: a chain as deep as the stack allows values.
+        let n = 300_000;
+        let mut p = vec![b']'; n];
+        p.extend(std::iter::repeat_n(b'a', n - 1));
+        p.push(b'.');
+        let v = parse(&p).unwrap();
+        assert_eq!(v.kind(), "list");
+        drop(v); // must not overflow the (2 MiB) test thread stack
+                 // a 200 000-deep tuple chain too
+        let mut p = vec![b'N'];
+        p.extend(std::iter::repeat_n(0x85, 200_000));
+        p.push(b'.');
+        assert_eq!(parse(&p).unwrap().kind(), "tuple");
     }
 
     #[test]
@@ -836,9 +895,8 @@ mod tests {
         p.push(b'c');
         p.extend(b"collections\nOrderedDict\n");
         p.extend([b')', b'R', b't', b'R', b'.']);
-        let Value::Tensor(t) = parse(&p).unwrap() else {
-            panic!()
-        };
+        let v = parse(&p).unwrap();
+        let Value::Tensor(ref t) = v else { panic!() };
         assert_eq!(t.storage.dtype, Dtype::F16);
         assert_eq!((t.storage.key.as_str(), t.storage.numel), ("0", 9));
         assert_eq!(

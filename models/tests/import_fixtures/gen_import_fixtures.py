@@ -29,6 +29,8 @@ Files written next to this script:
   <case>.io.safetensors         the test input (and masking noise) with the upstream forward outputs
   dtypes.pt / dtypes.expected.safetensors
                                 reader checks: every storage dtype, a transposed view, two views of one storage
+  module.pt / module.expected.safetensors
+                                a whole pickled nn.Module (torch.save(model)) and its state dict
   MANIFEST.json                 versions, upstream commits and file hashes
 """
 import argparse
@@ -227,6 +229,14 @@ def dtypes_case():
         "empty": torch.zeros(0, 3),
     }
     torch.save(sd, os.path.join(OUT, "dtypes.pt"))
+    # A whole pickled module (torch.save(model)): parameters, a persistent and a non-persistent buffer, nesting.
+    torch.manual_seed(16)
+    mod = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.LayerNorm(3)))
+    mod.register_buffer("counter", torch.tensor([4.0]))
+    mod.register_buffer("scratch", torch.zeros(2), persistent=False)
+    torch.save(mod, os.path.join(OUT, "module.pt"))
+    save_file({k: v.contiguous().clone() for k, v in mod.state_dict().items()},
+              os.path.join(OUT, "module.expected.safetensors"))
     expected = {k: (v.float() if v.dtype in (torch.float16, torch.bfloat16, torch.float64) else v).contiguous().clone()
                 for k, v in sd.items() if v.dtype != torch.bool}
     expected["bool"] = sd["bool"].to(torch.uint8)
