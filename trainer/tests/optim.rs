@@ -225,7 +225,8 @@ fn adamw_multi_step_matches_the_reference_formula() {
     );
     let b = vs
         .root()
-        .var_copy("lin.bias", &Tensor::from_slice(&b0.map(|x| x as f32)));
+        .sub("lin")
+        .var_copy("bias", &Tensor::from_slice(&b0.map(|x| x as f32)));
     let cfg = OptimConfig {
         betas: [0.9, 0.95],
         eps: 1e-8,
