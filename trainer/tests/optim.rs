@@ -246,7 +246,7 @@ fn adamw_multi_step_matches_the_reference_formula() {
         opt.step(*lr);
         let t = (t + 1) as i32;
         let (b1, b2) = (0.9f64, 0.95f64);
-        let mut update =
+        let update =
             |p: &mut Vec<f64>, m: &mut Vec<f64>, v: &mut Vec<f64>, g: Vec<f64>, wd: f64| {
                 for i in 0..p.len() {
                     p[i] *= 1.0 - lr * wd;

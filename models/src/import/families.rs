@@ -21,6 +21,9 @@ use super::{Family, ImportOptions, Imported, StateDict};
 use crate::error::{ModelError, Result};
 use crate::pos_embed::{grids_matching_sincos, sincos_table};
 
+/// `(medmae name, source name, how)` for every tensor of the imported model.
+type Plan = Vec<(String, String, Op)>;
+
 /// How a medmae tensor is made from its source tensor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
@@ -321,7 +324,7 @@ fn monai_unetr(
     src: &mut Source,
     opts: &ImportOptions,
     notes: &mut Vec<String>,
-) -> Result<(ModelConfig, Vec<(String, String, Op)>)> {
+) -> Result<(ModelConfig, Plan)> {
     if src.has("vit.cls_token") {
         return Err(src.key_err(
             "vit.cls_token",
@@ -602,7 +605,7 @@ pub(super) fn import(path: &Path, sd: StateDict, opts: &ImportOptions) -> Result
         notes.push(format!("skipped non-tensor entries {:?}", sd.skipped));
     }
     let mut src = Source::new(path, family, sd);
-    let (config, plan): (ModelConfig, Vec<(String, String, Op)>) = match family {
+    let (config, plan): (ModelConfig, Plan) = match family {
         Family::MonaiUnetr => monai_unetr(&mut src, opts, &mut notes)?,
         Family::SelfMedMaeMae3d => {
             let cfg = mae(&mut src, opts, &mut notes, &SELFMEDMAE, 3)?;

@@ -855,27 +855,18 @@ mod tests {
         let e = parse(&[0x80, 2, b'X', 10, 0, 0, 0, b'a']).unwrap_err();
         assert_eq!(e.pos, 2);
         assert!(e.msg.contains("truncated"), "{e}");
-        assert!(parse(&[b'.']).unwrap_err().msg.contains("underflow"));
+        assert!(parse(b".").unwrap_err().msg.contains("underflow"));
         assert!(parse(&[b'h', 3, b'.'])
             .unwrap_err()
             .msg
             .contains("memo entry 3"));
-        assert!(parse(&[b'N', b'N', b'a', b'.'])
-            .unwrap_err()
-            .msg
-            .contains("APPEND to a None"));
+        assert!(parse(b"NNa.").unwrap_err().msg.contains("APPEND to a None"));
         let e = parse(&[0x80, 2, 0xff]).unwrap_err();
         assert!(e.msg.contains("0xff") && e.pos == 2, "{e}");
-        assert!(parse(&[b'N']).unwrap_err().msg.contains("truncated"));
-        assert!(parse(&[b'(', b'N', b'u', b'.'])
-            .unwrap_err()
-            .msg
-            .contains("odd"));
+        assert!(parse(b"N").unwrap_err().msg.contains("truncated"));
+        assert!(parse(b"(Nu.").unwrap_err().msg.contains("odd"));
         // a MARK hides what is below it from POP
-        assert!(parse(&[b'N', b'(', b'0', b'.'])
-            .unwrap_err()
-            .msg
-            .contains("underflow"));
+        assert!(parse(b"N(0.").unwrap_err().msg.contains("underflow"));
     }
 
     #[test]
