@@ -11,6 +11,8 @@
 mod archive;
 mod families;
 pub mod pickle;
+mod source;
+mod value;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -10,202 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Element type of a tensor storage, from the storage class name (`torch.FloatStorage`, …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dtype {
-    /// `FloatStorage`.
-    F32,
-    /// `DoubleStorage`.
-    F64,
-    /// `HalfStorage`.
-    F16,
-    /// `BFloat16Storage`.
-    BF16,
-    /// `LongStorage`.
-    I64,
-    /// `IntStorage`.
-    I32,
-    /// `ShortStorage`.
-    I16,
-    /// `CharStorage`.
-    I8,
-    /// `ByteStorage`.
-    U8,
-    /// `BoolStorage`.
-    Bool,
-}
-
-impl Dtype {
-    /// The dtype of a `torch.<Name>Storage` class.
-    pub fn from_storage_class(name: &str) -> Option<Self> {
-        Some(match name {
-            "FloatStorage" => Dtype::F32,
-            "DoubleStorage" => Dtype::F64,
-            "HalfStorage" => Dtype::F16,
-            "BFloat16Storage" => Dtype::BF16,
-            "LongStorage" => Dtype::I64,
-            "IntStorage" => Dtype::I32,
-            "ShortStorage" => Dtype::I16,
-            "CharStorage" => Dtype::I8,
-            "ByteStorage" => Dtype::U8,
-            "BoolStorage" => Dtype::Bool,
-            _ => return None,
-        })
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Dtype::F64 | Dtype::I64 => 8,
-            Dtype::F32 | Dtype::I32 => 4,
-            Dtype::F16 | Dtype::BF16 | Dtype::I16 => 2,
-            Dtype::I8 | Dtype::U8 | Dtype::Bool => 1,
-        }
-    }
-}
-
-/// A storage named by a persistent id: the record `data/<key>` of the archive holds `numel` elements.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StorageRef {
-    /// Record name under `data/`.
-    pub key: String,
-    /// Element type.
-    pub dtype: Dtype,
-    /// Elements, as the persistent id states it.
-    pub numel: u64,
-}
-
-/// A tensor as `torch._utils._rebuild_tensor_v2` describes it: a strided view of a storage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TensorRef {
-    /// The storage.
-    pub storage: Rc<StorageRef>,
-    /// Offset in elements.
-    pub offset: i64,
-    /// Shape.
-    pub size: Vec<i64>,
-    /// Strides in elements.
-    pub stride: Vec<i64>,
-}
-
-/// An instance of a class the reader does not interpret.
-#[derive(Debug, Clone)]
-pub struct Object {
-    /// `(module, name)` of the class or callable.
-    pub class: (String, String),
-    /// Constructor arguments.
-    pub args: Value,
-    /// State set by BUILD (usually the instance `__dict__`).
-    pub state: Option<Value>,
-    /// Items added with SETITEM(S) (dict subclasses).
-    pub items: Vec<(Value, Value)>,
-}
-
-/// A rebuilt Python value.
-#[derive(Debug, Clone)]
-pub enum Value {
-    /// `None`.
-    None,
-    /// `bool`.
-    Bool(bool),
-    /// `int` (within i64).
-    Int(i64),
-    /// `float`.
-    Float(f64),
-    /// `str`.
-    Str(String),
-    /// `bytes` / `bytearray`.
-    Bytes(Rc<Vec<u8>>),
-    /// `tuple`.
-    Tuple(Rc<Vec<Value>>),
-    /// `list` (also `set` / `frozenset`).
-    List(Rc<RefCell<Vec<Value>>>),
-    /// `dict` / `OrderedDict`, in insertion order.
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
-    /// A class or function reference (`module`, `name`).
-    Global(Rc<(String, String)>),
-    /// An uninterpreted instance.
-    Object(Rc<RefCell<Object>>),
-    /// A storage (persistent id).
-    Storage(Rc<StorageRef>),
-    /// A tensor reference.
-    Tensor(Rc<TensorRef>),
-}
-
-/// Values nest as deep as a stream makes them (a list in a list in …, a million levels in a few megabytes); dropping
-/// such a chain recursively would overflow the stack, so children of containers this value owns alone are moved
-/// to a work list and dropped one level at a time.
-impl Drop for Value {
-    fn drop(&mut self) {
-        let mut work = Vec::new();
-        self.take_children(&mut work);
-        while let Some(mut v) = work.pop() {
-            v.take_children(&mut work);
-        }
-    }
-}
-
-impl Value {
-    /// Move the children of a container out of it when this is its only owner.
-    fn take_children(&mut self, out: &mut Vec<Value>) {
-        match self {
-            Value::Tuple(t) => {
-                if let Some(items) = Rc::get_mut(t) {
-                    out.append(items);
-                }
-            }
-            Value::List(l) if Rc::strong_count(l) == 1 => out.append(&mut l.borrow_mut()),
-            Value::Dict(d) if Rc::strong_count(d) == 1 => {
-                for (k, v) in d.borrow_mut().drain(..) {
-                    out.push(k);
-                    out.push(v);
-                }
-            }
-            Value::Object(o) if Rc::strong_count(o) == 1 => {
-                let mut o = o.borrow_mut();
-                out.push(std::mem::replace(&mut o.args, Value::None));
-                if let Some(s) = o.state.take() {
-                    out.push(s);
-                }
-                for (k, v) in o.items.drain(..) {
-                    out.push(k);
-                    out.push(v);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The string, if this is one.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// A short description of the value's type for messages.
-    pub fn kind(&self) -> String {
-        match self {
-            Value::None => "None".into(),
-            Value::Bool(_) => "bool".into(),
-            Value::Int(_) => "int".into(),
-            Value::Float(_) => "float".into(),
-            Value::Str(_) => "str".into(),
-            Value::Bytes(_) => "bytes".into(),
-            Value::Tuple(_) => "tuple".into(),
-            Value::List(_) => "list".into(),
-            Value::Dict(_) => "dict".into(),
-            Value::Global(g) => format!("{}.{}", g.0, g.1),
-            Value::Object(o) => {
-                let o = o.borrow();
-                format!("{}.{} object", o.class.0, o.class.1)
-            }
-            Value::Storage(_) => "storage".into(),
-            Value::Tensor(_) => "tensor".into(),
-        }
-    }
-}
+pub use super::value::{Dtype, Object, StorageRef, TensorRef, Value};
 
 /// A malformed or unsupported pickle stream: what went wrong at which byte.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -382,235 +187,254 @@ impl Machine<'_> {
         loop {
             self.op_pos = self.pos;
             let op = self.u8()?;
-            match op {
-                0x80 => {
-                    self.u8()?; // PROTO
-                }
-                0x95 => {
-                    self.le::<8>()?; // FRAME: a size hint only
-                }
-                b'.' => return self.pop(),
-                b'(' => self.marks.push(self.stack.len()),
-                b'0' => {
-                    self.pop()?;
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let v = self.top()?.clone();
-                    self.push(v)?;
-                }
-                b'N' => self.push(Value::None)?,
-                0x88 => self.push(Value::Bool(true))?,
-                0x89 => self.push(Value::Bool(false))?,
-                b'J' => {
-                    let v = i32::from_le_bytes(self.le()?);
-                    self.push(Value::Int(v.into()))?
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.push(Value::Int(v.into()))?
-                }
-                b'M' => {
-                    let v = u16::from_le_bytes(self.le()?);
-                    self.push(Value::Int(v.into()))?
-                }
-                0x8a => {
-                    let n = self.u8()? as usize;
-                    let b = self.take(n)?.to_vec();
-                    let v = self.int_from_le(&b)?;
-                    self.push(v)?
-                }
-                0x8b => {
-                    let n = self.len_u32()?;
-                    let b = self.take(n)?.to_vec();
-                    let v = self.int_from_le(&b)?;
-                    self.push(v)?
-                }
-                b'I' | b'L' => {
-                    let line = self.line()?;
-                    let t = line.trim_end_matches('L');
-                    let v = match t {
-                        "00" => Value::Bool(false),
-                        "01" => Value::Bool(true),
-                        _ => match t.parse::<i64>() {
-                            Ok(i) => Value::Int(i),
-                            Err(_) => return self.err(format!("bad integer literal {line:?}")),
-                        },
-                    };
-                    self.push(v)?
-                }
-                b'F' => {
-                    let line = self.line()?;
-                    match line.parse::<f64>() {
-                        Ok(f) => self.push(Value::Float(f))?,
-                        Err(_) => return self.err(format!("bad float literal {line:?}")),
-                    }
-                }
-                b'G' => {
-                    let v = f64::from_be_bytes(self.le()?);
-                    self.push(Value::Float(v))?
-                }
-                b'X' => {
-                    let n = self.len_u32()?;
-                    let v = self.string(n)?;
-                    self.push(v)?
-                }
-                0x8c => {
-                    let n = self.u8()? as usize;
-                    let v = self.string(n)?;
-                    self.push(v)?
-                }
-                0x8d => {
-                    let n = self.len_u64()?;
-                    let v = self.string(n)?;
-                    self.push(v)?
-                }
-                b'T' | b'U' => {
-                    // Python 2 `str`: bytes, read as Latin-1 text.
-                    let n = if op == b'T' {
-                        self.len_u32()?
-                    } else {
-                        self.u8()? as usize
-                    };
-                    let s: String = self.take(n)?.iter().map(|&b| b as char).collect();
-                    self.push(Value::Str(s))?
-                }
-                b'B' | b'C' | 0x8e | 0x96 => {
-                    let n = match op {
-                        b'B' => self.len_u32()?,
-                        b'C' => self.u8()? as usize,
-                        _ => self.len_u64()?,
-                    };
-                    let b = self.take(n)?.to_vec();
-                    self.push(Value::Bytes(Rc::new(b)))?
-                }
-                b')' => self.push(Value::Tuple(Rc::new(Vec::new())))?,
-                b't' => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::Tuple(Rc::new(items)))?
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(self.pop()?);
-                    }
-                    items.reverse();
-                    self.push(Value::Tuple(Rc::new(items)))?
-                }
-                b']' | 0x8f => self.push(Value::List(shared(Vec::new())))?,
-                b'l' | 0x91 => {
-                    let items = self.pop_mark()?;
-                    self.push(Value::List(shared(items)))?
-                }
-                b'a' => {
-                    let v = self.pop()?;
-                    self.extend(vec![v])?
-                }
-                b'e' | 0x90 => {
-                    let items = self.pop_mark()?;
-                    self.extend(items)?
-                }
-                b'}' => self.push(Value::Dict(shared(Vec::new())))?,
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    let pairs = self.pairs(items)?;
-                    self.push(Value::Dict(shared(pairs)))?
-                }
-                b's' => {
-                    let v = self.pop()?;
-                    let k = self.pop()?;
-                    self.set_items(vec![(k, v)])?
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    let pairs = self.pairs(items)?;
-                    self.set_items(pairs)?
-                }
-                b'c' => {
-                    let module = self.line()?;
-                    let name = self.line()?;
-                    self.push(Value::Global(Rc::new((module, name))))?
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    match (&module, &name) {
-                        (Value::Str(m), Value::Str(n)) => {
-                            self.push(Value::Global(Rc::new((m.clone(), n.clone()))))?
-                        }
-                        _ => return self.err("STACK_GLOBAL needs two strings"),
-                    }
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let callable = self.pop()?;
-                    let v = self.reduce(callable, args)?;
-                    self.push(v)?
-                }
-                0x81 => {
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    let v = self.reduce(cls, args)?;
-                    self.push(v)?
-                }
-                0x92 => {
-                    let _kwargs = self.pop()?;
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    let v = self.reduce(cls, args)?;
-                    self.push(v)?
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    self.build(state)?
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    let v = self.persistent(pid)?;
-                    self.push(v)?
-                }
-                b'q' => {
-                    let id = self.u8()?;
-                    self.memo_put(id.into())?
-                }
-                b'r' => {
-                    let id = u32::from_le_bytes(self.le()?);
-                    self.memo_put(id)?
-                }
-                0x94 => {
-                    let id = self.memo.len() as u32;
-                    self.memo_put(id)?
-                }
-                b'p' | b'g' => {
-                    let line = self.line()?;
-                    let Ok(id) = line.parse::<u32>() else {
-                        return self.err(format!("bad memo index {line:?}"));
-                    };
-                    if op == b'p' {
-                        self.memo_put(id)?
-                    } else {
-                        self.memo_get(id)?
-                    }
-                }
-                b'h' => {
-                    let id = self.u8()?;
-                    self.memo_get(id.into())?
-                }
-                b'j' => {
-                    let id = u32::from_le_bytes(self.le()?);
-                    self.memo_get(id)?
-                }
-                other => {
-                    return self.err(format!(
-                        "unsupported opcode 0x{other:02x} ({:?})",
-                        other as char
-                    ))
-                }
+            if op == b'.' {
+                return self.pop();
+            }
+            let handled = self.stack_op(op)?
+                || self.number(op)?
+                || self.text(op)?
+                || self.container(op)?
+                || self.object(op)?
+                || self.memo_op(op)?;
+            if !handled {
+                return self.err(format!("unsupported opcode 0x{op:02x} ({:?})", op as char));
             }
         }
+    }
+
+    /// Framing, marks and plain stack manipulation.
+    fn stack_op(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
+            0x80 => {
+                self.u8()?; // PROTO
+            }
+            0x95 => {
+                self.le::<8>()?; // FRAME: a size hint only
+            }
+            b'(' => self.marks.push(self.stack.len()),
+            b'0' => {
+                self.pop()?;
+            }
+            b'1' => {
+                self.pop_mark()?;
+            }
+            b'2' => {
+                let v = self.top()?.clone();
+                self.push(v)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// None, booleans, integers and floats.
+    fn number(&mut self, op: u8) -> Result<bool, PickleError> {
+        let v = match op {
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            b'J' => Value::Int(i32::from_le_bytes(self.le()?).into()),
+            b'K' => Value::Int(self.u8()?.into()),
+            b'M' => Value::Int(u16::from_le_bytes(self.le()?).into()),
+            0x8a | 0x8b => {
+                let n = if op == 0x8a {
+                    self.u8()? as usize
+                } else {
+                    self.len_u32()?
+                };
+                let b = self.take(n)?.to_vec();
+                self.int_from_le(&b)?
+            }
+            b'I' | b'L' => {
+                let line = self.line()?;
+                match line.trim_end_matches('L') {
+                    "00" => Value::Bool(false),
+                    "01" => Value::Bool(true),
+                    t => match t.parse::<i64>() {
+                        Ok(i) => Value::Int(i),
+                        Err(_) => return self.err(format!("bad integer literal {line:?}")),
+                    },
+                }
+            }
+            b'F' => {
+                let line = self.line()?;
+                match line.parse::<f64>() {
+                    Ok(f) => Value::Float(f),
+                    Err(_) => return self.err(format!("bad float literal {line:?}")),
+                }
+            }
+            b'G' => Value::Float(f64::from_be_bytes(self.le()?)),
+            _ => return Ok(false),
+        };
+        self.push(v)?;
+        Ok(true)
+    }
+
+    /// Strings and bytes.
+    fn text(&mut self, op: u8) -> Result<bool, PickleError> {
+        let v = match op {
+            b'X' => {
+                let n = self.len_u32()?;
+                self.string(n)?
+            }
+            0x8c => {
+                let n = self.u8()? as usize;
+                self.string(n)?
+            }
+            0x8d => {
+                let n = self.len_u64()?;
+                self.string(n)?
+            }
+            b'T' | b'U' => {
+                // Python 2 `str`: bytes, read as Latin-1 text.
+                let n = if op == b'T' {
+                    self.len_u32()?
+                } else {
+                    self.u8()? as usize
+                };
+                Value::Str(self.take(n)?.iter().map(|&b| b as char).collect())
+            }
+            b'B' | b'C' | 0x8e | 0x96 => {
+                let n = match op {
+                    b'B' => self.len_u32()?,
+                    b'C' => self.u8()? as usize,
+                    _ => self.len_u64()?,
+                };
+                Value::Bytes(Rc::new(self.take(n)?.to_vec()))
+            }
+            _ => return Ok(false),
+        };
+        self.push(v)?;
+        Ok(true)
+    }
+
+    /// Tuples, lists, sets and dicts.
+    fn container(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
+            b')' => self.push(Value::Tuple(Rc::new(Vec::new())))?,
+            b't' => {
+                let items = self.pop_mark()?;
+                self.push(Value::Tuple(Rc::new(items)))?
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop()?);
+                }
+                items.reverse();
+                self.push(Value::Tuple(Rc::new(items)))?
+            }
+            b']' | 0x8f => self.push(Value::List(shared(Vec::new())))?,
+            b'l' | 0x91 => {
+                let items = self.pop_mark()?;
+                self.push(Value::List(shared(items)))?
+            }
+            b'a' => {
+                let v = self.pop()?;
+                self.extend(vec![v])?
+            }
+            b'e' | 0x90 => {
+                let items = self.pop_mark()?;
+                self.extend(items)?
+            }
+            b'}' => self.push(Value::Dict(shared(Vec::new())))?,
+            b'd' => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(items)?;
+                self.push(Value::Dict(shared(pairs)))?
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                self.set_items(vec![(k, v)])?
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(items)?;
+                self.set_items(pairs)?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Class references, construction, state and persistent ids.
+    fn object(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
+            b'c' => {
+                let module = self.line()?;
+                let name = self.line()?;
+                self.push(Value::Global(Rc::new((module, name))))?
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Value::Str(m), Value::Str(n)) = (&module, &name) else {
+                    return self.err("STACK_GLOBAL needs two strings");
+                };
+                self.push(Value::Global(Rc::new((m.clone(), n.clone()))))?
+            }
+            b'R' | 0x81 | 0x92 => {
+                if op == 0x92 {
+                    self.pop()?; // NEWOBJ_EX keyword arguments
+                }
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                let v = self.reduce(callable, args)?;
+                self.push(v)?
+            }
+            b'b' => {
+                let state = self.pop()?;
+                self.build(state)?
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                let v = self.persistent(pid)?;
+                self.push(v)?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Memo stores and loads.
+    fn memo_op(&mut self, op: u8) -> Result<bool, PickleError> {
+        match op {
+            b'q' => {
+                let id = self.u8()?;
+                self.memo_put(id.into())?
+            }
+            b'r' => {
+                let id = u32::from_le_bytes(self.le()?);
+                self.memo_put(id)?
+            }
+            0x94 => {
+                let id = self.memo.len() as u32;
+                self.memo_put(id)?
+            }
+            b'p' | b'g' => {
+                let line = self.line()?;
+                let Ok(id) = line.parse::<u32>() else {
+                    return self.err(format!("bad memo index {line:?}"));
+                };
+                if op == b'p' {
+                    self.memo_put(id)?
+                } else {
+                    self.memo_get(id)?
+                }
+            }
+            b'h' => {
+                let id = self.u8()?;
+                self.memo_get(id.into())?
+            }
+            b'j' => {
+                let id = u32::from_le_bytes(self.le()?);
+                self.memo_get(id)?
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     fn pairs(&self, items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
