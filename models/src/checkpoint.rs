@@ -41,7 +41,23 @@ fn file_err(path: &Path, msg: impl std::fmt::Display) -> ModelError {
     }
 }
 
-/// Save every variable of `vs` (trainable or not) to `path` as safetensors, atomically: write `path.tmp`, then rename.
+/// Flush a file's data and size to the device (`fsync`), so a rename that publishes it cannot outlive its content.
+pub fn sync_file(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
+/// Flush a directory's entries (`fsync` on the directory), making renames and creations inside it durable.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Save every variable of `vs` (trainable or not) to `path` as safetensors, atomically and durably: write
+/// `path.tmp`, fsync it, rename it over `path`, fsync the directory.
 pub fn save(vs: &VarStore, path: &Path) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -52,20 +68,20 @@ pub fn save(vs: &VarStore, path: &Path) -> Result<()> {
         .map(|(k, v)| Ok((k.as_str(), v.f_detach()?.f_contiguous()?)))
         .collect::<Result<_>>()?;
     Tensor::write_safetensors(&named, &tmp).map_err(|e| file_err(&tmp, e))?;
+    sync_file(&tmp).map_err(|e| file_err(&tmp, format!("fsync: {e}")))?;
     std::fs::rename(&tmp, path)
-        .map_err(|e| file_err(path, format!("rename from {}: {e}", tmp.display())))
+        .map_err(|e| file_err(path, format!("rename from {}: {e}", tmp.display())))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync_dir(dir).map_err(|e| file_err(dir, format!("fsync: {e}")))
 }
 
-/// Read all tensors of a checkpoint: safetensors by extension, otherwise libtorch's own formats (as tch reads them).
-/// A leading `module.` (DistributedDataParallel) is stripped from every name.
+/// Read all tensors of a checkpoint: safetensors by extension, otherwise a `torch.save` file (its state dict, also
+/// when wrapped as `{"state_dict": …}` / `{"model": …}`, see [`crate::import::read_state_dict`]). A leading `module.`
+/// (DistributedDataParallel) is stripped from every name.
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let tensors = match path.extension().and_then(|e| e.to_str()) {
-        Some("safetensors") => Tensor::read_safetensors(path),
-        Some("pt" | "pth" | "bin") => Tensor::loadz_multi(path),
-        _ => Tensor::load_multi(path),
-    }
-    .map_err(|e| file_err(path, e))?;
-    Ok(tensors
+    let sd = crate::import::read_state_dict(path, None)?;
+    Ok(sd
+        .tensors
         .into_iter()
         .map(|(k, v)| {
             (

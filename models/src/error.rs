@@ -36,6 +36,14 @@ pub enum ModelError {
         /// What was expected.
         msg: String,
     },
+    /// An import needs an option the checkpoint cannot provide, or an option contradicts the checkpoint.
+    #[error("import option `{option}`: {msg}")]
+    ImportOption {
+        /// The option (`img_size`, `num_heads`, …).
+        option: String,
+        /// What is needed or wrong.
+        msg: String,
+    },
     /// A libtorch operation failed.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

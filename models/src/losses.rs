@@ -1,7 +1,7 @@
 //! Training losses: MAE reconstruction (norm-pix MSE on masked patches, SelfMedMAE's Fourier-feature regression,
 //! an FFT amplitude term) and segmentation (Dice, Dice + cross-entropy as MONAI's `DiceCELoss`).
 
-use spec::OutputActivation;
+use spec::{OutputActivation, PixVariance};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::error::{shape_err, Result};
@@ -9,16 +9,21 @@ use crate::error::{shape_err, Result};
 /// Epsilon inside the square root of the per-patch target normalisation.
 pub const NORM_PIX_EPS: f64 = 1e-6;
 
-/// Per-token mean and `√(biased var + 1e-6)` over the last axis, `keepdim` (the norm-pix target statistics).
-pub fn patch_stats(tokens: &Tensor) -> Result<(Tensor, Tensor)> {
+/// Per-token mean and `√(var + 1e-6)` over the last axis, `keepdim` (the norm-pix target statistics); the variance
+/// divides by n (`Biased`, a non-affine LayerNorm) or by n − 1 (`Unbiased`, `torch.var`).
+pub fn patch_stats(tokens: &Tensor, variance: PixVariance) -> Result<(Tensor, Tensor)> {
     let mean = tokens.f_mean_dim([-1i64].as_slice(), true, None::<Kind>)?;
-    let var = tokens.f_var_correction([-1i64].as_slice(), 0, true)?;
+    let correction = match variance {
+        PixVariance::Biased => 0,
+        PixVariance::Unbiased => 1,
+    };
+    let var = tokens.f_var_correction([-1i64].as_slice(), correction, true)?;
     Ok((mean, var.f_add_scalar(NORM_PIX_EPS)?.f_sqrt()?))
 }
 
-/// The norm-pix target: each token normalised like a non-affine LayerNorm (biased variance, eps 1e-6).
-pub fn norm_pix_target(tokens: &Tensor) -> Result<Tensor> {
-    let (mean, std) = patch_stats(tokens)?;
+/// The norm-pix target: each token minus its mean, over `√(var + 1e-6)` with the given variance.
+pub fn norm_pix_target(tokens: &Tensor, variance: PixVariance) -> Result<Tensor> {
+    let (mean, std) = patch_stats(tokens, variance)?;
     Ok(tokens.f_sub(&mean)?.f_div(&std)?)
 }
 
@@ -272,12 +277,19 @@ mod tests {
     }
 
     #[test]
-    fn norm_pix_target_is_standardised_with_biased_variance() {
+    fn norm_pix_target_uses_the_chosen_variance() {
+        // values 1, 2, 3, 6: mean 3, squared deviations 4 + 1 + 0 + 9 = 14 → biased 14/4, unbiased 14/3
         let x = t(&[1.0, 2.0, 3.0, 6.0], &[1, 1, 4]);
-        let y = Vec::<f32>::try_from(norm_pix_target(&x).unwrap().flatten(0, -1)).unwrap();
-        let s = (3.5f64 + 1e-6).sqrt();
-        for (a, b) in y.iter().zip([-2.0, -1.0, 0.0, 3.0]) {
-            assert!((*a as f64 - b / s).abs() < 1e-6);
+        for (variance, var) in [
+            (PixVariance::Biased, 3.5f64),
+            (PixVariance::Unbiased, 14.0 / 3.0),
+        ] {
+            let y = Vec::<f32>::try_from(norm_pix_target(&x, variance).unwrap().flatten(0, -1))
+                .unwrap();
+            let s = (var + 1e-6).sqrt();
+            for (a, b) in y.iter().zip([-2.0, -1.0, 0.0, 3.0]) {
+                assert!((*a as f64 - b / s).abs() < 1e-6, "{variance:?}: {y:?}");
+            }
         }
         // masked MSE ignores visible tokens
         let pred = Tensor::zeros([1, 2, 3], (Kind::Float, Device::Cpu));

@@ -258,9 +258,10 @@ impl Mae {
             ReconLoss::Mse {
                 norm_pix_loss,
                 fft_weight,
+                ..
             } => {
                 let target = if norm_pix_loss {
-                    norm_pix_target(x)?
+                    norm_pix_target(x, self.cfg.pix_variance())?
                 } else {
                     x.shallow_clone()
                 };
@@ -324,7 +325,7 @@ impl Mae {
                 norm_pix_loss: true,
                 ..
             } => {
-                let (mean, std) = patch_stats(&x)?;
+                let (mean, std) = patch_stats(&x, self.cfg.pix_variance())?;
                 pred.f_mul(&std)?.f_add(&mean)?
             }
             ReconLoss::Mse {
@@ -443,6 +444,7 @@ mod tests {
                 sd,
                 ReconLoss::Mse {
                     norm_pix_loss: true,
+                    norm_pix_variance: None,
                     fft_weight: 0.3,
                 },
             );
@@ -487,15 +489,21 @@ mod tests {
             embed_dim: 12,
             temperature: 0.01,
         };
-        for loss in [ReconLoss::default(), fourier] {
-            let c = cfg(3, loss.clone());
+        for (sd, loss) in [
+            (3, ReconLoss::default()),
+            (2, ReconLoss::default()),
+            (3, fourier),
+        ] {
+            let c = cfg(sd, loss.clone());
             let vs = VarStore::new(Device::Cpu);
             let mae = Mae::new(&vs.root(), &c).unwrap();
-            let x = Tensor::rand([2, 2, 8, 8, 12], (Kind::Float, Device::Cpu)) * 0.98;
+            let mut shape = vec![2i64, 2];
+            shape.extend(c.encoder.img_size.iter().map(|&s| s as i64));
+            let x = Tensor::rand(&shape, (Kind::Float, Device::Cpu)) * 0.98;
             let tokens = patchify(&x, &c.encoder.patch_size).unwrap();
             let pred = match loss {
                 ReconLoss::Fourier { .. } => fourier_features(&tokens, 3, 0.01).unwrap(),
-                ReconLoss::Mse { .. } => norm_pix_target(&tokens).unwrap(),
+                ReconLoss::Mse { .. } => norm_pix_target(&tokens, c.pix_variance()).unwrap(),
             };
             let mask = random_masking(&Tensor::rand([2, 24], (Kind::Float, Device::Cpu)), 6)
                 .unwrap()

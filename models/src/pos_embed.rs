@@ -76,6 +76,44 @@ pub fn sincos_table(grid: &[usize], dim: usize, device: Device) -> Result<Tensor
         .f_to_device(device)?)
 }
 
+/// Every ordered way to write `n` as a product of `dims` positive factors (the patch grids with `n` tokens).
+pub fn factorizations(n: usize, dims: usize) -> Vec<Vec<usize>> {
+    if dims == 0 {
+        return if n == 1 { vec![vec![]] } else { vec![] };
+    }
+    if dims == 1 {
+        return if n >= 1 { vec![vec![n]] } else { vec![] };
+    }
+    let mut out = Vec::new();
+    for f in (1..=n).filter(|f| n % f == 0) {
+        for mut rest in factorizations(n / f, dims - 1) {
+            rest.insert(0, f);
+            out.push(rest);
+        }
+    }
+    out
+}
+
+/// The patch grids (2 or 3 axes) whose sincos table, as this module builds it, equals `table` (`[N, dim]` row-major)
+/// within `tol` everywhere. Used to read the grid off a checkpoint's fixed table when the image size is not given.
+pub fn grids_matching_sincos(table: &[f32], dim: usize, dims: usize, tol: f32) -> Vec<Vec<usize>> {
+    if dim == 0 || table.len() % dim != 0 || !(2..=3).contains(&dims) {
+        return Vec::new();
+    }
+    let n = table.len() / dim;
+    factorizations(n, dims)
+        .into_iter()
+        .filter(|g| {
+            let cand = match *g.as_slice() {
+                [h, w] => sincos_2d([h, w], dim),
+                [h, w, d] => sincos_3d([h, w, d], dim),
+                _ => return false,
+            };
+            cand.is_ok_and(|c| c.iter().zip(table).all(|(a, b)| (a - b).abs() <= tol))
+        })
+        .collect()
+}
+
 /// Resize a `[1, N, E]` position table laid out on grid `from` to grid `to`: trilinear in 3-D, bicubic in 2-D (timm's
 /// choice for 2-D ViTs), `align_corners = false`, like `F.interpolate(size=to)`. Same grids return a copy.
 pub fn resize_grid(pos: &Tensor, from: &[usize], to: &[usize]) -> Result<Tensor> {
@@ -157,6 +195,24 @@ mod tests {
         }
         assert!(sincos_2d([2, 2], 6).is_err());
         assert!(sincos_3d([2, 2, 2], 8).is_err());
+    }
+
+    #[test]
+    fn grids_are_read_off_sincos_tables() {
+        assert_eq!(
+            factorizations(4, 2),
+            vec![vec![1, 4], vec![2, 2], vec![4, 1]]
+        );
+        assert_eq!(factorizations(12, 3).len(), 18);
+        for grid in [vec![4, 2, 2], vec![2, 4, 2], vec![1, 1, 16], vec![3, 5, 1]] {
+            let t = sincos_3d([grid[0], grid[1], grid[2]], 6).unwrap();
+            assert_eq!(grids_matching_sincos(&t, 6, 3, 1e-4), vec![grid]);
+        }
+        let t = sincos_2d([3, 4], 8).unwrap();
+        assert_eq!(grids_matching_sincos(&t, 8, 2, 1e-4), vec![vec![3, 4]]);
+        // a learned (random) table matches no grid
+        let r: Vec<f32> = (0..12 * 8).map(|i| ((i * 37 % 11) as f32) / 7.0).collect();
+        assert!(grids_matching_sincos(&r, 8, 2, 1e-4).is_empty());
     }
 
     #[test]

@@ -100,6 +100,7 @@ fn mae_case(case: &str) {
         let mut with_fft = cfg.clone();
         with_fft.loss = ReconLoss::Mse {
             norm_pix_loss,
+            norm_pix_variance: None,
             fft_weight: 0.5,
         };
         let vs2 = VarStore::new(Device::Cpu);
@@ -128,7 +129,9 @@ fn mae3d_fourier_loss_matches_selfmedmae_reference() {
 }
 
 #[test]
-fn mae2d_matches_he_et_al_layout() {
+fn mae2d_matches_he_et_al_layout_and_unbiased_norm_pix() {
+    // The 2-D reference normalises targets with torch.var (unbiased), the 3-D ones with a LayerNorm (biased): both
+    // are medmae's defaults, so these two cases check the two formulas.
     mae_case("mae2d_mse");
 }
 

@@ -9,6 +9,8 @@ pub mod transforms;
 pub mod weights;
 
 pub use card::{BlendMode, InferenceSpec, ModelCard, OutputActivation, CARD_FORMAT_VERSION};
-pub use model::{MaeConfig, ModelConfig, ReconLoss, SpecError, UnetrConfig, VitConfig, VitStyle};
+pub use model::{
+    MaeConfig, ModelConfig, PixVariance, ReconLoss, SpecError, UnetrConfig, VitConfig, VitStyle,
+};
 pub use transforms::{Select, Source, TransformSpec};
 pub use weights::{expected_weights, TensorSpec};

@@ -227,6 +227,27 @@ impl VitConfig {
     }
 }
 
+/// Which variance normalises a norm-pix target patch: `(x − mean) / √(var + 1e-6)` over the patch's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixVariance {
+    /// Divide by n (a non-affine LayerNorm): SelfMedMAE's MAE-3D.
+    Biased,
+    /// Divide by n − 1 (`torch.var`): He et al.'s MAE.
+    Unbiased,
+}
+
+impl PixVariance {
+    /// The reference formulation for a dimensionality: unbiased in 2-D (He et al.), biased in 3-D (SelfMedMAE).
+    pub fn reference_for(spatial_dims: usize) -> Self {
+        if spatial_dims == 2 {
+            PixVariance::Unbiased
+        } else {
+            PixVariance::Biased
+        }
+    }
+}
+
 /// Reconstruction target of the MAE decoder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -234,9 +255,13 @@ pub enum ReconLoss {
     /// MSE on masked patches' pixels, optionally per-patch normalised (norm_pix_loss), plus an optional FFT-spectrum
     /// amplitude term on the reconstructed image weighted by `fft_weight`.
     Mse {
-        /// Normalise each target patch (non-affine LayerNorm, biased variance, eps 1e-6).
+        /// Normalise each target patch to zero mean and unit variance (eps 1e-6 inside the square root).
         #[serde(default = "yes")]
         norm_pix_loss: bool,
+        /// The variance of that normalisation; absent means the reference of the model's dimensionality
+        /// ([`PixVariance::reference_for`]); resolve it with [`MaeConfig::pix_variance`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        norm_pix_variance: Option<PixVariance>,
         /// Weight of the spectral amplitude loss (0 disables it).
         #[serde(default)]
         fft_weight: f64,
@@ -263,6 +288,7 @@ impl Default for ReconLoss {
     fn default() -> Self {
         ReconLoss::Mse {
             norm_pix_loss: true,
+            norm_pix_variance: None,
             fft_weight: 0.0,
         }
     }
@@ -311,6 +337,17 @@ impl MaeConfig {
             ..self.encoder.clone()
         }
     }
+    /// The norm-pix variance in effect: the configured one, else the reference of the dimensionality.
+    pub fn pix_variance(&self) -> PixVariance {
+        match self.loss {
+            ReconLoss::Mse {
+                norm_pix_variance: Some(v),
+                ..
+            } => v,
+            _ => PixVariance::reference_for(self.encoder.spatial_dims),
+        }
+    }
+
     /// Number of patches kept visible: floor(L·(1−ratio)) computed in f64.
     pub fn len_keep(&self) -> usize {
         (self.encoder.num_patches() as f64 * (1.0 - self.mask_ratio)) as usize
@@ -514,6 +551,34 @@ pub(crate) mod tests {
         assert_eq!(m.len_keep(), 16);
         assert_eq!(m.head_dim(), 512);
         m.validate().unwrap();
+    }
+
+    #[test]
+    fn norm_pix_variance_defaults_follow_the_references() {
+        let j = |sd: usize, extra: &str| {
+            let (img, patch) = if sd == 2 {
+                ("[32,32]", "[8,8]")
+            } else {
+                ("[16,16,16]", "[8,8,8]")
+            };
+            format!(
+                r#"{{"encoder":{{"spatial_dims":{sd},"in_channels":1,"img_size":{img},"patch_size":{patch},"embed_dim":24,"depth":1,"num_heads":2}},"decoder_embed_dim":12,"decoder_depth":1,"decoder_num_heads":2,"loss":{{"kind":"mse","norm_pix_loss":true{extra}}}}}"#
+            )
+        };
+        // an old config without the field still parses, and gets each reference's variance
+        let m2: MaeConfig = serde_json::from_str(&j(2, "")).unwrap();
+        let m3: MaeConfig = serde_json::from_str(&j(3, "")).unwrap();
+        assert_eq!(m2.pix_variance(), PixVariance::Unbiased);
+        assert_eq!(m3.pix_variance(), PixVariance::Biased);
+        // and writes back without it
+        assert!(!serde_json::to_string(&m2)
+            .unwrap()
+            .contains("norm_pix_variance"));
+        let m: MaeConfig = serde_json::from_str(&j(2, r#","norm_pix_variance":"biased""#)).unwrap();
+        assert_eq!(m.pix_variance(), PixVariance::Biased);
+        assert!(
+            serde_json::from_str::<MaeConfig>(&j(2, r#","norm_pix_variance":"sample""#)).is_err()
+        );
     }
 
     #[test]

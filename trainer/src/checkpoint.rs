@@ -2,12 +2,15 @@
 //! (`spec::ModelCard`), `train_state.safetensors` (AdamW moments) and `train_state.json` (step, epoch, data position,
 //! RNG states).
 //!
-//! Atomicity: a checkpoint is written into a fresh `<name>-<step>.tmp` directory, renamed to `<name>-<step>`, and
-//! then the `<name>` symlink is switched to it with an atomic rename of a temporary link; only then are older
-//! `<name>-*` directories removed. A crash at any point leaves `<name>` pointing at a complete checkpoint.
+//! Atomicity and durability: a checkpoint is written into a fresh `<name>-<step>.tmp` directory, every file is
+//! fsynced and then the directory itself, it is renamed to `<name>-<step>` (parent fsynced), and then the `<name>`
+//! symlink is switched to it with an atomic rename of a temporary link (parent fsynced again); only then are older
+//! `<name>-*` directories removed. A crash or power loss at any point leaves `<name>` pointing at a complete
+//! checkpoint whose files are on the device.
 
 use std::path::{Path, PathBuf};
 
+use models::checkpoint::{sync_dir, sync_file};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use spec::ModelCard;
@@ -91,6 +94,10 @@ pub struct TrainState {
     /// Dynamic loss scale of AMP runs.
     #[serde(default)]
     pub loss_scale: Option<f64>,
+    /// Overflow-free steps since the loss scale last changed (AMP runs; the scale doubles at 2000), so a resumed
+    /// run grows the scale at the same step. Absent in older files (then 0).
+    #[serde(default)]
+    pub loss_scale_growth_tracker: Option<u32>,
     /// Items per micro-batch over all processes (world size × `data.batch_size`): `batch_in_epoch` counts
     /// micro-batches of this size, so a resume must use the same value (any world size). Absent in older files.
     #[serde(default)]
@@ -127,13 +134,26 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
     r.map_err(|e| TrainError::io(path, e))
 }
 
-/// Write the files of a checkpoint into `tmp`.
+/// Write `bytes` to `path` and fsync it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = io(path, std::fs::File::create(path))?;
+    io(path, f.write_all(bytes))?;
+    io(path, f.sync_all())
+}
+
+fn synced(path: &Path) -> Result<()> {
+    io(path, sync_file(path))
+}
+
+/// Write the files of a checkpoint into `tmp`, each fsynced.
 fn write_files(tmp: &Path, data: &CheckpointData) -> Result<()> {
     let weights = tmp.join("model.safetensors");
     data.vs.save(&weights)?;
+    synced(&weights)?;
     let card = serde_json::to_string_pretty(data.card)
         .map_err(|e| TrainError::format(tmp.join("model.json"), e.to_string()))?;
-    io(tmp, std::fs::write(tmp.join("model.json"), card))?;
+    write_synced(&tmp.join("model.json"), card.as_bytes())?;
     let state_path = tmp.join("train_state.safetensors");
     if data.optim_state.is_empty() {
         Tensor::write_safetensors(
@@ -151,13 +171,15 @@ fn write_files(tmp: &Path, data: &CheckpointData) -> Result<()> {
             .collect();
         Tensor::write_safetensors(&on_cpu, &state_path)?;
     }
+    synced(&state_path)?;
     let state = serde_json::to_string_pretty(data.state)
         .map_err(|e| TrainError::format(tmp.join("train_state.json"), e.to_string()))?;
-    io(tmp, std::fs::write(tmp.join("train_state.json"), state))?;
-    Ok(())
+    write_synced(&tmp.join("train_state.json"), state.as_bytes())?;
+    io(tmp, sync_dir(tmp))
 }
 
-/// Write checkpoint `name` (`last`, `best`) under `root` atomically; returns the stable path `root/name`.
+/// Write checkpoint `name` (`last`, `best`) under `root` atomically and durably (see the module docs); returns the
+/// stable path `root/name`.
 pub fn write_checkpoint(root: &Path, name: &str, data: &CheckpointData) -> Result<PathBuf> {
     io(root, std::fs::create_dir_all(root))?;
     let version = format!("{name}-{:08}", data.state.step);
@@ -176,11 +198,14 @@ pub fn write_checkpoint(root: &Path, name: &str, data: &CheckpointData) -> Resul
         io(&dir, std::fs::remove_dir_all(&dir))?;
     }
     io(&dir, std::fs::rename(&tmp, &dir))?;
+    io(root, sync_dir(root))?;
     let link = root.join(name);
     let tmp_link = root.join(format!(".{name}.link.tmp"));
     let _ = std::fs::remove_file(&tmp_link);
     io(&tmp_link, std::os::unix::fs::symlink(&version, &tmp_link))?;
     io(&link, std::fs::rename(&tmp_link, &link))?;
+    // The switch must be on the device before the version it replaces is deleted.
+    io(root, sync_dir(root))?;
     let prefix = format!("{name}-");
     for entry in io(root, std::fs::read_dir(root))? {
         let entry = io(root, entry)?;
@@ -190,6 +215,58 @@ pub fn write_checkpoint(root: &Path, name: &str, data: &CheckpointData) -> Resul
         }
     }
     Ok(link)
+}
+
+/// Create directory `dest` atomically and durably: `fill` writes (and fsyncs) its files into a temporary sibling,
+/// which is fsynced and renamed to `dest`, and the parent is fsynced. An existing `dest` is an error unless `replace`,
+/// in which case it is moved aside first and deleted once the new directory is in place.
+pub fn publish_dir(
+    dest: &Path,
+    replace: bool,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| TrainError::format(dest, "expected a directory name, not a root or `..`"))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    io(&parent, std::fs::create_dir_all(&parent))?;
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
+    if tmp.exists() {
+        io(&tmp, std::fs::remove_dir_all(&tmp))?;
+    }
+    io(&tmp, std::fs::create_dir(&tmp))?;
+    if let Err(e) = fill(&tmp).and_then(|()| io(&tmp, sync_dir(&tmp))) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let old = if dest.symlink_metadata().is_ok() {
+        if !replace {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(TrainError::format(dest, "already exists"));
+        }
+        let old = parent.join(format!(".{name}.old-{pid}"));
+        io(dest, std::fs::rename(dest, &old))?;
+        Some(old)
+    } else {
+        None
+    };
+    io(dest, std::fs::rename(&tmp, dest))?;
+    io(&parent, sync_dir(&parent))?;
+    if let Some(old) = old {
+        let removed = if old.is_dir() {
+            std::fs::remove_dir_all(&old)
+        } else {
+            std::fs::remove_file(&old)
+        };
+        io(&old, removed)?;
+    }
+    Ok(())
 }
 
 /// Read `train_state.json` and `train_state.safetensors` of a checkpoint directory.
@@ -233,4 +310,42 @@ pub fn load_weights(vs: &mut VarStore, dir: &Path) -> Result<()> {
     }
     vs.load(&path)
         .map_err(|e| TrainError::format(&path, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn publish_dir_is_all_or_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("out");
+        // a failing fill leaves nothing behind
+        let e = publish_dir(&dest, false, |tmp| {
+            write_synced(&tmp.join("a"), b"partial")?;
+            Err(TrainError::Data("disk full".into()))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("disk full"));
+        assert!(names(root.path()).is_empty(), "{:?}", names(root.path()));
+        // a successful one publishes every file
+        publish_dir(&dest, false, |tmp| write_synced(&tmp.join("a"), b"one")).unwrap();
+        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"one");
+        // an existing destination is kept unless replacing
+        assert!(publish_dir(&dest, false, |tmp| write_synced(&tmp.join("a"), b"two")).is_err());
+        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"one");
+        assert_eq!(names(root.path()), vec!["out"]);
+        publish_dir(&dest, true, |tmp| write_synced(&tmp.join("b"), b"two")).unwrap();
+        assert_eq!(names(&dest), vec!["b"]);
+        assert_eq!(names(root.path()), vec!["out"], "the old directory is gone");
+    }
 }

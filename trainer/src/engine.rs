@@ -35,7 +35,7 @@ use crate::config::ExperimentConfig;
 use crate::data::{to_tensors, InputSpec, TensorBatch};
 use crate::dist::Dist;
 use crate::error::{Result, TrainError};
-use crate::optim::AdamW;
+use crate::optim::{AdamW, LossScaler};
 use crate::schedule::LrSchedule;
 use crate::tracking::images::encode_png;
 use crate::tracking::jsonl::MetricsLog;
@@ -116,27 +116,6 @@ pub fn setup_device(cfg: &ExperimentConfig, dist: &Dist) -> Result<Device> {
     crate::device::available(device).map_err(|m| TrainError::config("device", m))
 }
 
-/// Dynamic loss scaling for fp16 autocast (PyTorch GradScaler defaults: 2^16, ×2 every 2000 good steps, ½ on overflow).
-struct LossScaler {
-    scale: f64,
-    good: u32,
-}
-
-impl LossScaler {
-    fn update(&mut self, finite: bool) {
-        if finite {
-            self.good += 1;
-            if self.good == 2000 {
-                self.scale *= 2.0;
-                self.good = 0;
-            }
-        } else {
-            self.scale /= 2.0;
-            self.good = 0;
-        }
-    }
-}
-
 fn save_config(cfg: &ExperimentConfig, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     let path = out.join("config.yaml");
@@ -202,7 +181,8 @@ pub fn train<T: Task>(
         rng: RngState::capture(&ChaCha8Rng::seed_from_u64(cfg.seed)),
         torch_rng: TORCH_RNG_POLICY.into(),
         best: None,
-        loss_scale: amp.then_some(65536.0),
+        loss_scale: amp.then_some(crate::optim::scaler::INIT_SCALE),
+        loss_scale_growth_tracker: amp.then_some(0),
         global_batch: Some(global_batch),
     };
     if let Some(dir) = &opts.resume {
@@ -261,10 +241,7 @@ pub fn train<T: Task>(
         .rng
         .restore()
         .map_err(|m| TrainError::format(opts.resume.clone().unwrap_or_default(), m))?;
-    let mut scaler = LossScaler {
-        scale: state.loss_scale.unwrap_or(65536.0),
-        good: 0,
-    };
+    let mut scaler = LossScaler::from_state(&state);
 
     let mut metrics = if main {
         Some(MetricsLog::open(
@@ -336,7 +313,7 @@ pub fn train<T: Task>(
                 opt.scale_grads(1.0 / scaler.scale);
                 let f = opt.grads_finite();
                 scaler.update(f);
-                state.loss_scale = Some(scaler.scale);
+                scaler.store(&mut state);
                 f
             } else {
                 true

@@ -1,5 +1,5 @@
 //! medmae's training library behind `medmae-train`: experiment config, data, optimisation, schedules, the training
-//! engine, checkpoints, run tracking, and the pretrain / finetune / evaluate / predict commands.
+//! engine, checkpoints, run tracking, and the pretrain / finetune / evaluate / predict / import commands.
 
 pub mod checkpoint;
 pub mod config;
@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod evaluate;
 pub mod finetune;
+pub mod import;
 pub mod infer;
 pub mod optim;
 pub mod pretrain;

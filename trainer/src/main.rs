@@ -1,4 +1,4 @@
-//! `medmae-train` command line: prepare | pretrain | finetune | evaluate | predict.
+//! `medmae-train` command line: prepare | pretrain | finetune | evaluate | predict | import.
 //!
 //! `pretrain` and `finetune` train data-parallel when launched by torchrun (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 //! `MASTER_ADDR`, `MASTER_PORT`) or srun (`SLURM_PROCID`, …), or with `--nproc-per-node N`, which re-executes this
@@ -71,6 +71,60 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Convert a MONAI UNETR, SelfMedMAE MAE-3D or He et al. MAE-2D checkpoint into a medmae checkpoint directory.
+    Import(ImportArgs),
+}
+
+/// `medmae-train import`: what the checkpoint's tensor shapes cannot tell comes from these flags.
+#[derive(Args)]
+struct ImportArgs {
+    /// The checkpoint: a torch.save file (.pt, .pth, .pth.tar; a state dict, optionally wrapped in
+    /// {"state_dict": …} / {"model": …}) or .safetensors.
+    input: PathBuf,
+    /// The medmae checkpoint directory to write (model.json + model.safetensors).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Checkpoint family: monai-unetr, selfmedmae-mae3d or he-mae2d (default: recognised from tensor names).
+    #[arg(long = "from", value_name = "FAMILY")]
+    family: Option<models::import::Family>,
+    /// Where the state dict sits in the saved object, `/`-separated (default: the object, else state_dict, model, …).
+    #[arg(long)]
+    key: Option<String>,
+    /// Input size per spatial axis, comma-separated (required for MONAI UNETR; MAEs: read off their sincos tables).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    img_size: Option<Vec<usize>>,
+    /// Encoder attention heads (they do not show in the weights; ViT-B: 12).
+    #[arg(long)]
+    num_heads: Option<usize>,
+    /// MAE decoder attention heads.
+    #[arg(long)]
+    decoder_num_heads: Option<usize>,
+    /// LayerNorm eps (default: 1e-5 for MONAI, 1e-6 for SelfMedMAE and He et al.).
+    #[arg(long)]
+    layer_norm_eps: Option<f64>,
+    /// MAE mask ratio for continued pretraining (default 0.75).
+    #[arg(long)]
+    mask_ratio: Option<f64>,
+    /// MAE per-patch normalised targets for continued pretraining (default true).
+    #[arg(long)]
+    norm_pix_loss: Option<bool>,
+    /// Label names of a segmentation model, comma-separated, one per output channel.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// YAML list of the deterministic preprocessing the model expects (written to model.json; default: none).
+    #[arg(long, value_name = "FILE")]
+    preprocessing: Option<PathBuf>,
+    /// Logit activation of a segmentation model.
+    #[arg(long, default_value = "softmax", value_parser = parse_activation)]
+    activation: spec::OutputActivation,
+    /// Replace the output directory if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_activation(s: &str) -> Result<spec::OutputActivation, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("expected softmax or sigmoid, got `{s}`"))
 }
 
 #[derive(Args)]
@@ -311,6 +365,37 @@ fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
                 "wrote {} (voxels per label: {:?})",
                 output.display(),
                 p.counts
+            );
+        }
+        Command::Import(a) => {
+            let req = trainer::import::ImportRequest {
+                input: a.input,
+                output: a.output,
+                options: models::import::ImportOptions {
+                    family: a.family,
+                    key: a.key,
+                    img_size: a.img_size,
+                    num_heads: a.num_heads,
+                    decoder_num_heads: a.decoder_num_heads,
+                    layer_norm_eps: a.layer_norm_eps,
+                    mask_ratio: a.mask_ratio,
+                    norm_pix_loss: a.norm_pix_loss,
+                },
+                labels: a.labels,
+                preprocessing: a.preprocessing,
+                activation: a.activation,
+                force: a.force,
+            };
+            let s = trainer::import::run(&req)
+                .with_context(|| format!("import {}", req.input.display()))?;
+            for note in &s.notes {
+                println!("note: {note}");
+            }
+            println!(
+                "imported a {} checkpoint ({} tensors) into {}",
+                s.family,
+                s.tensors,
+                s.output.display()
             );
         }
     }

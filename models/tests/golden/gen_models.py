@@ -16,9 +16,10 @@ References (independent of the Rust code):
   monai_unetr3d / monai_unetr2d   MONAI's own `UNETR` (depth 12, conv patch embedding, no cls token, LN eps 1e-5)
   timm_unetr3d                    a timm-style ViT (cls token, LN 1e-6, qkv bias, learned [1,1+N,E] table) written
                                   here + MONAI's UNETR decoder blocks, skips from configurable blocks (SelfMedMAE)
-  mae3d_mse / mae3d_fourier       SelfMedMAE MAE-3D written from MODEL_NOTES: channel-last patchify, argsort masking,
-  mae2d_mse                       decoder in *shuffled* order (as SelfMedMAE), norm-pix MSE / Fourier-feature loss,
-                                  FFT amplitude term; the 2-D case uses He et al.'s column-first sincos table
+  mae3d_mse / mae3d_fourier       SelfMedMAE MAE-3D written from its formulation: channel-last patchify, argsort
+  mae2d_mse                       masking, decoder in *shuffled* order (as SelfMedMAE), norm-pix MSE (biased variance
+                                  in 3-D, He et al.'s unbiased torch.var in 2-D) / Fourier-feature loss, FFT amplitude
+                                  term; the 2-D case uses He et al.'s column-first sincos table
 """
 import json
 import math
@@ -73,7 +74,7 @@ def save_io(case, tensors):
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, os.path.join(OUT, f"{case}.io.safetensors"))
 
 
-# ---------------------------------------------------------------- sincos tables (MODEL_NOTES)
+# ---------------------------------------------------------------- sincos tables (models/README.md)
 def sincos_3d(grid, dim):
     """SelfMedMAE: blocks (h, w, d), omega in f32, no cls row. Returns [1, N, dim]."""
     h, w, d = grid
@@ -239,7 +240,12 @@ class RefMAE(nn.Module):
         mask = torch.cat([torch.zeros(b, sel), torch.ones(b, msk)], 1).gather(1, unshuffle)
         out = {"pred": pred, "mask": mask, "ids_shuffle": shuffle, "ids_restore": unshuffle, "patches": x}
         if self.loss_cfg["kind"] == "mse":
-            target = F.layer_norm(x, (P,), eps=1e-6) if self.loss_cfg["norm_pix_loss"] else x
+            if not self.loss_cfg["norm_pix_loss"]:
+                target = x
+            elif self.sd == 3:
+                target = F.layer_norm(x, (P,), eps=1e-6)  # SelfMedMAE: a non-affine LayerNorm (biased variance)
+            else:  # He et al.: torch.var, unbiased
+                target = (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True) + 1e-6) ** 0.5
             out["loss"] = F.mse_loss(y[:, -msk:], target.gather(1, shuffle[:, -msk:, None].expand(-1, -1, P)))
             m = mask[:, :, None]
             pasted = pred * m + target * (1 - m)

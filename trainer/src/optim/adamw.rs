@@ -1,4 +1,8 @@
 //! AdamW (PyTorch's formulation) over a `VarStore`'s trainable tensors, with per-group lr scale and weight decay.
+//!
+//! Every per-parameter operation is queued on the parameter's device; nothing is read back to the host per
+//! parameter. The update itself never synchronises, and the gradient norm and the finiteness check reduce all
+//! parameters on the device first and read back one number per step.
 
 use std::collections::BTreeMap;
 
@@ -109,21 +113,28 @@ impl AdamW {
         }
     }
 
-    /// Global L2 norm of all gradients.
+    /// The defined gradients.
+    fn grads(&self) -> impl Iterator<Item = Tensor> + '_ {
+        self.slots
+            .iter()
+            .map(|s| s.param.grad())
+            .filter(Tensor::defined)
+    }
+
+    /// Global L2 norm of all gradients (f64 accumulation; one host read-back for all parameters).
     pub fn grad_norm(&self) -> f64 {
         let _guard = tch::no_grad_guard();
-        let mut total = 0.0f64;
-        for s in &self.slots {
-            let g = s.param.grad();
-            if g.defined() {
-                total += g
-                    .to_kind(Kind::Double)
-                    .square()
-                    .sum(Kind::Double)
-                    .double_value(&[]);
-            }
+        let squares: Vec<Tensor> = self
+            .grads()
+            .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double))
+            .collect();
+        if squares.is_empty() {
+            return 0.0;
         }
-        total.sqrt()
+        Tensor::stack(&squares, 0)
+            .sum(Kind::Double)
+            .sqrt()
+            .double_value(&[])
     }
 
     /// Scale all gradients so their global norm is at most `max_norm` (PyTorch: coefficient max/(norm+1e-6), ≤ 1).
@@ -133,11 +144,8 @@ impl AdamW {
         let coef = max_norm / (norm + 1e-6);
         if coef < 1.0 {
             let _guard = tch::no_grad_guard();
-            for s in &self.slots {
-                let mut g = s.param.grad();
-                if g.defined() {
-                    let _ = g.g_mul_scalar_(coef);
-                }
+            for mut g in self.grads() {
+                let _ = g.g_mul_scalar_(coef);
             }
         }
         norm
@@ -146,25 +154,20 @@ impl AdamW {
     /// Multiply all gradients by `factor` (gradient accumulation averaging, loss-scale removal).
     pub fn scale_grads(&mut self, factor: f64) {
         let _guard = tch::no_grad_guard();
-        for s in &self.slots {
-            let mut g = s.param.grad();
-            if g.defined() {
-                let _ = g.g_mul_scalar_(factor);
-            }
+        for mut g in self.grads() {
+            let _ = g.g_mul_scalar_(factor);
         }
     }
 
-    /// True when every gradient is finite.
+    /// True when every gradient is finite (one host read-back for all parameters).
     pub fn grads_finite(&self) -> bool {
         let _guard = tch::no_grad_guard();
-        self.slots.iter().all(|s| {
-            let g = s.param.grad();
-            !g.defined() || g.isfinite().all().int64_value(&[]) == 1
-        })
+        let flags: Vec<Tensor> = self.grads().map(|g| g.isfinite().all()).collect();
+        flags.is_empty() || Tensor::stack(&flags, 0).all().int64_value(&[]) == 1
     }
 
     /// One AdamW update with scheduled learning rate `lr` (times each group's lr scale). Parameters without a
-    /// gradient are skipped, like PyTorch.
+    /// gradient are skipped, like PyTorch. Only device operations with host scalars: no synchronisation.
     pub fn step(&mut self, lr: f64) {
         let _guard = tch::no_grad_guard();
         self.steps += 1;
@@ -184,9 +187,9 @@ impl AdamW {
             }
             let _ = s.exp_avg.lerp_(&g, 1.0 - b1);
             let _ = s.exp_avg_sq.g_mul_scalar_(b2);
-            let _ = s.exp_avg_sq.g_add_(&(&g * &g * (1.0 - b2)));
+            let _ = s.exp_avg_sq.addcmul_(&g, &(&g * (1.0 - b2)));
             let denom = s.exp_avg_sq.sqrt() / bias2_sqrt + self.eps;
-            let _ = s.param.g_sub_(&(&s.exp_avg / denom * (lr / bias1)));
+            let _ = s.param.addcdiv_(&s.exp_avg, &(denom / (-lr / bias1)));
         }
     }
 

@@ -1,7 +1,9 @@
 //! Optimisation: AdamW with parameter groups (weight-decay exclusions, layer-wise lr decay), global-norm gradient
-//! clipping and a serialisable state, so a resumed run continues bit-identically.
+//! clipping, AMP loss scaling, and serialisable state, so a resumed run continues bit-identically.
 
 mod adamw;
 pub mod groups;
+pub mod scaler;
 
 pub use adamw::{AdamW, ParamGroup};
+pub use scaler::LossScaler;
