@@ -35,7 +35,11 @@ fn text(out: &Output) -> String {
 fn gpu_check_arguments() {
     let (out, _) = script("scripts/gpu-check", &["--help"], &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("scripts/gpu-check [--only ort,train,nccl]"), "{}", text(&out));
+    assert!(
+        text(&out).contains("scripts/gpu-check [--only ort,train,nccl]"),
+        "{}",
+        text(&out)
+    );
     for (args, want) in [
         (&["--bogus"][..], "unknown argument '--bogus'"),
         (&["--only", "ort,fp64"][..], "unknown check 'fp64'"),
@@ -85,7 +89,11 @@ fn gpu_check_fails_early_without_a_gpu() {
             &[("NVIDIA_SMI", stub.to_str().unwrap())],
         );
         assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-        assert!(text(&out).contains("no usable NVIDIA GPU"), "{}", text(&out));
+        assert!(
+            text(&out).contains("no usable NVIDIA GPU"),
+            "{}",
+            text(&out)
+        );
         assert!(text(&out).contains(want), "{}", text(&out));
         assert!(took < Duration::from_secs(10), "not early: {took:?}");
     }
@@ -131,12 +139,18 @@ fn gpu_check_result_writer_replaces_only_its_section() {
     let first = std::fs::read_to_string(&md).unwrap();
     assert!(first.starts_with(before), "{first}");
     assert!(first.contains("## GPU (scripts/gpu-check)"), "{first}");
-    assert!(first.contains("1 × NVIDIA H100 80GB HBM3; driver 570.1"), "{first}");
+    assert!(
+        first.contains("1 × NVIDIA H100 80GB HBM3; driver 570.1"),
+        "{first}"
+    );
     assert!(
         first.contains("| ORT CUDA EP vs CPU | pass | CUDA 0.41 s, CPU 4.20 s | CPU provider |"),
         "{first}"
     );
-    assert!(first.contains("| train step tiny \\| f32 | pass |"), "pipes are escaped: {first}");
+    assert!(
+        first.contains("| train step tiny \\| f32 | pass |"),
+        "pipes are escaped: {first}"
+    );
     assert!(first.contains("3 of 3 checks without failure."), "{first}");
 
     // A second run replaces the section in place; text after it is kept.
@@ -144,18 +158,39 @@ fn gpu_check_result_writer_replaces_only_its_section() {
     let out = write(&sample("CUDA 0.39 s, CPU 4.10 s", "fail"));
     assert!(out.status.success(), "{}", text(&out));
     let second = std::fs::read_to_string(&md).unwrap();
-    assert_eq!(second.matches("## GPU (scripts/gpu-check)").count(), 1, "{second}");
-    assert!(second.contains("CUDA 0.39 s") && !second.contains("CUDA 0.41 s"), "{second}");
-    assert!(second.contains("2 of 3 checks without failure."), "{second}");
-    assert!(second.starts_with(before) && second.ends_with("## later\n\nkept\n"), "{second}");
+    assert_eq!(
+        second.matches("## GPU (scripts/gpu-check)").count(),
+        1,
+        "{second}"
+    );
+    assert!(
+        second.contains("CUDA 0.39 s") && !second.contains("CUDA 0.41 s"),
+        "{second}"
+    );
+    assert!(
+        second.contains("2 of 3 checks without failure."),
+        "{second}"
+    );
+    assert!(
+        second.starts_with(before) && second.ends_with("## later\n\nkept\n"),
+        "{second}"
+    );
 
     // Malformed figures: an error naming the field, the file untouched.
     let bad = sample("x", "pass").replace("\"status\":\"not run\",", "");
     let out = write(&bad);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("results.checks[2]: missing field 'status'"), "{}", text(&out));
+    assert!(
+        text(&out).contains("results.checks[2]: missing field 'status'"),
+        "{}",
+        text(&out)
+    );
     let out = write(&sample("x", "maybe"));
-    assert!(text(&out).contains("expected pass, fail or not run, got 'maybe'"), "{}", text(&out));
+    assert!(
+        text(&out).contains("expected pass, fail or not run, got 'maybe'"),
+        "{}",
+        text(&out)
+    );
     let out = write("{not json");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(&md).unwrap(), second);
@@ -175,15 +210,27 @@ fn train_sbatch_usage() {
     assert!(!text(&out).contains("unbound variable"), "{}", text(&out));
     let (out, _) = script("scripts/slurm/train.sbatch", &["pretrain"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("not inside a SLURM job"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not inside a SLURM job"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
 fn gpu_build_arguments() {
     let (out, _) = script("scripts/gpu-build", &["--help"], &[]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("scripts/gpu-build [--install-only]"), "{}", text(&out));
+    assert!(
+        text(&out).contains("scripts/gpu-build [--install-only]"),
+        "{}",
+        text(&out)
+    );
     let (out, _) = script("scripts/gpu-build", &["--fast"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("unknown option '--fast'"), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown option '--fast'"),
+        "{}",
+        text(&out)
+    );
 }

@@ -3,16 +3,19 @@
 //! machine. The normal suite runs it on the CPU build; `scripts/gpu-build` runs it on the `cuda` build with
 //! onnxruntime-gpu (`ORT_DYLIB_PATH` from its env-gpu.sh).
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use crate::common::fixtures;
 
-/// Run medmae-serve on the demo repository with `extra` flags and GPUs hidden; it must exit within a minute.
+/// Run medmae-serve on the demo repository with `extra` flags and GPUs hidden; it must exit within a minute. Output
+/// goes to a file (a pipe nobody reads could block the server).
 fn serve_until_exit(extra: &[&str], ort_library: Option<&str>) -> (ExitStatus, String) {
     let repo = fixtures().join("repo");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let log = dir.path().join("serve.log");
+    let file = std::fs::File::create(&log).expect("log file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_medmae-serve"));
     cmd.arg("--model-repository")
         .arg(&repo)
@@ -20,8 +23,8 @@ fn serve_until_exit(extra: &[&str], ort_library: Option<&str>) -> (ExitStatus, S
         .args(extra)
         .env("CUDA_VISIBLE_DEVICES", "")
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(file.try_clone().expect("log file handle"))
+        .stderr(file);
     if let Some(lib) = ort_library {
         cmd.env("ORT_DYLIB_PATH", lib);
     }
@@ -34,22 +37,14 @@ fn serve_until_exit(extra: &[&str], ort_library: Option<&str>) -> (ExitStatus, S
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("medmae-serve {extra:?} is still running after 60 s: it should have refused to start");
+            panic!(
+                "medmae-serve {extra:?} is still running after 60 s: it should have refused to start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut text = String::new();
-    for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let mut pipe = pipe;
-        pipe.read_to_string(&mut text).expect("UTF-8 output");
-    }
-    (status, text)
+    (status, std::fs::read_to_string(&log).expect("server log"))
 }
 
 fn assert_refused(status: ExitStatus, text: &str) {
