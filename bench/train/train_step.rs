@@ -30,7 +30,16 @@ struct Args {
     warmup: usize,
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// `cpu`, `cuda` or `cuda:N` (scripts/gpu-check).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// fp16 autocast with loss scaling as PyTorch AMP (CUDA only).
+    #[arg(long)]
+    amp: bool,
 }
+
+/// The initial loss scale of PyTorch's GradScaler.
+const LOSS_SCALE: f64 = 65536.0;
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
@@ -42,29 +51,46 @@ fn main() -> anyhow::Result<()> {
                      "cls_token": false, "style": "monai"},
         "out_channels": a.classes, "feature_size": a.feature, "skip_layers": [3, 6, 9]
     }))?;
-    let vs = VarStore::new(Device::Cpu);
+    let device = trainer::device::parse_device(&a.device)
+        .and_then(trainer::device::available)
+        .map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(!a.amp || device.is_cuda(), "--amp needs a CUDA device");
+    let vs = VarStore::new(device);
     let net = models::Unetr::new(&vs.root(), &cfg)?;
     let mut opt = AdamW::new(&vs, &OptimConfig::default(), 12);
     let r = a.roi as i64;
-    let x = Tensor::randn([a.batch, 1, r, r, r], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([a.batch, 1, r, r, r], (Kind::Float, device));
     let y = Tensor::randint(
         a.classes as i64,
         [a.batch, 1, r, r, r],
-        (Kind::Float, Device::Cpu),
+        (Kind::Float, device),
     );
     let opts = models::DiceCeOptions::default();
     let mut times = Vec::new();
     for i in 0..a.warmup + a.steps {
         let t0 = Instant::now();
         opt.zero_grad();
-        let loss = models::dice_ce_loss(
-            &net.forward(&x, true)?,
-            &y,
-            spec::OutputActivation::Softmax,
-            &opts,
-        )?;
-        loss.backward();
-        opt.step(1e-4);
+        let loss = tch::autocast(a.amp, || {
+            models::dice_ce_loss(
+                &net.forward(&x, true)?,
+                &y,
+                spec::OutputActivation::Softmax,
+                &opts,
+            )
+        })?;
+        if a.amp {
+            (loss * LOSS_SCALE).backward();
+            opt.scale_grads(1.0 / LOSS_SCALE);
+            if opt.grads_finite() {
+                opt.step(1e-4);
+            }
+        } else {
+            loss.backward();
+            opt.step(1e-4);
+        }
+        if let Device::Cuda(index) = device {
+            tch::Cuda::synchronize(index as i64);
+        }
         if i >= a.warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
@@ -76,7 +102,7 @@ fn main() -> anyhow::Result<()> {
         .sum();
     println!(
         "{}",
-        serde_json::json!({"impl": "medmae", "ms_per_step": 1000.0 * times.iter().sum::<f64>() / times.len() as f64, "params": params})
+        serde_json::json!({"impl": "medmae", "device": a.device, "amp": a.amp, "ms_per_step": 1000.0 * times.iter().sum::<f64>() / times.len() as f64, "params": params})
     );
     Ok(())
 }

@@ -111,6 +111,18 @@ impl ProcessGroup {
                 scalar_device: Device::Cpu,
             });
         }
+        Self::init_c10d(env, backend, timeout)
+    }
+
+    /// [`ProcessGroup::init`] without the shortcut for one process: the store and the c10d backend are created even
+    /// for a world of size 1, so a smoke test on one machine with one GPU exercises NCCL itself.
+    pub fn init_c10d(env: &DistEnv, backend: Backend, timeout: Duration) -> Result<Self> {
+        if env.world_size == 0 || env.rank >= env.world_size {
+            return Err(DistError::InvalidArgument(format!(
+                "rank {} is outside world size {}",
+                env.rank, env.world_size
+            )));
+        }
         let err = |message: String| DistError::Collective {
             op: "init",
             rank: env.rank,

@@ -146,3 +146,45 @@ fn nproc_per_node_spawns_and_waits_for_local_workers() {
         assert_eq!(max_abs_diff(a, b), 0.0, "{n}");
     }
 }
+
+#[test]
+fn one_rank_through_c10d_equals_the_local_path() {
+    // The local shortcut (world size 1, no sockets) ...
+    let local = tempfile::tempdir().unwrap();
+    let out = check_command(&["--steps", "3", "--out", local.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ... and a real TCPStore + Gloo group of one (what scripts/gpu-check does with NCCL on one GPU).
+    let c10d = tempfile::tempdir().unwrap();
+    let port = distributed::launch::free_local_port().unwrap();
+    let args = [
+        "--always-c10d",
+        "--steps",
+        "3",
+        "--out",
+        c10d.path().to_str().unwrap(),
+    ];
+    let out = spawn_rank(0, 1, port, &args).wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (a, b) = (
+        read_params(&local.path().join("rank0.safetensors")),
+        read_params(&c10d.path().join("rank0.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(max_abs_diff(x, y), 0.0, "{n}");
+    }
+    assert_eq!(
+        losses(&local.path().join("rank0.json")),
+        losses(&c10d.path().join("rank0.json"))
+    );
+}

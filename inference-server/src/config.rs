@@ -41,7 +41,8 @@ pub struct ServeArgs {
     /// Intra-op threads per model (0 = engine default) [default: 0].
     #[arg(long, env = "MEDMAE_SERVE_THREADS")]
     pub threads: Option<usize>,
-    /// Use the CUDA execution provider (ort backend, `cuda` build); falls back to CPU with a warning.
+    /// Use ONNX Runtime's CUDA execution provider (ort backend, `cuda` build, onnxruntime-gpu); start-up fails with the
+    /// reason when it cannot be used [default: false].
     #[arg(long, env = "MEDMAE_SERVE_GPU")]
     pub gpu: Option<bool>,
     /// ONNX Runtime shared library (`libonnxruntime.so`) for the ort backend.
@@ -250,6 +251,12 @@ impl ServerConfig {
             use_gpu: a.gpu.or(f.gpu).unwrap_or(false),
             ort_library: existing("ort_library", a.ort_library.or(f.ort_library))?,
         };
+        if backend.use_gpu && backend.kind == BackendKind::Tract {
+            return Err(cerr(
+                "gpu",
+                "the tract backend runs on the CPU only; use --backend ort with --gpu",
+            ));
+        }
         let tls = match (
             existing("tls_cert", a.tls_cert.or(f.tls_cert))?,
             existing("tls_key", a.tls_key.or(f.tls_key))?,
@@ -380,6 +387,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "request_timeout");
+        let e = ServerConfig::merge(
+            args(&[
+                "--model-repository",
+                repo,
+                "--backend",
+                "tract",
+                "--gpu",
+                "true",
+            ]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "gpu");
+        assert!(e.msg.contains("CPU only"), "{}", e.msg);
         assert!(ServeArgs::try_parse_from(["medmae-serve", "--backend", "onnx"]).is_err());
         assert!(toml::from_str::<FileConfig>("listen_addr = \"x\"").is_err());
     }

@@ -107,9 +107,7 @@ pub struct RunSummary {
 /// The run's device and libtorch threading, from the config (and `--device`); with several processes a CUDA
 /// device becomes this rank's GPU (see [`Dist::device`]).
 pub fn setup_device(cfg: &ExperimentConfig, dist: &Dist) -> Result<Device> {
-    if cfg.threads > 0 {
-        tch::set_num_threads(cfg.threads as i32);
-    }
+    crate::threads::configure(cfg.threads, dist.rank(), dist.world_size())?;
     let configured =
         crate::device::parse_device(&cfg.device).map_err(|m| TrainError::config("device", m))?;
     let device = dist.device(configured)?;

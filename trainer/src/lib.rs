@@ -15,6 +15,7 @@ pub mod infer;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;
+pub mod threads;
 pub mod tracking;
 
 pub use error::{Result, TrainError};

@@ -237,6 +237,11 @@ fn join(env: DistEnv, cfg: &ExperimentConfig, d: &DistArgs) -> anyhow::Result<Di
         .filter(|t| !t.is_zero())
         .context("--dist-timeout must be a positive number of seconds")?;
     let device = trainer::device::parse_device(&cfg.device).map_err(anyhow::Error::msg)?;
+    if let tch::Device::Cuda(index) = device {
+        // Before the rendezvous: without a GPU every rank fails the same way, and says why (CPU-only build, no device).
+        let probe = if env.is_distributed() { 0 } else { index };
+        trainer::device::available(tch::Device::Cuda(probe)).map_err(anyhow::Error::msg)?;
+    }
     let backend = d
         .dist_backend
         .unwrap_or_else(|| trainer::dist::backend_for(device));
@@ -253,10 +258,15 @@ fn join(env: DistEnv, cfg: &ExperimentConfig, d: &DistArgs) -> anyhow::Result<Di
 }
 
 fn main() -> ExitCode {
-    // Which rank this is decides the default log level (only rank 0 logs at info); errors are reported below.
+    // Which rank this is decides the default log level (only rank 0 logs at info, but every rank logs its threads and
+    // CPU affinity); errors are reported below.
     let env = DistEnv::from_env();
     let (rank, world) = env.as_ref().map_or((0, 1), |e| (e.rank, e.world_size));
-    let default_level = if rank == 0 { "info" } else { "warn" };
+    let default_level = if rank == 0 {
+        "info"
+    } else {
+        "warn,trainer::threads=info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

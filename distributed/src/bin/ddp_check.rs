@@ -60,6 +60,9 @@ struct Args {
     /// Time the steps after 2 warm-up steps and print one JSON line on rank 0.
     #[arg(long)]
     bench: bool,
+    /// Create the c10d store and backend even for a world of one process (NCCL smoke test on a single GPU).
+    #[arg(long)]
+    always_c10d: bool,
 }
 
 const IN_CHANNELS: i64 = 2;
@@ -113,7 +116,11 @@ fn run() -> anyhow::Result<()> {
     let env = DistEnv::from_env()?;
     tch::set_num_threads(args.threads);
     let timeout = Duration::try_from_secs_f64(args.timeout_secs).context("--timeout-secs")?;
-    let pg = ProcessGroup::init(&env, args.backend, timeout)?;
+    let pg = if args.always_c10d {
+        ProcessGroup::init_c10d(&env, args.backend, timeout)?
+    } else {
+        ProcessGroup::init(&env, args.backend, timeout)?
+    };
     let (rank, world) = (env.rank, env.world_size as i64);
     let device = match args.backend {
         Backend::Gloo => Device::Cpu,

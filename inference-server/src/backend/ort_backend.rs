@@ -77,11 +77,19 @@ impl OrtBackend {
                     .map_err(|e| err(e.to_string()))?;
             }
             if opts.use_gpu {
-                name = register_gpu(&mut builder);
+                name = register_gpu(&mut builder, opts)?;
             }
-            let session = builder
-                .commit_from_file(&info.path)
-                .map_err(|e| err(format!("{}: {e}", info.path.display())))?;
+            let session = builder.commit_from_file(&info.path).map_err(|e| {
+                if opts.use_gpu {
+                    err(format!(
+                        "{}: creating the session on the CUDA execution provider: {e} (is an NVIDIA GPU with its \
+                         driver visible? check nvidia-smi and CUDA_VISIBLE_DEVICES, or serve without --gpu)",
+                        info.path.display()
+                    ))
+                } else {
+                    err(format!("{}: {e}", info.path.display()))
+                }
+            })?;
             sessions.push(Mutex::new(session));
         }
         Ok(Self {
@@ -126,23 +134,43 @@ impl OrtBackend {
     }
 }
 
+/// Put ONNX Runtime's CUDA execution provider first on `builder`. `--gpu` is a request, not a hint: when the provider
+/// cannot be used the model fails to load with the reason (no silent CPU fallback).
 #[cfg(feature = "cuda")]
-fn register_gpu(builder: &mut ort::session::builder::SessionBuilder) -> &'static str {
+fn register_gpu(
+    builder: &mut ort::session::builder::SessionBuilder,
+    opts: &BackendOptions,
+) -> Result<&'static str, ServeError> {
     use ort::ep::ExecutionProvider;
-    let cuda = ort::ep::CUDA::default();
-    match cuda.register(builder) {
-        Ok(()) => "ort-cuda",
-        Err(e) => {
-            tracing::warn!(error = %e, "CUDA execution provider unavailable; falling back to ONNX Runtime CPU");
-            "ort-cpu"
-        }
+    let library = opts
+        .ort_library
+        .as_ref()
+        .map_or_else(|| "libonnxruntime".to_owned(), |p| p.display().to_string());
+    if !ort::ep::CUDA::is_available().map_err(err)? {
+        return Err(err(format!(
+            "--gpu: {library} has no CUDA execution provider (a CPU build of ONNX Runtime); point --ort-library or \
+             ORT_DYLIB_PATH at the libonnxruntime.so of onnxruntime-gpu (scripts/gpu-build installs one)"
+        )));
     }
+    ort::ep::CUDA::default().register(builder).map_err(|e| {
+        err(format!(
+            "--gpu: ONNX Runtime's CUDA execution provider could not be started: {e} (it needs an NVIDIA GPU with \
+             its driver, libcuda.so.1, and the CUDA 13 and cuDNN 9 libraries on LD_LIBRARY_PATH: see \
+             scripts/gpu-build's env-gpu.sh)"
+        ))
+    })?;
+    Ok("ort-cuda")
 }
 
 #[cfg(not(feature = "cuda"))]
-fn register_gpu(_builder: &mut ort::session::builder::SessionBuilder) -> &'static str {
-    tracing::warn!("GPU requested but medmae-serve was built without the `cuda` feature; using ONNX Runtime CPU");
-    "ort-cpu"
+fn register_gpu(
+    _builder: &mut ort::session::builder::SessionBuilder,
+    _opts: &BackendOptions,
+) -> Result<&'static str, ServeError> {
+    Err(err(
+        "--gpu: this medmae-serve was built without the `cuda` feature (ONNX Runtime on the CPU only); rebuild \
+         with `cargo build -p medmae-inference-server --features cuda` (see scripts/gpu-build) or serve without --gpu",
+    ))
 }
 
 impl Backend for OrtBackend {

@@ -2,6 +2,7 @@
 //! tritonclient (Python), a Rust tonic client and `medmae-client`.
 
 mod common;
+mod gpu;
 mod kserve;
 mod ops;
 mod parity;

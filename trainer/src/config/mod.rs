@@ -44,7 +44,7 @@ pub struct ExperimentConfig {
     /// `cpu` or `cuda:N` (the CLI's `--device` wins).
     #[serde(default = "default_device")]
     pub device: String,
-    /// libtorch intra-op threads (0 = libtorch's default).
+    /// libtorch intra-op threads (0 = one per allowed CPU); `OMP_NUM_THREADS` wins when set (`trainer::threads`).
     #[serde(default)]
     pub threads: usize,
 }
