@@ -16,8 +16,8 @@ use imaging::Volume;
 use medmae_tests::{bin, repo_root, run, serve};
 use ndarray::{Array4, Axis};
 use spec::{
-    BlendMode, InferenceSpec, ModelCard, ModelConfig, OutputActivation, TransformSpec,
-    UnetrConfig, VitConfig, VitStyle,
+    BlendMode, InferenceSpec, ModelCard, ModelConfig, OutputActivation, TransformSpec, UnetrConfig,
+    VitConfig, VitStyle,
 };
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -111,7 +111,9 @@ fn write_volume(path: &Path) -> Volume {
     let data = Array4::from_shape_fn((1, x, y, z), |(_, i, j, k)| {
         let (fi, fj, fk) = (i as f32, j as f32, k as f32);
         let e = |c: [f32; 3], r: [f32; 3]| {
-            ((fi - c[0]) / r[0]).powi(2) + ((fj - c[1]) / r[1]).powi(2) + ((fk - c[2]) / r[2]).powi(2)
+            ((fi - c[0]) / r[0]).powi(2)
+                + ((fj - c[1]) / r[1]).powi(2)
+                + ((fk - c[2]) / r[2]).powi(2)
         };
         let mut v = 10.0 + 30.0 * fi / x as f32;
         if e([18.0, 20.0, 15.0], [12.0, 9.0, 8.0]) < 1.0 {
@@ -249,7 +251,10 @@ fn trainer_ort_and_tract_segment_identically_for_every_blend_and_activation() {
                 .arg(&probs));
         }
         let status = server.stop().expect("medmae-serve exit status");
-        assert!(status.success(), "{backend}: medmae-serve exited with {status}");
+        assert!(
+            status.success(),
+            "{backend}: medmae-serve exited with {status}"
+        );
     }
 
     let load = |p: &Path| imaging::io::load(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -258,7 +263,11 @@ fn trainer_ort_and_tract_segment_identically_for_every_blend_and_activation() {
         let (want_mask, want_probs) = (load(&mask), load(&probs));
         assert_informative(&want_mask, c.activation, &c.name);
         assert_eq!(want_mask.spatial_shape(), source.spatial_shape());
-        assert_eq!(want_mask.affine, source.affine, "{}: mask on the input grid", c.name);
+        assert_eq!(
+            want_mask.affine, source.affine,
+            "{}: mask on the input grid",
+            c.name
+        );
         assert_eq!(want_probs.channels(), CLASSES);
         for backend in ["ort", "tract"] {
             let (mask, probs) = outputs(t, backend, &c.name);
@@ -276,17 +285,27 @@ fn trainer_ort_and_tract_segment_identically_for_every_blend_and_activation() {
                 "{} {backend}: {differing} label voxels differ, probabilities max abs diff {d:.2e}",
                 c.name
             );
-            assert_eq!(differing, 0, "{} {backend} vs tch: label maps differ", c.name);
-            assert!(d <= TOL, "{} {backend} vs tch: probabilities differ by {d:e}", c.name);
+            assert_eq!(
+                differing, 0,
+                "{} {backend} vs tch: label maps differ",
+                c.name
+            );
+            assert!(
+                d <= TOL,
+                "{} {backend} vs tch: probabilities differ by {d:e}",
+                c.name
+            );
         }
     }
     // The blend mode is honoured: overlapping windows blended with different weights give different probabilities.
     for sd in [3, 2] {
-        let p = |blend| {
-            load(&outputs(t, "tch", &model_name(sd, blend, OutputActivation::Softmax)).1)
-        };
+        let p =
+            |blend| load(&outputs(t, "tch", &model_name(sd, blend, OutputActivation::Softmax)).1);
         let d = max_abs_diff(&p(BlendMode::Constant), &p(BlendMode::Gaussian));
-        assert!(d > 1e-3, "{sd}-D: constant and gaussian blending agree ({d:e})");
+        assert!(
+            d > 1e-3,
+            "{sd}-D: constant and gaussian blending agree ({d:e})"
+        );
     }
 }
 
@@ -316,9 +335,15 @@ fn output_within_limit(cmd: &mut Command) -> Output {
 /// The command fails and its stderr names all of `words`.
 fn assert_refused(out: &Output, words: &[&str], what: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{what} accepted an invalid blend mode");
+    assert!(
+        !out.status.success(),
+        "{what} accepted an invalid blend mode"
+    );
     for w in words {
-        assert!(stderr.contains(w), "{what}: the error does not name {w:?}:\n{stderr}");
+        assert!(
+            stderr.contains(w),
+            "{what}: the error does not name {w:?}:\n{stderr}"
+        );
     }
 }
 
@@ -348,7 +373,10 @@ fn an_invalid_blend_mode_is_refused_by_server_and_trainer() {
             tampered += 1;
         }
     }
-    assert_eq!(tampered, 2, "medmae.inference and medmae.card carry the blend mode");
+    assert_eq!(
+        tampered, 2,
+        "medmae.inference and medmae.card carry the blend mode"
+    );
     let repo = t.join("repo");
     std::fs::create_dir_all(repo.join("linear")).unwrap();
     std::fs::write(
@@ -400,5 +428,9 @@ fn an_invalid_blend_mode_is_refused_by_server_and_trainer() {
             .arg("--checkpoint")
             .arg(&bad),
     );
-    assert_refused(&out, &["inference.blend", "linear"], "medmae-train evaluate");
+    assert_refused(
+        &out,
+        &["inference.blend", "linear"],
+        "medmae-train evaluate",
+    );
 }

@@ -231,6 +231,9 @@ mod tests {
         map.insert("medmae.card".to_string(), "{".to_string());
         map.insert("medmae.kind".to_string(), "mae".to_string());
         let e = metadata_from_props(&map, p).unwrap_err().to_string();
-        assert!(e.contains("key `medmae.kind` = \"mae\": unknown export kind"), "{e}");
+        assert!(
+            e.contains("key `medmae.kind` = \"mae\": unknown export kind"),
+            "{e}"
+        );
     }
 }

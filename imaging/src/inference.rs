@@ -313,7 +313,8 @@ impl Segmenter {
             .map_err(InferenceError::Preprocess)?;
         let (logits, windows) = self.logits(pre.data.view(), opts.overlap, predictor)?;
         let activation = self.inference.activation;
-        let mask = inverse.restore_label(&Volume::new(label_map(&logits, activation), pre.affine))?;
+        let mask =
+            inverse.restore_label(&Volume::new(label_map(&logits, activation), pre.affine))?;
         let probabilities = opts
             .probabilities
             .then(|| {

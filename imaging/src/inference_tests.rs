@@ -3,7 +3,7 @@
 //! masks, probabilities and statistics can be computed without any tiling.
 
 use super::*;
-use ndarray::{Array, IxDyn};
+use ndarray::{Array, Dimension, IxDyn};
 use spec::BlendMode;
 
 fn spec(roi: Vec<usize>, blend: BlendMode, activation: OutputActivation) -> InferenceSpec {
@@ -119,13 +119,19 @@ fn segment_restores_mask_probabilities_and_statistics_on_the_input_grid() {
         axcodes: "RAS".into(),
     }];
     let labels = vec!["background".to_string(), "bright".to_string()];
-    let inf = spec(vec![4, 4, 4], BlendMode::Gaussian, OutputActivation::Softmax);
+    let inf = spec(
+        vec![4, 4, 4],
+        BlendMode::Gaussian,
+        OutputActivation::Softmax,
+    );
     let s = Segmenter::new(3, 1, 2, labels, &pre, inf).unwrap();
     let opts = SegmentOptions {
         overlap: Some(0.5),
         probabilities: true,
     };
-    let seg = s.segment(vol.clone(), &opts, &mut pointwise(margin)).unwrap();
+    let seg = s
+        .segment(vol.clone(), &opts, &mut pointwise(margin))
+        .unwrap();
     assert_eq!(seg.mask.affine, affine);
     assert_eq!(seg.mask.data.shape(), &[1, 7, 6, 5]);
     let probs = seg.probabilities.unwrap();
@@ -213,7 +219,13 @@ fn errors_say_whose_fault_they_are() {
 
 #[test]
 fn construction_validates_the_spec() {
-    let inf = || spec(vec![4, 4, 4], BlendMode::Constant, OutputActivation::Softmax);
+    let inf = || {
+        spec(
+            vec![4, 4, 4],
+            BlendMode::Constant,
+            OutputActivation::Softmax,
+        )
+    };
     let e = Segmenter::new(3, 1, 2, vec!["a".into()], &[], inf()).unwrap_err();
     assert!(e.to_string().contains("labels"), "{e}");
     let e = Segmenter::new(2, 1, 2, vec![], &[], inf()).unwrap_err();

@@ -54,7 +54,9 @@ impl WindowPredictor for BackendPredictor<'_> {
 fn serve_error(e: InferenceError<ServeError>) -> ServeError {
     match e {
         InferenceError::Input(msg) => ServeError::invalid(msg),
-        InferenceError::Preprocess(e) => ServeError::invalid(format!("preprocessing the volume: {e}")),
+        InferenceError::Preprocess(e) => {
+            ServeError::invalid(format!("preprocessing the volume: {e}"))
+        }
         InferenceError::Predictor(e) => e,
         InferenceError::Imaging(e) => e.into(),
     }

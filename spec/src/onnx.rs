@@ -424,11 +424,7 @@ impl OnnxMetadata {
                 inf.validate("inference").map_err(|e| {
                     bad(
                         keys::INFERENCE,
-                        format!(
-                            "{}: {}",
-                            e.field.trim_start_matches("inference."),
-                            e.msg
-                        ),
+                        format!("{}: {}", e.field.trim_start_matches("inference."), e.msg),
                     )
                 })?;
                 if inf.roi_size != self.roi_size {

@@ -139,7 +139,11 @@ fn invalid_values_are_refused_naming_key_and_value() {
     assert!(e.contains("activation: unknown variant `relu`"), "{e}");
     let e = tampered(keys::INFERENCE, "0.25", "1.5").to_string();
     assert!(e.contains("overlap: must be in [0, 1), got 1.5"), "{e}");
-    let e = tampered(keys::INFERENCE, "\"sw_batch_size\":2", "\"sw_batch_size\":0");
+    let e = tampered(
+        keys::INFERENCE,
+        "\"sw_batch_size\":2",
+        "\"sw_batch_size\":0",
+    );
     assert!(e.msg.contains("sw_batch_size"), "{e}");
     let e = tampered(keys::KIND, "unetr", "segmenter");
     assert_eq!(e.value.as_deref(), Some("segmenter"));
@@ -158,7 +162,10 @@ fn invalid_values_are_refused_naming_key_and_value() {
     let e = tampered(keys::OUT_CHANNELS, "2", "two");
     assert_eq!(e.key, keys::OUT_CHANNELS);
     let e = tampered(keys::PREPROCESSING, "Orientation", "Reorient");
-    assert!(e.key == keys::PREPROCESSING && e.msg.contains("Reorient"), "{e}");
+    assert!(
+        e.key == keys::PREPROCESSING && e.msg.contains("Reorient"),
+        "{e}"
+    );
     let e = tampered(
         keys::PREPROCESSING,
         r#"{"name":"Orientation","axcodes":"RAS"}"#,
@@ -193,7 +200,10 @@ fn missing_unknown_and_misplaced_keys_are_refused() {
     let mut map = props(&unetr_card(), ExportKind::Unetr);
     map.insert("medmae.blend".into(), "linear".into());
     let e = read_err(&map);
-    assert!(e.key == "medmae.blend" && e.msg.contains("not a medmae key"), "{e}");
+    assert!(
+        e.key == "medmae.blend" && e.msg.contains("not a medmae key"),
+        "{e}"
+    );
     let mut map = props(&unetr_card(), ExportKind::Unetr);
     map.remove(keys::CARD);
     map.insert(keys::INFERENCE.into(), "null".into());
@@ -204,10 +214,7 @@ fn missing_unknown_and_misplaced_keys_are_refused() {
     );
     let mut map = props(&mae_card(), ExportKind::MaeEncoder);
     map.remove(keys::CARD);
-    map.insert(
-        keys::INFERENCE.into(),
-        r#"{"roi_size":[32,32,32]}"#.into(),
-    );
+    map.insert(keys::INFERENCE.into(), r#"{"roi_size":[32,32,32]}"#.into());
     assert_eq!(read_err(&map).key, keys::INFERENCE);
 }
 

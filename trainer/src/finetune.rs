@@ -75,7 +75,10 @@ pub fn evaluate_case(
     device: Device,
 ) -> Result<(Vec<f64>, Array4<f32>)> {
     let pred = segmenter
-        .label_preprocessed(sample.image.data.view(), &mut TchPredictor::new(net, device))
+        .label_preprocessed(
+            sample.image.data.view(),
+            &mut TchPredictor::new(net, device),
+        )
         .map_err(|e| inference_error(e, id))?;
     let target = sample
         .label

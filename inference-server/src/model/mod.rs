@@ -87,7 +87,13 @@ fn graph_geometry(
         .and_then(fixed)
         .ok_or_else(|| model_err(path, "output channel axis is not fixed"))?;
     if !(sd == 2 || sd == 3) || roi.contains(&0) {
-        return Err(model_err(path, format!("expected 2 or 3 spatial dims with a positive roi per axis, got input dims {:?}", input.dims)));
+        return Err(model_err(
+            path,
+            format!(
+                "expected 2 or 3 spatial dims with a positive roi per axis, got input dims {:?}",
+                input.dims
+            ),
+        ));
     }
     Ok((sd, roi, c, k))
 }
@@ -126,7 +132,12 @@ impl ModelInfo {
         // The one reader of the medmae keys: every value is validated, an invalid one refuses the model.
         let medmae = OnnxMetadata::from_props(&meta).map_err(|e| model_err(path, e.to_string()))?;
         let (spatial_dims, roi_size, in_channels, out_channels) = match &medmae {
-            Some(m) => (m.spatial_dims, m.roi_size.clone(), m.in_channels, m.out_channels),
+            Some(m) => (
+                m.spatial_dims,
+                m.roi_size.clone(),
+                m.in_channels,
+                m.out_channels,
+            ),
             None => graph_geometry(&input, &output, path)?,
         };
         let mut want = vec![-1, in_channels as i64];
@@ -270,7 +281,10 @@ mod tests {
         let e = ModelInfo::from_summary("m", "1", p, summary(&bad))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("medmae.inference") && e.contains("roi_size"), "{e}");
+        assert!(
+            e.contains("medmae.inference") && e.contains("roi_size"),
+            "{e}"
+        );
         let mut bad = META;
         bad[5] = ("medmae.labels", r#"["a"]"#);
         assert!(ModelInfo::from_summary("m", "1", p, summary(&bad))
@@ -292,9 +306,18 @@ mod tests {
     fn invalid_inference_values_are_refused_not_defaulted() {
         let p = Path::new("m/1/model.onnx");
         for (value, want) in [
-            (r#"{"roi_size":[8,8,8],"blend":"linear"}"#, "blend: unknown variant `linear`"),
-            (r#"{"roi_size":[8,8,8],"activation":"relu"}"#, "activation: unknown variant `relu`"),
-            (r#"{"roi_size":[8,8,8],"overlap":1.5}"#, "overlap: must be in [0, 1)"),
+            (
+                r#"{"roi_size":[8,8,8],"blend":"linear"}"#,
+                "blend: unknown variant `linear`",
+            ),
+            (
+                r#"{"roi_size":[8,8,8],"activation":"relu"}"#,
+                "activation: unknown variant `relu`",
+            ),
+            (
+                r#"{"roi_size":[8,8,8],"overlap":1.5}"#,
+                "overlap: must be in [0, 1)",
+            ),
             ("null", "sliding-window defaults"),
         ] {
             let mut bad = META;
