@@ -2,9 +2,12 @@
 //! as checkpoints) are exported to ONNX once per blend mode (constant, gaussian) × activation (softmax, sigmoid);
 //! the same oblique volume is then segmented offline by `medmae-train predict` (tch) and online by `medmae-serve`
 //! with the ORT backend and with the tract backend (through `medmae-client`). All three run the one inference path
-//! of `imaging::inference` from the spec carried by `model.json` / the ONNX metadata, so the label maps must be
-//! identical and the probabilities equal within 1e-4. A model whose spec carries an unknown blend mode is refused
-//! by the server (at load, naming the metadata key) and by the trainer (`predict` and `evaluate`).
+//! of `imaging::inference` from the spec carried by `model.json` / the ONNX metadata, so the probabilities must be
+//! equal within 1e-4 on the input grid and the label maps identical — every decision, except one that is a tie
+//! within that float tolerance (the engines sum in different orders; with untrained random weights a few of the
+//! ~10^5 decisions per model sit that close, and either side of the tie is then correct). The demo test
+//! (`tests/e2e.rs`) checks whole-map identity for a trained model. A model whose spec carries an unknown blend mode
+//! is refused by the server (at load, naming the metadata key) and by the trainer (`predict` and `evaluate`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -22,6 +25,9 @@ use spec::{
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 const TOL: f32 = 1e-4;
+/// Decisions closer than this to a tie may legitimately differ between engines whose probabilities differ by up
+/// to `TOL` (float summation order); every other decision must be identical.
+const TIE: f32 = 2.0 * TOL;
 const BLENDS: [BlendMode; 2] = [BlendMode::Constant, BlendMode::Gaussian];
 const ACTIVATIONS: [OutputActivation; 2] = [OutputActivation::Softmax, OutputActivation::Sigmoid];
 const CLASSES: usize = 3;
@@ -79,16 +85,37 @@ fn card(u: &UnetrConfig, blend: BlendMode, activation: OutputActivation) -> Mode
     )
 }
 
-/// tch's initialisation plus seeded noise on every tensor (so norms and biases are not trivially 1/0).
-fn write_weights(cfg: &ModelConfig, seed: i64, path: &Path) {
+/// tch's initialisation plus seeded noise on every tensor (so norms and biases are not trivially 1/0); then the
+/// output bias is shifted so that every class's logit averages zero over windows of the test volume, so that each
+/// class wins (softmax) or fires (sigmoid) somewhere instead of one bias deciding everywhere.
+fn write_weights(cfg: &UnetrConfig, seed: i64, path: &Path) {
     tch::manual_seed(seed);
     let vs = VarStore::new(Device::Cpu);
-    let _model = models::Model::new(&vs.root(), cfg).unwrap();
+    let net = models::Unetr::new(&vs.root(), cfg).unwrap();
     tch::no_grad(|| {
         for (_, mut t) in vs.variables() {
             let noise = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.05;
             let _ = t.f_add_(&noise).unwrap();
         }
+        // The first 32-voxel cube (3-D) or the 32 × 32 corner of every slice (2-D), scaled as the model's
+        // preprocessing scales intensities.
+        let data = volume_data();
+        let crop = data.slice(ndarray::s![0, ..32, ..32, ..32]);
+        let scaled: Vec<f32> = crop
+            .iter()
+            .map(|v| (v / 50.0 - 1.0).clamp(-1.0, 1.0))
+            .collect();
+        let x = Tensor::from_slice(&scaled).view([32, 32, 32]);
+        let x = if cfg.encoder.spatial_dims == 3 {
+            x.view([1, 1, 32, 32, 32])
+        } else {
+            x.permute([2, 0, 1]).contiguous().view([32, 1, 32, 32])
+        };
+        let logits = net.forward(&x, false).unwrap();
+        let dims: Vec<i64> = (0..logits.dim() as i64).filter(|&d| d != 1).collect();
+        let mean = logits.mean_dim(dims.as_slice(), false, Kind::Float);
+        let mut bias = vs.variables()["out.conv.conv.bias"].shallow_clone();
+        let _ = bias.f_sub_(&mean).unwrap();
     });
     models::save(&vs, path).unwrap();
 }
@@ -104,11 +131,11 @@ fn write_checkpoint(dir: &Path, weights: &Path, card: &ModelCard) {
     .unwrap();
 }
 
-/// A 44 × 40 × 36 volume stored left-right flipped with anisotropic voxels, holding two overlapping bright
-/// ellipsoids on a ramp (intensities 0..100, so the ScaleIntensityRange matters).
-fn write_volume(path: &Path) -> Volume {
+/// The test volume's voxels, 44 × 40 × 36: two overlapping bright ellipsoids on a ramp (intensities 10..110, so the
+/// ScaleIntensityRange and its clipping matter).
+fn volume_data() -> Array4<f32> {
     let (x, y, z) = (44, 40, 36);
-    let data = Array4::from_shape_fn((1, x, y, z), |(_, i, j, k)| {
+    Array4::from_shape_fn((1, x, y, z), |(_, i, j, k)| {
         let (fi, fj, fk) = (i as f32, j as f32, k as f32);
         let e = |c: [f32; 3], r: [f32; 3]| {
             ((fi - c[0]) / r[0]).powi(2)
@@ -123,15 +150,17 @@ fn write_volume(path: &Path) -> Volume {
             v += 25.0;
         }
         v
-    });
+    })
+}
+
+/// The test volume as NIfTI, stored left-right flipped with anisotropic voxels (so Orientation and its inverse run).
+fn write_volume(path: &Path) {
     let affine = Volume::affine_from(
         [1.0, 1.1, 1.5],
         [30.0, -20.0, 5.0],
         [[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
     );
-    let vol = Volume::new(data, affine);
-    imaging::io::save_nifti(&vol, path, NiftiDtype::F32).unwrap();
-    vol
+    imaging::io::save_nifti(&Volume::new(volume_data(), affine), path, NiftiDtype::F32).unwrap();
 }
 
 fn model_name(sd: usize, blend: BlendMode, activation: OutputActivation) -> String {
@@ -150,7 +179,7 @@ fn models(t: &Path) -> Vec<Case> {
     for (sd, seed) in [(3, 11), (2, 12)] {
         let u = unetr(sd);
         let weights = t.join(format!("weights{sd}d.safetensors"));
-        write_weights(&ModelConfig::Unetr(u.clone()), seed, &weights);
+        write_weights(&u, seed, &weights);
         for blend in BLENDS {
             for activation in ACTIVATIONS {
                 let name = model_name(sd, blend, activation);
@@ -205,13 +234,35 @@ fn assert_informative(mask: &Volume, activation: OutputActivation, what: &str) {
     assert!(informative, "{what}: the label map is constant");
 }
 
+/// How far the decision at mask index `at` is from a tie, in the probabilities `probs` it was taken from: the gap
+/// between the two largest class probabilities (softmax), or the channel's distance from 0.5 (sigmoid).
+fn margin(probs: &Volume, activation: OutputActivation, at: [usize; 4]) -> f32 {
+    let [c, i, j, k] = at;
+    match activation {
+        OutputActivation::Softmax => {
+            let mut v: Vec<f32> = (0..CLASSES).map(|c| probs.data[[c, i, j, k]]).collect();
+            v.sort_by(|a, b| b.total_cmp(a));
+            v[0] - v[1]
+        }
+        OutputActivation::Sigmoid => (probs.data[[c, i, j, k]] - 0.5).abs(),
+    }
+}
+
+/// Mask indices whose decision is within `band` of a tie.
+fn near_ties(mask: &Volume, probs: &Volume, activation: OutputActivation, band: f32) -> usize {
+    mask.data
+        .indexed_iter()
+        .filter(|&((c, i, j, k), _)| margin(probs, activation, [c, i, j, k]) < band)
+        .count()
+}
+
 #[test]
 fn trainer_ort_and_tract_segment_identically_for_every_blend_and_activation() {
     tch::set_num_threads(2);
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let input = t.join("volume.nii.gz");
-    let source = write_volume(&input);
+    write_volume(&input);
     let cases = models(t);
 
     for c in &cases {
@@ -258,43 +309,63 @@ fn trainer_ort_and_tract_segment_identically_for_every_blend_and_activation() {
     }
 
     let load = |p: &Path| imaging::io::load(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    // The input as stored (NIfTI keeps its affine in f32).
+    let source = load(&input);
     for c in &cases {
         let (mask, probs) = outputs(t, "tch", &c.name);
         let (want_mask, want_probs) = (load(&mask), load(&probs));
         assert_informative(&want_mask, c.activation, &c.name);
         assert_eq!(want_mask.spatial_shape(), source.spatial_shape());
-        assert_eq!(
-            want_mask.affine, source.affine,
-            "{}: mask on the input grid",
+        let affine_diff = (0..16)
+            .map(|i| (want_mask.affine[i / 4][i % 4] - source.affine[i / 4][i % 4]).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            affine_diff < 1e-6,
+            "{}: the mask's affine differs from the input's by {affine_diff:e}",
             c.name
         );
         assert_eq!(want_probs.channels(), CLASSES);
+        let decisions = want_mask.data.len();
+        let ties = near_ties(&want_mask, &want_probs, c.activation, TIE);
+        println!(
+            "{}: {ties} of {decisions} decisions within {TIE:e} of a tie",
+            c.name
+        );
+        assert!(
+            ties * 200 < decisions,
+            "{}: more than 0.5 % of the decisions are ties; the model says too little for this test",
+            c.name
+        );
         for backend in ["ort", "tract"] {
             let (mask, probs) = outputs(t, backend, &c.name);
             let (got_mask, got_probs) = (load(&mask), load(&probs));
             assert_eq!(got_mask.affine, want_mask.affine);
             assert_eq!(got_mask.data.shape(), want_mask.data.shape());
-            let differing = got_mask
-                .data
-                .iter()
-                .zip(want_mask.data.iter())
-                .filter(|(a, b)| a != b)
-                .count();
             let d = max_abs_diff(&got_probs, &want_probs);
+            let differing: Vec<[usize; 4]> = got_mask
+                .data
+                .indexed_iter()
+                .filter(|&(at, &v)| v != want_mask.data[at])
+                .map(|((c, i, j, k), _)| [c, i, j, k])
+                .collect();
             println!(
-                "{} {backend}: {differing} label voxels differ, probabilities max abs diff {d:.2e}",
-                c.name
-            );
-            assert_eq!(
-                differing, 0,
-                "{} {backend} vs tch: label maps differ",
-                c.name
+                "{} {backend}: {} label decisions differ, probabilities max abs diff {d:.2e}",
+                c.name,
+                differing.len()
             );
             assert!(
                 d <= TOL,
                 "{} {backend} vs tch: probabilities differ by {d:e}",
                 c.name
             );
+            for &at in &differing {
+                let m = margin(&want_probs, c.activation, at);
+                assert!(
+                    m < TIE,
+                    "{} {backend} vs tch: the label at {at:?} differs although tch's decision margin is {m:e}",
+                    c.name
+                );
+            }
         }
     }
     // The blend mode is honoured: overlapping windows blended with different weights give different probabilities.
@@ -353,7 +424,7 @@ fn an_invalid_blend_mode_is_refused_by_server_and_trainer() {
     let t = tmp.path();
     let u = unetr(3);
     let weights = t.join("weights.safetensors");
-    write_weights(&ModelConfig::Unetr(u.clone()), 5, &weights);
+    write_weights(&u, 5, &weights);
     let good = card(&u, BlendMode::Gaussian, OutputActivation::Softmax);
     let ckpt = t.join("good");
     write_checkpoint(&ckpt, &weights, &good);
