@@ -11,7 +11,8 @@ use onnx_protobuf::{Message, ModelProto, TensorProto};
 use protobuf::Enum;
 
 use crate::error::{ExportError, Result};
-use crate::metadata::{read_metadata, ExportMetadata};
+use crate::metadata::read_metadata;
+use spec::OnnxMetadata;
 
 /// Ops the exporter emits; each runs in ONNX Runtime and tract at opset 17 and 18.
 pub const SUPPORTED_OPS: &[&str] = &[
@@ -55,7 +56,7 @@ pub struct CheckReport {
     /// Graph output names.
     pub outputs: Vec<String>,
     /// The medmae metadata, parsed (present only for checks of a file).
-    pub metadata: Option<ExportMetadata>,
+    pub metadata: Option<OnnxMetadata>,
 }
 
 fn elements(t: &TensorProto) -> std::result::Result<usize, String> {
@@ -193,6 +194,12 @@ pub fn check_file(path: &Path) -> Result<CheckReport> {
         msg,
     })?;
     let meta = read_metadata(path)?;
+    if meta.card.is_none() {
+        return Err(ExportError::Metadata {
+            path: path.into(),
+            msg: "metadata key `medmae.card`: is missing (medmae-export always writes the model card)".into(),
+        });
+    }
     let expect_in = meta.kind.input_names();
     let expect_out = meta.kind.output_names();
     if report.inputs != expect_in || !report.outputs.starts_with(&expect_out) {

@@ -339,7 +339,7 @@ mod tests {
         let r = check_file(&path).unwrap();
         let meta = r.metadata.unwrap();
         assert_eq!(meta.kind, ExportKind::Unetr);
-        assert_eq!(meta.card, card);
+        assert_eq!(meta.card, Some(card));
         assert_eq!(
             (meta.spatial_dims, meta.roi_size.clone(), meta.out_channels),
             (2, vec![32, 16], 2)

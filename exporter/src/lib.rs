@@ -19,85 +19,19 @@ mod weights;
 #[cfg(test)]
 mod testing;
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 pub use check::{check_file, check_model, CheckReport, SUPPORTED_OPS};
 pub use error::{ExportError, Result};
 pub use export::{build_model, export, write_model, ExportReport};
 pub use graph::BATCH_DIM;
-pub use metadata::{read_metadata, read_props, ExportMetadata};
+pub use metadata::{metadata_from_props, read_metadata, read_props};
 pub use onnx_protobuf as onnx;
 pub use weights::{WeightTensor, Weights};
 
-/// Metadata keys written into every export.
-pub mod keys {
-    pub use crate::metadata::{
-        KEY_CARD, KEY_CHECKPOINT_SHA256, KEY_INFERENCE, KEY_IN_CHANNELS, KEY_KIND, KEY_LABELS,
-        KEY_OUT_CHANNELS, KEY_PREPROCESSING, KEY_ROI_SIZE, KEY_SPATIAL_DIMS, KEY_VERSION,
-    };
-}
-
-/// Which graph to export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportKind {
-    /// UNETR segmentation: `input` `[N, C, *roi]` → `logits` `[N, K, *roi]`.
-    Unetr,
-    /// MAE encoder: `input` → `features` `[N, L, E]` (final-normed patch tokens, no masking).
-    MaeEncoder,
-    /// MAE reconstructor: `input` + `mask` `[N, L]` (float, 1 = removed) → `pred` `[N, L, head_dim]`.
-    MaeReconstructor,
-}
-
-impl ExportKind {
-    /// The CLI / metadata spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExportKind::Unetr => "unetr",
-            ExportKind::MaeEncoder => "mae-encoder",
-            ExportKind::MaeReconstructor => "mae-reconstructor",
-        }
-    }
-
-    /// Graph input names, in order.
-    pub fn input_names(self) -> Vec<String> {
-        match self {
-            ExportKind::MaeReconstructor => vec!["input".into(), "mask".into()],
-            _ => vec!["input".into()],
-        }
-    }
-
-    /// Names of the main graph outputs (an encoder export may add `hidden_state_{i}` after them).
-    pub fn output_names(self) -> Vec<String> {
-        vec![match self {
-            ExportKind::Unetr => "logits",
-            ExportKind::MaeEncoder => "features",
-            ExportKind::MaeReconstructor => "pred",
-        }
-        .into()]
-    }
-}
-
-impl fmt::Display for ExportKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ExportKind {
-    type Err = ExportError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "unetr" => Ok(ExportKind::Unetr),
-            "mae-encoder" => Ok(ExportKind::MaeEncoder),
-            "mae-reconstructor" => Ok(ExportKind::MaeReconstructor),
-            other => Err(ExportError::Unsupported(format!(
-                "kind {other:?} (expected unetr, mae-encoder or mae-reconstructor)"
-            ))),
-        }
-    }
-}
+/// Metadata keys written into every export (the contract lives in `spec`).
+pub use spec::onnx::keys;
+pub use spec::{ExportKind, OnnxMetadata};
 
 /// Options of [`export`] and [`build_model`].
 #[derive(Debug, Clone, PartialEq)]

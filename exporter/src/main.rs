@@ -31,7 +31,7 @@ struct Cli {
 }
 
 fn parse_kind(s: &str) -> Result<ExportKind, String> {
-    s.parse().map_err(|e: exporter::ExportError| e.to_string())
+    s.parse().map_err(|e: spec::UnknownKind| e.to_string())
 }
 
 fn main() -> anyhow::Result<()> {

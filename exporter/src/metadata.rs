@@ -1,153 +1,43 @@
-//! `metadata_props` of exported models: what the server needs to serve a `.onnx` file without any other
-//! configuration (kind, geometry, labels, the preprocessing spec, sliding-window defaults, the whole model card),
-//! and a reader that scans only the top level of the protobuf file, so it needs no ONNX library and does not
-//! decode the graph or its weights.
+//! Reading the `metadata_props` of an `.onnx` file: a scanner of the top level of the protobuf file (no ONNX library,
+//! the graph and its weights are skipped, not decoded), whose map goes to the one reader of the `medmae.*` keys,
+//! [`spec::OnnxMetadata::from_props`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
-use spec::TransformSpec;
-use spec::{InferenceSpec, ModelCard, ModelConfig};
+use spec::{ExportKind, ModelCard, OnnxMetadata};
 
 use crate::error::{ExportError, Result};
-use crate::ExportKind;
 
-/// `medmae.kind`: `unetr`, `mae-encoder` or `mae-reconstructor`.
-pub const KEY_KIND: &str = "medmae.kind";
-/// `medmae.spatial_dims`: 2 or 3.
-pub const KEY_SPATIAL_DIMS: &str = "medmae.spatial_dims";
-/// `medmae.roi_size`: JSON array, the model input size per spatial axis.
-pub const KEY_ROI_SIZE: &str = "medmae.roi_size";
-/// `medmae.in_channels`.
-pub const KEY_IN_CHANNELS: &str = "medmae.in_channels";
-/// `medmae.out_channels`: classes (unetr), token width (mae-encoder) or values per token (mae-reconstructor).
-pub const KEY_OUT_CHANNELS: &str = "medmae.out_channels";
-/// `medmae.labels`: JSON array of label names, index = output channel.
-pub const KEY_LABELS: &str = "medmae.labels";
-/// `medmae.preprocessing`: JSON of the card's `Vec<TransformSpec>`.
-pub const KEY_PREPROCESSING: &str = "medmae.preprocessing";
-/// `medmae.inference`: JSON of the card's `Option<InferenceSpec>`.
-pub const KEY_INFERENCE: &str = "medmae.inference";
-/// `medmae.card`: the whole `model.json`.
-pub const KEY_CARD: &str = "medmae.card";
-/// `medmae.version`: version of the exporter that wrote the file.
-pub const KEY_VERSION: &str = "medmae.version";
-/// `medmae.checkpoint_sha256`: hex SHA-256 of the `model.safetensors` the weights came from.
-pub const KEY_CHECKPOINT_SHA256: &str = "medmae.checkpoint_sha256";
-
-/// The medmae facts stored in an exported model, parsed back into typed values.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExportMetadata {
-    /// Which graph the file holds.
-    pub kind: ExportKind,
-    /// 2 or 3.
-    pub spatial_dims: usize,
-    /// Model input size per spatial axis.
-    pub roi_size: Vec<usize>,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Channels of the main output (see [`KEY_OUT_CHANNELS`]).
-    pub out_channels: usize,
-    /// Label names (segmentation models).
-    pub labels: Vec<String>,
-    /// Deterministic preprocessing to apply before inference.
-    pub preprocessing: Vec<TransformSpec>,
-    /// Sliding-window defaults (segmentation models).
-    pub inference: Option<InferenceSpec>,
-    /// The model card the file was exported from.
-    pub card: ModelCard,
-    /// Exporter version.
-    pub version: String,
-    /// SHA-256 of the source checkpoint, when exported from a file.
-    pub checkpoint_sha256: Option<String>,
-}
-
-/// Channels of the main output of `kind`.
-pub(crate) fn out_channels(cfg: &ModelConfig, kind: ExportKind) -> usize {
-    match (cfg, kind) {
-        (ModelConfig::Unetr(u), _) => u.out_channels,
-        (ModelConfig::Mae(m), ExportKind::MaeReconstructor) => m.head_dim(),
-        (ModelConfig::Mae(m), _) => m.encoder.embed_dim,
-    }
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| ExportError::Graph(format!("metadata serialisation: {e}")))
-}
-
-/// The `metadata_props` entries of an export, in a stable order.
+/// The `metadata_props` entries of a `kind` export of `card`, in the contract's order (the one writer in `spec`).
 pub(crate) fn props(
     card: &ModelCard,
     kind: ExportKind,
     sha256: Option<&str>,
 ) -> Result<Vec<(String, String)>> {
-    let v = card.model.encoder();
-    let mut p = vec![
-        (KEY_KIND, kind.as_str().to_string()),
-        (KEY_SPATIAL_DIMS, v.spatial_dims.to_string()),
-        (KEY_ROI_SIZE, json(&v.img_size)?),
-        (KEY_IN_CHANNELS, v.in_channels.to_string()),
-        (
-            KEY_OUT_CHANNELS,
-            out_channels(&card.model, kind).to_string(),
-        ),
-        (KEY_LABELS, json(&card.labels)?),
-        (KEY_PREPROCESSING, json(&card.preprocessing)?),
-        (KEY_INFERENCE, json(&card.inference)?),
-        (KEY_CARD, json(card)?),
-        (KEY_VERSION, env!("CARGO_PKG_VERSION").to_string()),
-    ];
-    if let Some(s) = sha256 {
-        p.push((KEY_CHECKPOINT_SHA256, s.to_string()));
-    }
-    Ok(p.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    OnnxMetadata::from_card(card, kind, sha256)
+        .and_then(|m| m.to_props())
+        .map_err(|e| ExportError::Graph(format!("metadata: {e}")))
 }
 
-impl ExportMetadata {
-    /// Parse the medmae entries of a `metadata_props` map; `path` is only used in error messages.
-    pub fn from_props(map: &BTreeMap<String, String>, path: &Path) -> Result<Self> {
-        let err = |msg: String| ExportError::Metadata {
-            path: path.into(),
-            msg,
-        };
-        let get = |k: &str| {
-            map.get(k)
-                .ok_or_else(|| err(format!("key `{k}` is missing")))
-        };
-        fn parse<T: DeserializeOwned>(
-            k: &str,
-            v: &str,
-            err: &dyn Fn(String) -> ExportError,
-        ) -> Result<T> {
-            serde_json::from_str(v).map_err(|e| err(format!("key `{k}`: {e} in {v:?}")))
-        }
-        let card: ModelCard = parse(KEY_CARD, get(KEY_CARD)?, &err)?;
-        Ok(ExportMetadata {
-            kind: get(KEY_KIND)?
-                .parse()
-                .map_err(|e: ExportError| err(format!("key `{KEY_KIND}`: {e}")))?,
-            spatial_dims: parse(KEY_SPATIAL_DIMS, get(KEY_SPATIAL_DIMS)?, &err)?,
-            roi_size: parse(KEY_ROI_SIZE, get(KEY_ROI_SIZE)?, &err)?,
-            in_channels: parse(KEY_IN_CHANNELS, get(KEY_IN_CHANNELS)?, &err)?,
-            out_channels: parse(KEY_OUT_CHANNELS, get(KEY_OUT_CHANNELS)?, &err)?,
-            labels: parse(KEY_LABELS, get(KEY_LABELS)?, &err)?,
-            preprocessing: parse(KEY_PREPROCESSING, get(KEY_PREPROCESSING)?, &err)?,
-            inference: parse(KEY_INFERENCE, get(KEY_INFERENCE)?, &err)?,
-            version: get(KEY_VERSION)?.clone(),
-            checkpoint_sha256: map.get(KEY_CHECKPOINT_SHA256).cloned(),
-            card,
-        })
-    }
+/// The medmae metadata of a `metadata_props` map, which must have it; `path` is only used in error messages.
+pub fn metadata_from_props(map: &BTreeMap<String, String>, path: &Path) -> Result<OnnxMetadata> {
+    let err = |msg: String| ExportError::Metadata {
+        path: path.into(),
+        msg,
+    };
+    OnnxMetadata::from_props(map)
+        .map_err(|e| err(e.to_string()))?
+        .ok_or_else(|| err("the file carries no medmae.* metadata".into()))
 }
 
-/// Read the medmae `metadata_props` of an `.onnx` file (skipping the graph without decoding it).
-pub fn read_metadata(path: &Path) -> Result<ExportMetadata> {
+/// Read and validate the medmae `metadata_props` of an `.onnx` file (skipping the graph without decoding it).
+pub fn read_metadata(path: &Path) -> Result<OnnxMetadata> {
     let file = File::open(path).map_err(|e| ExportError::io(path, e))?;
     let map = read_props(&mut BufReader::new(file), path)?;
-    ExportMetadata::from_props(&map, path)
+    metadata_from_props(&map, path)
 }
 
 /// All `metadata_props` of a serialized `ModelProto` read from `r`.
@@ -325,16 +215,25 @@ mod tests {
 
     #[test]
     fn missing_or_malformed_keys_are_named() {
+        let p = Path::new("x.onnx");
         let mut map = BTreeMap::new();
-        map.insert(KEY_KIND.to_string(), "unetr".to_string());
-        let e = ExportMetadata::from_props(&map, Path::new("x.onnx"))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "medmae metadata of x.onnx: key `medmae.card` is missing");
-        map.insert(KEY_CARD.to_string(), "{".to_string());
-        let e = ExportMetadata::from_props(&map, Path::new("x.onnx"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("key `medmae.card`: EOF"), "{e}");
+        let e = metadata_from_props(&map, p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "medmae metadata of x.onnx: the file carries no medmae.* metadata"
+        );
+        map.insert("medmae.kind".to_string(), "unetr".to_string());
+        let e = metadata_from_props(&map, p).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "medmae metadata of x.onnx: metadata key `medmae.spatial_dims`: is missing"
+        );
+        map.insert("medmae.card".to_string(), "{".to_string());
+        map.insert("medmae.kind".to_string(), "mae".to_string());
+        let e = metadata_from_props(&map, p).unwrap_err().to_string();
+        assert!(
+            e.contains("key `medmae.kind` = \"mae\": unknown export kind"),
+            "{e}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::golden_dir;
-use exporter::{export, ExportError, ExportKind, ExportOptions};
+use exporter::{export, ExportKind, ExportOptions};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -241,10 +241,10 @@ fn wrong_kind_and_opset_are_rejected() {
         },
     );
     assert!(e.contains("hidden_states"), "{e}");
-    assert!(matches!(
+    assert_eq!(
         "mae".parse::<ExportKind>(),
-        Err(ExportError::Unsupported(_))
-    ));
+        Err(spec::UnknownKind("mae".into()))
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 pub mod datasets;
 pub mod dicom;
 pub mod error;
+pub mod inference;
 pub mod io;
 pub mod loader;
 pub mod metrics;

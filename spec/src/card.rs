@@ -4,7 +4,7 @@
 use crate::transforms::TransformSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ModelConfig, SpecError};
+use crate::model::{ModelConfig, SpecError, MAX_SIZE};
 
 /// How logits become a label map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -46,6 +46,58 @@ pub struct InferenceSpec {
     /// Logit activation.
     #[serde(default)]
     pub activation: OutputActivation,
+}
+
+impl InferenceSpec {
+    /// Check the values serde cannot: a positive roi, overlap in [0, 1), at least one window per call.
+    /// `prefix` is the dotted path of this spec in its parent (e.g. `inference`).
+    pub fn validate(&self, prefix: &str) -> Result<(), SpecError> {
+        let e = |name: &str, msg: String| SpecError {
+            field: format!("{prefix}.{name}"),
+            msg,
+        };
+        if !(2..=3).contains(&self.roi_size.len())
+            || self.roi_size.iter().any(|&r| r == 0 || r > MAX_SIZE)
+        {
+            return Err(e(
+                "roi_size",
+                format!(
+                    "expected 2 or 3 sizes in 1..={MAX_SIZE}, got {:?}",
+                    self.roi_size
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.overlap) {
+            return Err(e(
+                "overlap",
+                format!("must be in [0, 1), got {}", self.overlap),
+            ));
+        }
+        if self.sw_batch_size == 0 {
+            return Err(e("sw_batch_size", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Deserialize JSON `text`, naming the dotted path of a value that does not fit (`what` when the text as a whole
+/// is not JSON).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<T, SpecError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().to_string();
+        SpecError {
+            field: if matches!(path.as_str(), "." | "?" | "") {
+                what.into()
+            } else {
+                path
+            },
+            msg: err.into_inner().to_string(),
+        }
+    })
 }
 
 fn default_overlap() -> f64 {
@@ -141,6 +193,7 @@ impl ModelCard {
                     "segmentation models need sliding-window defaults".into(),
                 )
             })?;
+            inf.validate("inference")?;
             if inf.roi_size != u.encoder.img_size {
                 return Err(e(
                     "inference.roi_size",
@@ -150,25 +203,19 @@ impl ModelCard {
                     ),
                 ));
             }
-            if !(0.0..1.0).contains(&inf.overlap) {
-                return Err(e(
-                    "inference.overlap",
-                    format!("must be in [0, 1), got {}", inf.overlap),
-                ));
-            }
-            if inf.sw_batch_size == 0 {
-                return Err(e("inference.sw_batch_size", "must be at least 1".into()));
-            }
+        } else if self.inference.is_some() {
+            return Err(e(
+                "inference",
+                "only segmentation (UNETR) models have sliding-window defaults".into(),
+            ));
         }
         Ok(())
     }
 
-    /// Parse and validate `model.json` text.
+    /// Parse and validate `model.json` text; a value that does not parse is named by its dotted path
+    /// (e.g. `inference.blend: unknown variant `linear``).
     pub fn from_json(text: &str) -> Result<Self, SpecError> {
-        let card: ModelCard = serde_json::from_str(text).map_err(|err| SpecError {
-            field: "model.json".into(),
-            msg: err.to_string(),
-        })?;
+        let card: ModelCard = parse_json(text, "model.json")?;
         card.validate()?;
         Ok(card)
     }

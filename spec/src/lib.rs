@@ -1,10 +1,12 @@
 //! The contracts between medmae's crates. This is the leaf crate: it depends on no other workspace crate and holds
 //! each shared definition once — architecture configs (`model`), the declarative preprocessing list (`transforms`),
 //! the exact tensor names and shapes of a checkpoint (`weights`), and the `model.json` card with its typed inference
-//! spec (`card`) that travels with every checkpoint and export.
+//! spec (`card`) that travels with every checkpoint and export, and the ONNX contract (`onnx`: export kinds and the
+//! `medmae.*` metadata keys with their one writer and one reader).
 
 pub mod card;
 pub mod model;
+pub mod onnx;
 pub mod transforms;
 pub mod weights;
 
@@ -12,5 +14,6 @@ pub use card::{BlendMode, InferenceSpec, ModelCard, OutputActivation, CARD_FORMA
 pub use model::{
     MaeConfig, ModelConfig, PixVariance, ReconLoss, SpecError, UnetrConfig, VitConfig, VitStyle,
 };
+pub use onnx::{ExportKind, MetadataError, OnnxMetadata, UnknownKind};
 pub use transforms::{Select, Source, TransformSpec};
 pub use weights::{expected_weights, TensorSpec};

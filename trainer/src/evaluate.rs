@@ -4,20 +4,20 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use imaging::inference::{SegmentOptions, Segmenter};
 use imaging::io::NiftiDtype;
-use imaging::transforms::Compose;
 use imaging::Volume;
 use models::Unetr;
 use serde::Serialize;
-use spec::{InferenceSpec, ModelCard, ModelConfig, OutputActivation, UnetrConfig};
-use tch::{nn::VarStore, Device, Tensor};
+use spec::{ModelCard, ModelConfig, UnetrConfig};
+use tch::{nn::VarStore, Device};
 
 use crate::checkpoint::{load_weights, read_card};
 use crate::config::ExperimentConfig;
 use crate::data::{check_labels, label_name, load_val_case};
 use crate::error::{Result, TrainError};
 use crate::finetune::{aggregate, dice_names, evaluate_case, overlay_row};
-use crate::infer::{label_map, volume_logits, window_config};
+use crate::infer::{inference_error, TchPredictor};
 use crate::tracking::images::{encode_png, overlay_grid, save_png};
 
 /// A UNETR loaded from a checkpoint directory.
@@ -30,8 +30,8 @@ pub struct LoadedUnetr {
     pub cfg: UnetrConfig,
     /// Its `model.json`.
     pub card: ModelCard,
-    /// Its sliding-window defaults.
-    pub inference: InferenceSpec,
+    /// Its inference (preprocessing, sliding window, activation), as `model.json` specifies it.
+    pub segmenter: Segmenter,
 }
 
 /// Load `model.json` + `model.safetensors` of a UNETR checkpoint onto `device`.
@@ -43,10 +43,8 @@ pub fn load_unetr(dir: &Path, device: Device) -> Result<LoadedUnetr> {
             "this is not a segmentation (UNETR) checkpoint",
         ));
     };
-    let inference = card
-        .inference
-        .clone()
-        .ok_or_else(|| TrainError::format(dir.join("model.json"), "no inference spec"))?;
+    let segmenter = Segmenter::from_card(&card)
+        .map_err(|e| TrainError::format(dir.join("model.json"), e.to_string()))?;
     let mut vs = VarStore::new(device);
     let net = Unetr::new(&vs.root(), &cfg)?;
     load_weights(&mut vs, dir)?;
@@ -55,7 +53,7 @@ pub fn load_unetr(dir: &Path, device: Device) -> Result<LoadedUnetr> {
         net,
         cfg,
         card,
-        inference,
+        segmenter,
     })
 }
 
@@ -93,7 +91,8 @@ pub fn evaluate(cfg: &ExperimentConfig, checkpoint: &Path, out: &Path) -> Result
             "no validation cases to evaluate",
         ));
     }
-    let names = dice_names(&m.card.labels, m.inference.activation);
+    let activation = m.segmenter.inference().activation;
+    let names = dice_names(&m.card.labels, activation);
     let mut cases = Vec::new();
     let mut per_case = Vec::new();
     let mut rows = Vec::new();
@@ -106,10 +105,8 @@ pub fn evaluate(cfg: &ExperimentConfig, checkpoint: &Path, out: &Path) -> Result
         let label = sample.label.as_ref().ok_or_else(|| {
             TrainError::Data(format!("validation case {} has no label map", case.id))
         })?;
-        check_labels(label, m.inference.activation, m.cfg.out_channels, &|| {
-            label_name(case)
-        })?;
-        let (d, pred) = evaluate_case(&m.net, &m.cfg, &m.inference, &sample, device)?;
+        check_labels(label, activation, m.cfg.out_channels, &|| label_name(case))?;
+        let (d, pred) = evaluate_case(&m.net, &m.segmenter, &case.id, &sample, device)?;
         if rows.len() < 4 {
             rows.extend(overlay_row(&sample, &pred));
         }
@@ -155,51 +152,35 @@ pub struct Prediction {
 }
 
 /// Segment one image file with a UNETR checkpoint and write the label map (same grid and affine as the input) to
-/// `output` (`.nii`/`.nii.gz`).
+/// `output` (`.nii`/`.nii.gz`), and the class probabilities (float32, one channel per class) to `probabilities`.
 pub fn predict(
     checkpoint: &Path,
     input: &Path,
     output: &Path,
+    probabilities: Option<&Path>,
     device: Device,
 ) -> Result<Prediction> {
     let m = load_unetr(checkpoint, device)?;
     let image = imaging::io::load(input)?;
-    if image.channels() != m.cfg.encoder.in_channels {
-        return Err(TrainError::Data(format!(
-            "{}: {} channel(s), the model expects {}",
-            input.display(),
-            image.channels(),
-            m.cfg.encoder.in_channels
-        )));
-    }
-    let (pre, inverse) = Compose::new(&m.card.preprocessing)?.preprocess(image)?;
-    let forward = |x: &Tensor| -> Result<Tensor> { Ok(m.net.forward(x, false)?) };
-    let logits = volume_logits(
-        &pre.data,
-        m.cfg.encoder.spatial_dims,
-        &window_config(&m.inference),
-        device,
-        &forward,
-    )?;
-    let labels = inverse.restore_label(&Volume::new(
-        label_map(&logits, m.inference.activation),
-        pre.affine,
-    ))?;
-    let counts = match m.inference.activation {
-        OutputActivation::Softmax => (0..m.cfg.out_channels)
-            .map(|c| labels.data.iter().filter(|&&v| v as usize == c).count() as u64)
-            .collect(),
-        OutputActivation::Sigmoid => labels
-            .data
-            .outer_iter()
-            .map(|ch| ch.iter().filter(|&&v| v > 0.0).count() as u64)
-            .collect(),
+    let opts = SegmentOptions {
+        overlap: None,
+        probabilities: probabilities.is_some(),
     };
+    let seg = m
+        .segmenter
+        .segment(image, &opts, &mut TchPredictor::new(&m.net, device))
+        .map_err(|e| inference_error(e, &input.display().to_string()))?;
     let dtype = if m.cfg.out_channels <= 256 {
         NiftiDtype::U8
     } else {
         NiftiDtype::I16
     };
-    imaging::io::save_nifti(&labels, output, dtype)?;
-    Ok(Prediction { labels, counts })
+    imaging::io::save_nifti(&seg.mask, output, dtype)?;
+    if let (Some(path), Some(p)) = (probabilities, &seg.probabilities) {
+        imaging::io::save_nifti(p, path, NiftiDtype::F32)?;
+    }
+    Ok(Prediction {
+        counts: seg.labels.iter().map(|l| l.voxels).collect(),
+        labels: seg.mask,
+    })
 }

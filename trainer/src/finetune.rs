@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use imaging::datasets::Case;
+use imaging::inference::Segmenter;
 use imaging::Sample;
 use models::{init_unetr_from_mae, DiceCeOptions, Unetr};
 use ndarray::{Array4, Axis};
@@ -22,7 +23,7 @@ use crate::data::{check_labels, label_name, load_val_case, InputSpec, TensorBatc
 use crate::dist::Dist;
 use crate::engine::{train, EpochReport, RunOptions, RunSummary, Task};
 use crate::error::{Result, TrainError};
-use crate::infer::{dice, display_labels, label_map, volume_logits, window_config};
+use crate::infer::{dice, display_labels, inference_error, TchPredictor};
 use crate::tracking::images::overlay_grid;
 
 /// The label names of a config (defaults: `background`, `class1`… for softmax, `channel0`… for sigmoid).
@@ -64,29 +65,28 @@ pub fn dice_names(labels: &[String], activation: OutputActivation) -> Vec<String
     }
 }
 
-/// Sliding-window Dice of one case; returns per-class Dice and the predicted label map.
+/// Sliding-window Dice of one (preprocessed) case through the shared inference path; returns per-class Dice and
+/// the predicted label map.
 pub fn evaluate_case(
     net: &Unetr,
-    u: &UnetrConfig,
-    inf: &InferenceSpec,
+    segmenter: &Segmenter,
+    id: &str,
     sample: &Sample,
     device: Device,
 ) -> Result<(Vec<f64>, Array4<f32>)> {
-    let forward = |x: &Tensor| -> Result<Tensor> { Ok(net.forward(x, false)?) };
-    let logits = volume_logits(
-        &sample.image.data,
-        u.encoder.spatial_dims,
-        &window_config(inf),
-        device,
-        &forward,
-    )?;
-    let pred = label_map(&logits, inf.activation);
+    let pred = segmenter
+        .label_preprocessed(
+            sample.image.data.view(),
+            &mut TchPredictor::new(net, device),
+        )
+        .map_err(|e| inference_error(e, id))?;
     let target = sample
         .label
         .as_ref()
-        .ok_or_else(|| TrainError::Data("validation case without a label map".into()))?;
+        .ok_or_else(|| TrainError::Data(format!("validation case {id} has no label map")))?;
+    let activation = segmenter.inference().activation;
     Ok((
-        dice(&pred, &target.data, inf.activation, u.out_channels)?,
+        dice(&pred, &target.data, activation, segmenter.out_channels())?,
         pred,
     ))
 }
@@ -138,7 +138,8 @@ pub struct UnetrTask {
     net: Unetr,
     cfg: UnetrConfig,
     labels: Vec<String>,
-    inference: InferenceSpec,
+    /// Validation inference (cases arrive preprocessed, so it has no preprocessing of its own).
+    segmenter: Segmenter,
     preprocessing: Vec<spec::TransformSpec>,
     /// This rank's validation cases.
     val: Vec<(Case, Sample)>,
@@ -181,11 +182,19 @@ impl UnetrTask {
             })?;
             val.push((case.clone(), s));
         }
+        let segmenter = Segmenter::new(
+            u.encoder.spatial_dims,
+            u.encoder.in_channels,
+            u.out_channels,
+            labels.clone(),
+            &[],
+            inference_spec(cfg, u),
+        )?;
         Ok(Self {
             net,
             cfg: u.clone(),
             labels,
-            inference: inference_spec(cfg, u),
+            segmenter,
             preprocessing: cfg.data.val_transforms.clone(),
             val,
             val_start,
@@ -193,6 +202,12 @@ impl UnetrTask {
             device: vs.device(),
             loss_opts: DiceCeOptions::default(),
         })
+    }
+}
+
+impl UnetrTask {
+    fn activation(&self) -> OutputActivation {
+        self.segmenter.inference().activation
     }
 }
 
@@ -207,7 +222,7 @@ impl Task for UnetrTask {
             spatial_dims: e.spatial_dims,
             in_channels: e.in_channels,
             img_size: e.img_size.clone(),
-            target: Some((self.inference.activation, self.cfg.out_channels)),
+            target: Some((self.activation(), self.cfg.out_channels)),
         }
     }
 
@@ -220,7 +235,7 @@ impl Task for UnetrTask {
         Ok(models::dice_ce_loss(
             &logits,
             labels,
-            self.inference.activation,
+            self.activation(),
             &self.loss_opts,
         )?)
     }
@@ -237,14 +252,14 @@ impl Task for UnetrTask {
         if !validate || self.val_total == 0 {
             return Ok(report);
         }
-        let names = dice_names(&self.labels, self.inference.activation);
+        let names = dice_names(&self.labels, self.activation());
         let k = names.len();
         // The full cases × classes table; this rank fills its block, the others' rows stay 0 until the sum.
         let mut table = vec![0.0f64; self.val_total * k];
         let mut rows = Vec::new();
         for (i, (case, sample)) in self.val.iter().enumerate() {
             let (d, pred) =
-                evaluate_case(&self.net, &self.cfg, &self.inference, sample, self.device)?;
+                evaluate_case(&self.net, &self.segmenter, &case.id, sample, self.device)?;
             if d.len() != k {
                 return Err(TrainError::Data(format!(
                     "case {}: {} Dice values for {k} reported classes",
@@ -279,7 +294,7 @@ impl Task for UnetrTask {
             ModelConfig::Unetr(self.cfg.clone()),
             self.preprocessing.clone(),
             self.labels.clone(),
-            Some(self.inference.clone()),
+            Some(self.segmenter.inference().clone()),
         )
     }
 }

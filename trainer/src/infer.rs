@@ -1,10 +1,12 @@
-//! Whole-volume inference with a tch model: sliding windows (`imaging::sliding`), logits → label maps, and Dice
-//! (`imaging::metrics`). Used by fine-tuning validation, `evaluate` and `predict`.
+//! The tch side of whole-volume inference: a UNETR as the window predictor of `imaging::inference` (the one path
+//! shared with the server), tensor ↔ array conversion, and Dice (`imaging::metrics`). Used by fine-tuning
+//! validation, `evaluate` and `predict`.
 
+use imaging::inference::{InferenceError, WindowPredictor};
 use imaging::metrics::{dice_labels, dice_multilabel, DiceOptions};
-use imaging::sliding::{sliding_window_inference, SlidingWindowConfig};
+use models::Unetr;
 use ndarray::{Array4, ArrayD, Axis, IxDyn};
-use spec::{InferenceSpec, OutputActivation};
+use spec::OutputActivation;
 use tch::{Device, Tensor};
 
 use crate::error::{Result, TrainError};
@@ -31,65 +33,36 @@ pub fn tensor_to_array(t: &Tensor) -> Result<ArrayD<f32>> {
         .map_err(|e| TrainError::Data(format!("tensor to array: {e}")))
 }
 
-/// The sliding-window config of an inference spec.
-pub fn window_config(inf: &InferenceSpec) -> SlidingWindowConfig {
-    let mut c = SlidingWindowConfig::new(inf.roi_size.clone());
-    c.overlap = inf.overlap;
-    c.sw_batch_size = inf.sw_batch_size;
-    c.mode = inf.blend;
-    c
-}
-
-/// Logits `[K, X, Y, Z]` of a whole volume `[C, X, Y, Z]`: 3-D models slide a 3-D window; 2-D models slide a 2-D
-/// window over every Z slice. `forward` maps `[B, C, roi…]` to `[B, K, roi…]` logits.
-pub fn volume_logits(
-    image: &Array4<f32>,
-    spatial_dims: usize,
-    cfg: &SlidingWindowConfig,
+/// A tch UNETR as the inference path's window predictor: windows `[B, C, roi…]` → logits `[B, K, roi…]`, run
+/// without autograd on the model's device.
+pub struct TchPredictor<'a> {
+    net: &'a Unetr,
     device: Device,
-    forward: &dyn Fn(&Tensor) -> Result<Tensor>,
-) -> Result<Array4<f32>> {
-    let _guard = tch::no_grad_guard();
-    let predictor = |x: ArrayD<f32>| -> Result<ArrayD<f32>> {
-        tensor_to_array(&forward(&array_to_tensor(&x, device)?)?)
-    };
-    let logits = if spatial_dims == 3 {
-        sliding_window_inference(image.view().into_dyn(), cfg, predictor)?
-    } else {
-        let mut slices = Vec::with_capacity(image.shape()[3]);
-        for z in 0..image.shape()[3] {
-            let plane = image.index_axis(Axis(3), z).into_dyn();
-            slices.push(sliding_window_inference(plane, cfg, predictor)?);
-        }
-        let views: Vec<_> = slices.iter().map(|s| s.view()).collect();
-        ndarray::stack(Axis(3), &views)
-            .map_err(|e| TrainError::Data(format!("stacking slice logits: {e}")))?
-    };
-    logits
-        .into_dimensionality()
-        .map_err(|e| TrainError::Data(format!("volume logits: {e}")))
 }
 
-/// Label map from logits `[K, …]`: softmax → argmax `[1, …]` (class ids); sigmoid → `[K, …]` of `logit > 0`
-/// (probability > 0.5).
-pub fn label_map(logits: &Array4<f32>, activation: OutputActivation) -> Array4<f32> {
-    match activation {
-        OutputActivation::Softmax => {
-            let (_, x, y, z) = logits.dim();
-            let mut out = Array4::zeros((1, x, y, z));
-            for ((_, i, j, k), v) in out.indexed_iter_mut() {
-                let lane = logits.slice(ndarray::s![.., i, j, k]);
-                let mut best = 0usize;
-                for (c, &l) in lane.iter().enumerate() {
-                    if l > lane[best] {
-                        best = c;
-                    }
-                }
-                *v = best as f32;
-            }
-            out
-        }
-        OutputActivation::Sigmoid => logits.mapv(|l| f32::from(l > 0.0)),
+impl<'a> TchPredictor<'a> {
+    /// Predict with `net`, whose variables live on `device`.
+    pub fn new(net: &'a Unetr, device: Device) -> Self {
+        Self { net, device }
+    }
+}
+
+impl WindowPredictor for TchPredictor<'_> {
+    type Error = TrainError;
+    fn predict(&mut self, windows: ArrayD<f32>) -> Result<ArrayD<f32>> {
+        let _guard = tch::no_grad_guard();
+        let x = array_to_tensor(&windows, self.device)?;
+        tensor_to_array(&self.net.forward(&x, false)?)
+    }
+}
+
+/// The trainer's error for a failure of the inference path; `input` names the volume in data errors.
+pub fn inference_error(e: InferenceError<TrainError>, input: &str) -> TrainError {
+    match e {
+        InferenceError::Predictor(e) => e,
+        InferenceError::Input(msg) => TrainError::Data(format!("{input}: {msg}")),
+        InferenceError::Preprocess(e) => TrainError::Data(format!("{input}: preprocessing: {e}")),
+        InferenceError::Imaging(e) => e.into(),
     }
 }
 

@@ -67,6 +67,9 @@ enum Command {
         /// Output label map (.nii or .nii.gz).
         #[arg(long)]
         output: PathBuf,
+        /// Also write the class probabilities here (.nii or .nii.gz, float32, one channel per class).
+        #[arg(long, value_name = "FILE")]
+        probabilities: Option<PathBuf>,
         /// `cpu` or `cuda:N`.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -364,13 +367,20 @@ fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
             checkpoint,
             input,
             output,
+            probabilities,
             device,
         } => {
             let dev = trainer::device::parse_device(&device)
                 .and_then(trainer::device::available)
                 .map_err(anyhow::Error::msg)?;
-            let p =
-                trainer::evaluate::predict(&checkpoint, &input, &output, dev).context("predict")?;
+            let p = trainer::evaluate::predict(
+                &checkpoint,
+                &input,
+                &output,
+                probabilities.as_deref(),
+                dev,
+            )
+            .context("predict")?;
             println!(
                 "wrote {} (voxels per label: {:?})",
                 output.display(),

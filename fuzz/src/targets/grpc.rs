@@ -46,7 +46,7 @@ const ONNX_DICT: &[&str] = &[
     "{\"roi_size\": [1]}",
 ];
 
-/// The exporter's `read_props` → `ExportMetadata`, and the server's `summarize` → `ModelInfo`.
+/// The exporter's `read_props` → `spec::OnnxMetadata` (the one reader), and the server's `summarize` → `ModelInfo`.
 pub struct OnnxMeta {
     seeds: Vec<Vec<u8>>,
 }
@@ -78,7 +78,7 @@ impl Target for OnnxMeta {
     fn run(&mut self, input: &[u8]) -> Result<(), String> {
         let path = Path::new(MODEL_PATH);
         let exported = exporter::read_props(&mut Cursor::new(input), path)
-            .and_then(|m| exporter::ExportMetadata::from_props(&m, path))
+            .and_then(|m| exporter::metadata_from_props(&m, path))
             .map_err(|e| e.to_string());
         let served = onnx_info(input);
         match (exported, served) {

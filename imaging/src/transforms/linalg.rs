@@ -52,6 +52,13 @@ pub fn transpose3(a: &Mat3) -> Mat3 {
     t
 }
 
+/// Determinant of a 3x3 matrix (cofactor expansion along the first row).
+pub fn det3(m: &Mat3) -> f64 {
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+}
+
 /// The upper-left 3x3 block of an affine.
 pub fn linear_part(a: &Mat4) -> Mat3 {
     let mut m = [[0.0; 3]; 3];
@@ -211,6 +218,24 @@ pub fn sym_eig3(s: &Mat3) -> ([f64; 3], Mat3) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn det3_matches_hand_computed_values() {
+        // 1·(1·0 − 4·6) − 2·(0·0 − 4·5) + 3·(0·6 − 1·5) = −24 + 40 − 15 = 1.
+        assert_eq!(
+            det3(&[[1.0, 2.0, 3.0], [0.0, 1.0, 4.0], [5.0, 6.0, 0.0]]),
+            1.0
+        );
+        assert_eq!(
+            det3(&[[2.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 4.0]]),
+            24.0
+        );
+        // Swapping two rows flips the sign.
+        assert_eq!(
+            det3(&[[0.0, 3.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 4.0]]),
+            -24.0
+        );
+    }
 
     fn close(a: &Mat4, b: &Mat4, tol: f64) -> bool {
         a.iter()

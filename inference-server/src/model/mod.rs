@@ -7,9 +7,7 @@ pub mod repository;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
-use spec::InferenceSpec;
-use spec::TransformSpec;
+use spec::{InferenceSpec, OnnxMetadata, TransformSpec};
 
 use crate::error::ServeError;
 use onnx::{OnnxSummary, TensorInfo, ONNX_FLOAT};
@@ -25,7 +23,8 @@ pub struct ModelInfo {
     pub version: String,
     /// The ONNX file.
     pub path: PathBuf,
-    /// `medmae.kind` ("unetr", "mae", ...) or "onnx" for a model without medmae metadata.
+    /// The `medmae.kind` spelling (`unetr`, `mae-encoder`, `mae-reconstructor`), or "onnx" for a model without
+    /// medmae metadata.
     pub kind: String,
     /// 2 or 3.
     pub spatial_dims: usize,
@@ -58,24 +57,45 @@ fn model_err(path: &Path, msg: impl Into<String>) -> ServeError {
     }
 }
 
-fn json_prop<T: DeserializeOwned>(
-    meta: &BTreeMap<String, String>,
-    key: &str,
+/// Geometry of a plain ONNX model (no medmae metadata), read from its fixed graph dims:
+/// `(spatial_dims, roi, in_channels, out_channels)`.
+fn graph_geometry(
+    input: &TensorInfo,
+    output: &TensorInfo,
     path: &Path,
-) -> Result<Option<T>, ServeError> {
-    meta.get(key)
-        .map(|v| {
-            serde_json::from_str(v).map_err(|e| model_err(path, format!("metadata {key}: {e}")))
-        })
-        .transpose()
-}
-
-fn required<T: DeserializeOwned>(
-    meta: &BTreeMap<String, String>,
-    key: &str,
-    path: &Path,
-) -> Result<T, ServeError> {
-    json_prop(meta, key, path)?.ok_or_else(|| model_err(path, format!("metadata {key} is missing")))
+) -> Result<(usize, Vec<usize>, usize, usize), ServeError> {
+    let fixed = |d: &i64| usize::try_from(*d).ok();
+    let sd = input.dims.len().saturating_sub(2);
+    let roi: Option<Vec<usize>> = input.dims.iter().skip(2).map(fixed).collect();
+    let roi = roi.ok_or_else(|| {
+        model_err(
+            path,
+            format!(
+                "input {:?} has symbolic spatial dims {:?} and no medmae.roi_size metadata",
+                input.name, input.dims
+            ),
+        )
+    })?;
+    let c = input
+        .dims
+        .get(1)
+        .and_then(fixed)
+        .ok_or_else(|| model_err(path, "input channel axis is not fixed"))?;
+    let k = output
+        .dims
+        .get(1)
+        .and_then(fixed)
+        .ok_or_else(|| model_err(path, "output channel axis is not fixed"))?;
+    if !(sd == 2 || sd == 3) || roi.contains(&0) {
+        return Err(model_err(
+            path,
+            format!(
+                "expected 2 or 3 spatial dims with a positive roi per axis, got input dims {:?}",
+                input.dims
+            ),
+        ));
+    }
+    Ok((sd, roi, c, k))
 }
 
 impl ModelInfo {
@@ -109,48 +129,17 @@ impl ModelInfo {
             }
         }
         let meta = s.metadata;
-        let fixed = |d: &i64| usize::try_from(*d).ok();
-        let (kind, spatial_dims, roi_size, in_channels, out_channels) =
-            if meta.contains_key("medmae.kind") {
-                let spatial_dims: usize = required(&meta, "medmae.spatial_dims", path)?;
-                let roi: Vec<usize> = required(&meta, "medmae.roi_size", path)?;
-                (
-                    meta["medmae.kind"].clone(),
-                    spatial_dims,
-                    roi,
-                    required(&meta, "medmae.in_channels", path)?,
-                    required(&meta, "medmae.out_channels", path)?,
-                )
-            } else {
-                let sd = input.dims.len().saturating_sub(2);
-                let roi: Option<Vec<usize>> = input.dims.iter().skip(2).map(fixed).collect();
-                let roi = roi.ok_or_else(|| {
-                    model_err(
-                        path,
-                        format!(
-                        "input {:?} has symbolic spatial dims {:?} and no medmae.roi_size metadata",
-                        input.name, input.dims
-                    ),
-                    )
-                })?;
-                let c = input
-                    .dims
-                    .get(1)
-                    .and_then(fixed)
-                    .ok_or_else(|| model_err(path, "input channel axis is not fixed"))?;
-                let k = output
-                    .dims
-                    .get(1)
-                    .and_then(fixed)
-                    .ok_or_else(|| model_err(path, "output channel axis is not fixed"))?;
-                ("onnx".to_string(), sd, roi, c, k)
-            };
-        if !(spatial_dims == 2 || spatial_dims == 3)
-            || roi_size.len() != spatial_dims
-            || roi_size.contains(&0)
-        {
-            return Err(model_err(path, format!("expected 2 or 3 spatial dims with a positive roi per axis, got spatial_dims {spatial_dims}, roi {roi_size:?}")));
-        }
+        // The one reader of the medmae keys: every value is validated, an invalid one refuses the model.
+        let medmae = OnnxMetadata::from_props(&meta).map_err(|e| model_err(path, e.to_string()))?;
+        let (spatial_dims, roi_size, in_channels, out_channels) = match &medmae {
+            Some(m) => (
+                m.spatial_dims,
+                m.roi_size.clone(),
+                m.in_channels,
+                m.out_channels,
+            ),
+            None => graph_geometry(&input, &output, path)?,
+        };
         let mut want = vec![-1, in_channels as i64];
         want.extend(roi_size.iter().map(|&r| r as i64));
         let agrees = input.dims.len() == want.len()
@@ -169,36 +158,16 @@ impl ModelInfo {
                 ),
             ));
         }
-        let labels: Vec<String> = json_prop(&meta, "medmae.labels", path)?.unwrap_or_default();
-        if !labels.is_empty() && labels.len() != out_channels {
-            return Err(model_err(
-                path,
-                format!(
-                    "metadata medmae.labels has {} names for {out_channels} output channels",
-                    labels.len()
-                ),
-            ));
-        }
-        let preprocessing: Vec<TransformSpec> =
-            json_prop(&meta, "medmae.preprocessing", path)?.unwrap_or_default();
-        if let Some(t) = preprocessing.iter().find(|t| t.is_random()) {
-            return Err(model_err(
-                path,
-                format!(
-                    "metadata medmae.preprocessing contains the random transform {}",
-                    t.name()
-                ),
-            ));
-        }
-        // The exporter writes `null` for models that are not segmentation models.
-        let inference: Option<InferenceSpec> =
-            json_prop::<Option<InferenceSpec>>(&meta, "medmae.inference", path)?.flatten();
-        if let Some(inf) = &inference {
-            if inf.roi_size != roi_size {
-                return Err(model_err(path, format!("metadata medmae.inference.roi_size {:?} differs from medmae.roi_size {roi_size:?}", inf.roi_size)));
-            }
-        }
-        let medmae_version = meta.get("medmae.version").cloned().unwrap_or_default();
+        let (kind, labels, preprocessing, inference, medmae_version) = match medmae {
+            Some(m) => (
+                m.kind.as_str().to_string(),
+                m.labels,
+                m.preprocessing,
+                m.inference,
+                m.version.unwrap_or_default(),
+            ),
+            None => ("onnx".into(), Vec::new(), Vec::new(), None, String::new()),
+        };
         Ok(Self {
             name: name.into(),
             version: version.into(),
@@ -226,9 +195,10 @@ impl ModelInfo {
             .unwrap_or_else(|| format!("label_{i}"))
     }
 
-    /// True for models whose output is per-voxel class logits `[N, K, roi...]`.
+    /// True for models whose output is per-voxel class logits `[N, K, roi...]` (the metadata reader guarantees
+    /// that exactly `unetr` exports carry an inference spec).
     pub fn is_segmentation(&self) -> bool {
-        self.inference.is_some() || self.kind == "unetr"
+        self.inference.is_some()
     }
 
     /// Output dims for a batch of `n` (`n = -1` for "any"): `[n, K, roi...]` for segmentation models, else the
@@ -301,11 +271,20 @@ mod tests {
         assert_eq!(i.input_shape(4), vec![4, 1, 8, 8, 8]);
 
         let mut bad = META;
-        bad[2] = ("medmae.roi_size", "[8,8,16]");
+        bad[3] = ("medmae.in_channels", "2");
         let e = ModelInfo::from_summary("m", "1", p, summary(&bad))
             .unwrap_err()
             .to_string();
         assert!(e.contains("m/1/model.onnx") && e.contains("dims"), "{e}");
+        let mut bad = META;
+        bad[2] = ("medmae.roi_size", "[8,8,16]");
+        let e = ModelInfo::from_summary("m", "1", p, summary(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("medmae.inference") && e.contains("roi_size"),
+            "{e}"
+        );
         let mut bad = META;
         bad[5] = ("medmae.labels", r#"["a"]"#);
         assert!(ModelInfo::from_summary("m", "1", p, summary(&bad))
@@ -321,6 +300,36 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("RandFlip"));
+    }
+
+    #[test]
+    fn invalid_inference_values_are_refused_not_defaulted() {
+        let p = Path::new("m/1/model.onnx");
+        for (value, want) in [
+            (
+                r#"{"roi_size":[8,8,8],"blend":"linear"}"#,
+                "blend: unknown variant `linear`",
+            ),
+            (
+                r#"{"roi_size":[8,8,8],"activation":"relu"}"#,
+                "activation: unknown variant `relu`",
+            ),
+            (
+                r#"{"roi_size":[8,8,8],"overlap":1.5}"#,
+                "overlap: must be in [0, 1)",
+            ),
+            ("null", "sliding-window defaults"),
+        ] {
+            let mut bad = META;
+            bad[7] = ("medmae.inference", value);
+            let e = ModelInfo::from_summary("m", "1", p, summary(&bad))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("metadata key `medmae.inference`") && e.contains(want),
+                "{e}"
+            );
+        }
     }
 
     #[test]

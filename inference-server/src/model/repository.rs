@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::{onnx, ModelInfo};
 use crate::backend::{self, Backend, BackendOptions};
 use crate::error::ServeError;
+use imaging::inference::Segmenter;
 
 /// A model ready to serve.
 pub struct Model {
@@ -15,6 +16,38 @@ pub struct Model {
     pub info: ModelInfo,
     /// Where it runs.
     pub backend: Box<dyn Backend>,
+    /// How it segments whole volumes (segmentation models only): preprocessing, sliding window, activation.
+    pub segmenter: Option<Segmenter>,
+}
+
+impl Model {
+    /// A model served by `backend`; a segmentation model's preprocessing and inference spec are checked here, so
+    /// one that cannot be applied refuses the model at load rather than failing requests.
+    pub fn new(info: ModelInfo, backend: Box<dyn Backend>) -> Result<Self, ServeError> {
+        let segmenter = info
+            .inference
+            .clone()
+            .map(|inf| {
+                Segmenter::new(
+                    info.spatial_dims,
+                    info.in_channels,
+                    info.out_channels,
+                    info.labels.clone(),
+                    &info.preprocessing,
+                    inf,
+                )
+            })
+            .transpose()
+            .map_err(|e| ServeError::Model {
+                path: info.path.clone(),
+                msg: format!("medmae metadata: {e}"),
+            })?;
+        Ok(Self {
+            info,
+            backend,
+            segmenter,
+        })
+    }
 }
 
 /// Every model the server has, by name.
@@ -87,7 +120,7 @@ impl Repository {
             drop(bytes);
             let backend = backend::load(&info, opts)?;
             tracing::info!(model = %name, version = %version, kind = %info.kind, backend = backend.name(), roi = ?info.roi_size, "model loaded");
-            repo.insert(Model { info, backend });
+            repo.insert(Model::new(info, backend)?);
         }
         if repo.models.is_empty() {
             return Err(ServeError::Model { path: dir.into(), msg: "model repository has no model (expected <name>/model.onnx or <name>/<version>/model.onnx)".into() });
