@@ -75,5 +75,15 @@ impl TrainError {
     }
 }
 
+impl From<config::ConfigError> for TrainError {
+    fn from(e: config::ConfigError) -> Self {
+        match e {
+            config::ConfigError::Key { key, msg } => Self::Config { key, msg },
+            config::ConfigError::Io { path, source } => Self::Io { path, source },
+            config::ConfigError::Format { path, msg } => Self::Format { path, msg },
+        }
+    }
+}
+
 /// Result alias for the trainer library.
 pub type Result<T> = std::result::Result<T, TrainError>;

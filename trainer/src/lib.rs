@@ -2,7 +2,6 @@
 //! engine, checkpoints, run tracking, and the pretrain / finetune / evaluate / predict commands.
 
 pub mod checkpoint;
-pub mod config;
 pub mod data;
 pub mod device;
 pub mod dist;
@@ -17,3 +16,5 @@ pub mod schedule;
 pub mod tracking;
 
 pub use error::{Result, TrainError};
+/// The experiment config (the libtorch-free `medmae-config` crate).
+pub use ::config;
