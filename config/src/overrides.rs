@@ -140,7 +140,9 @@ mod tests {
         assert_eq!(t["a"]["t"][0]["s"].as_u64(), Some(7));
         apply_override(&mut t, "a.t.2.p=0.5").unwrap();
         assert_eq!(t["a"]["t"][2]["p"].as_f64(), Some(0.5));
-        let e = apply_override(&mut t, "a.t.Flip.p=1").unwrap_err().to_string();
+        let e = apply_override(&mut t, "a.t.Flip.p=1")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("`a.t.Flip`") && e.contains("2 elements") && e.contains("a.t.1, a.t.2"),
             "{e}"
@@ -152,8 +154,13 @@ mod tests {
             e.contains("`a.t.Spacing`") && e.contains("names: Pad, Flip, Flip"),
             "{e}"
         );
-        let e = apply_override(&mut t, "a.list.x=1").unwrap_err().to_string();
-        assert!(e.contains("`a.list.x`") && e.contains("not an index"), "{e}");
+        let e = apply_override(&mut t, "a.list.x=1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`a.list.x`") && e.contains("not an index"),
+            "{e}"
+        );
     }
 
     #[test]

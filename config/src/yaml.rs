@@ -12,7 +12,8 @@ use crate::overrides::apply_override;
 
 /// Parse YAML text into a tree; `origin` (the file) is named in the error.
 pub fn parse_text(text: &str, origin: &Path) -> Result<Value> {
-    yaml_serde::from_str(text).map_err(|e| ConfigError::format(origin, format!("invalid YAML: {e}")))
+    yaml_serde::from_str(text)
+        .map_err(|e| ConfigError::format(origin, format!("invalid YAML: {e}")))
 }
 
 /// Read a YAML file and apply `key=value` overrides in order.
@@ -33,7 +34,8 @@ pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T>
 /// Write `value` as YAML to `path` atomically (a temporary file in the same folder, fsync, rename).
 pub fn save<T: Serialize>(value: &T, path: &Path) -> Result<()> {
     use std::io::Write;
-    let text = yaml_serde::to_string(value).map_err(|e| ConfigError::format(path, e.to_string()))?;
+    let text =
+        yaml_serde::to_string(value).map_err(|e| ConfigError::format(path, e.to_string()))?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -41,7 +43,11 @@ pub fn save<T: Serialize>(value: &T, path: &Path) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| ConfigError::format(path, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
@@ -153,10 +159,15 @@ mod tests {
         let v: Value = yaml_serde::from_str("a: {b: [1, 2]}\n").unwrap();
         save(&v, &p).unwrap();
         save(&v, &p).unwrap();
-        assert_eq!(read_tree(&p, &["a.b.1=3".into()]).unwrap()["a"]["b"][1].as_u64(), Some(3));
+        assert_eq!(
+            read_tree(&p, &["a.b.1=3".into()]).unwrap()["a"]["b"][1].as_u64(),
+            Some(3)
+        );
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
-        let e = save(&v, &dir.path().join("missing/c.yaml")).unwrap_err().to_string();
+        let e = save(&v, &dir.path().join("missing/c.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing/c.yaml"), "{e}");
     }
 }

@@ -245,21 +245,32 @@ fn transforms_are_selected_by_name() {
     }
     assert_eq!(c.samples_per_item(), 2);
     // A name that several transforms share, or none has, is an error naming the key and the candidates.
-    let e = err("btcv_unetr3d.yaml", &["data.train_transforms.RandFlip.prob=0.5"]);
+    let e = err(
+        "btcv_unetr3d.yaml",
+        &["data.train_transforms.RandFlip.prob=0.5"],
+    );
     assert!(
         e.contains("`data.train_transforms.RandFlip`")
             && e.contains("3 elements")
-            && e.contains("data.train_transforms.6, data.train_transforms.7, data.train_transforms.8"),
+            && e.contains(
+                "data.train_transforms.6, data.train_transforms.7, data.train_transforms.8"
+            ),
         "{e}"
     );
-    let e = err("demo_unetr3d.yaml", &["data.train_transforms.Spacing.pixdim=[2, 2, 2]"]);
+    let e = err(
+        "demo_unetr3d.yaml",
+        &["data.train_transforms.Spacing.pixdim=[2, 2, 2]"],
+    );
     assert!(
         e.contains("`data.train_transforms.Spacing`")
             && e.contains("names: ScaleIntensityRange, RandCropByPosNegLabel, RandFlip"),
         "{e}"
     );
     // A misspelt field below a name is still reported at its index.
-    let e = err("demo_unetr3d.yaml", &["data.train_transforms.RandFlip.prb=1"]);
+    let e = err(
+        "demo_unetr3d.yaml",
+        &["data.train_transforms.RandFlip.prb=1"],
+    );
     assert!(e.contains("`data.train_transforms.2.prb`"), "{e}");
 }
 
@@ -267,7 +278,11 @@ fn transforms_are_selected_by_name() {
 fn dataset_selection_errors_name_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         ("data.dataset.dir=/x", "data.dataset.dir", "unknown field"),
-        ("data.dataset.kind=nifti", "data.dataset.kind", "unknown variant"),
+        (
+            "data.dataset.kind=nifti",
+            "data.dataset.kind",
+            "unknown variant",
+        ),
         (
             "data.dataset.synthetic.num_training=0",
             "data.dataset.synthetic.num_training",
@@ -288,11 +303,7 @@ fn dataset_selection_errors_name_the_key() {
             "data.dataset.synthetic.name",
             "plain file-name",
         ),
-        (
-            "data.dataset.kind=btcv",
-            "data.dataset.kind",
-            "MSD folder",
-        ),
+        ("data.dataset.kind=btcv", "data.dataset.kind", "MSD folder"),
     ];
     for (set, key, msg) in cases {
         let e = err("demo_unetr3d.yaml", &[set]);

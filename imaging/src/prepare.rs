@@ -159,7 +159,12 @@ fn process_case(
 pub fn run(cfg: &PrepareConfig) -> Result<PrepareSummary> {
     let start = Instant::now();
     let data = &cfg.data;
-    if let Some((i, bad)) = data.transforms.iter().enumerate().find(|(_, t)| t.is_random()) {
+    if let Some((i, bad)) = data
+        .transforms
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.is_random())
+    {
         return Err(ImagingError::config(
             format!("data.transforms.{i}"),
             format!(
@@ -193,7 +198,16 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareSummary> {
     let source = CaseSource(cases);
     let results: Vec<CaseResult> = (0..source.0.len())
         .into_par_iter()
-        .map(|i| process_case(&source, i, &data.transforms, cfg, cache.as_ref(), &slice_dir))
+        .map(|i| {
+            process_case(
+                &source,
+                i,
+                &data.transforms,
+                cfg,
+                cache.as_ref(),
+                &slice_dir,
+            )
+        })
         .collect::<Result<_>>()?;
     let mut records = Vec::new();
     let mut counts: BTreeMap<u32, u64> = BTreeMap::new();

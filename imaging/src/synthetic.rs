@@ -325,62 +325,66 @@ pub fn case_seed(seed: u64, index: u64) -> u64 {
 
 /// The phantom of case `index` of a synthetic dataset.
 pub fn case(cfg: &SyntheticDatasetConfig, index: usize) -> Result<Phantom> {
-        let seed = case_seed(cfg.seed, index as u64);
-        match &cfg.phantom {
-            PhantomKind::Ellipsoids(cfg) => phantom(cfg, seed),
-            PhantomKind::Brats {
-                shape,
-                spacing,
-                noise_std,
-            } => brats_phantom(*shape, *spacing, *noise_std, BratsNumbering::Msd, seed),
-        }
+    let seed = case_seed(cfg.seed, index as u64);
+    match &cfg.phantom {
+        PhantomKind::Ellipsoids(cfg) => phantom(cfg, seed),
+        PhantomKind::Brats {
+            shape,
+            spacing,
+            noise_std,
+        } => brats_phantom(*shape, *spacing, *noise_std, BratsNumbering::Msd, seed),
+    }
 }
 
 /// The `dataset.json` of a written synthetic dataset.
-fn dataset_json(cfg: &SyntheticDatasetConfig, training: &[(String, String)], test: &[String]) -> serde_json::Value {
-        let (modality, labels, tensor) = match &cfg.phantom {
-            PhantomKind::Ellipsoids(cfg) => {
-                let m: serde_json::Map<String, serde_json::Value> = (0..cfg.channels)
-                    .map(|c| (c.to_string(), format!("contrast{c}").into()))
-                    .collect();
-                let mut l = serde_json::Map::new();
-                l.insert("0".into(), "background".into());
-                for k in 1..=cfg.num_classes {
-                    l.insert(k.to_string(), format!("class{k}").into());
-                }
-                (m, l, if cfg.channels > 1 { "4D" } else { "3D" })
-            }
-            PhantomKind::Brats { .. } => {
-                let m = BRATS_MODALITIES
-                    .iter()
-                    .enumerate()
-                    .map(|(c, n)| (c.to_string(), (*n).into()))
-                    .collect();
-                let l = [
-                    (0, "background"),
-                    (1, "edema"),
-                    (2, "non-enhancing tumor"),
-                    (3, "enhancing tumour"),
-                ]
-                .iter()
-                .map(|(k, n)| (k.to_string(), (*n).into()))
+fn dataset_json(
+    cfg: &SyntheticDatasetConfig,
+    training: &[(String, String)],
+    test: &[String],
+) -> serde_json::Value {
+    let (modality, labels, tensor) = match &cfg.phantom {
+        PhantomKind::Ellipsoids(cfg) => {
+            let m: serde_json::Map<String, serde_json::Value> = (0..cfg.channels)
+                .map(|c| (c.to_string(), format!("contrast{c}").into()))
                 .collect();
-                (m, l, "4D")
+            let mut l = serde_json::Map::new();
+            l.insert("0".into(), "background".into());
+            for k in 1..=cfg.num_classes {
+                l.insert(k.to_string(), format!("class{k}").into());
             }
-        };
-        serde_json::json!({
-            "name": cfg.name,
-            "description": "medmae synthetic phantoms",
-            "reference": "medmae imaging::synthetic",
-            "licence": "CC0",
-            "tensorImageSize": tensor,
-            "modality": modality,
-            "labels": labels,
-            "numTraining": training.len(),
-            "numTest": test.len(),
-            "training": training.iter().map(|(i, l)| serde_json::json!({"image": i, "label": l})).collect::<Vec<_>>(),
-            "test": test,
-        })
+            (m, l, if cfg.channels > 1 { "4D" } else { "3D" })
+        }
+        PhantomKind::Brats { .. } => {
+            let m = BRATS_MODALITIES
+                .iter()
+                .enumerate()
+                .map(|(c, n)| (c.to_string(), (*n).into()))
+                .collect();
+            let l = [
+                (0, "background"),
+                (1, "edema"),
+                (2, "non-enhancing tumor"),
+                (3, "enhancing tumour"),
+            ]
+            .iter()
+            .map(|(k, n)| (k.to_string(), (*n).into()))
+            .collect();
+            (m, l, "4D")
+        }
+    };
+    serde_json::json!({
+        "name": cfg.name,
+        "description": "medmae synthetic phantoms",
+        "reference": "medmae imaging::synthetic",
+        "licence": "CC0",
+        "tensorImageSize": tensor,
+        "modality": modality,
+        "labels": labels,
+        "numTraining": training.len(),
+        "numTest": test.len(),
+        "training": training.iter().map(|(i, l)| serde_json::json!({"image": i, "label": l})).collect::<Vec<_>>(),
+        "test": test,
+    })
 }
 
 /// Write the dataset as an MSD folder under `dir` (created if needed) and return the path of its `dataset.json`.

@@ -86,7 +86,10 @@ fn prepare_rejects_random_transforms_and_bad_sections() {
         .transforms
         .push(yaml_serde::from_str("{name: RandFlip, spatial_axis: 0}").unwrap());
     let e = run(&cfg).unwrap_err().to_string();
-    assert!(e.contains("RandFlip") && e.contains("`data.transforms.2`"), "{e}");
+    assert!(
+        e.contains("RandFlip") && e.contains("`data.transforms.2`"),
+        "{e}"
+    );
     let mut cfg = demo(dir.path());
     synthetic(&mut cfg).num_training = 1;
     synthetic(&mut cfg).num_test = 1;
@@ -108,8 +111,8 @@ fn every_prepare_config_takes_overrides_and_builds_its_transforms() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let sets = ["data.dataset.path=/x".to_string(), "output_dir=/y".into()];
-            let cfg: PrepareConfig = config::load(&path, &sets)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let cfg: PrepareConfig =
+                config::load(&path, &sets).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(cfg.data.dataset.path, Path::new("/x"));
             assert_eq!(cfg.output_dir, Path::new("/y"));
             imaging::transforms::Compose::new(&cfg.data.transforms)
@@ -133,9 +136,15 @@ fn every_prepare_config_takes_overrides_and_builds_its_transforms() {
     let e = config::load::<PrepareConfig>(&btcv, &["slices.normalization={kind: gamma}".into()])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`slices.normalization.kind`") && e.contains("gamma"), "{e}");
+    assert!(
+        e.contains("`slices.normalization.kind`") && e.contains("gamma"),
+        "{e}"
+    );
     let e = config::load::<PrepareConfig>(&btcv, &["dataset=data/BTCV".into()])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("`dataset`") && e.contains("unknown field"), "{e}");
+    assert!(
+        e.contains("`dataset`") && e.contains("unknown field"),
+        "{e}"
+    );
 }

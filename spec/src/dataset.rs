@@ -334,10 +334,7 @@ mod tests {
         );
         assert_eq!(bad(&|s| s.kind = DatasetKind::Btcv), "data.dataset.kind");
         assert_eq!(bad(&|s| s.path = PathBuf::new()), "data.dataset.path");
-        assert_eq!(
-            bad(&|s| s.path = "d/list.json".into()),
-            "data.dataset.path"
-        );
+        assert_eq!(bad(&|s| s.path = "d/list.json".into()), "data.dataset.path");
         let with_phantom = |p: PhantomKind| {
             move |s: &mut DatasetSource| {
                 let mut d = syn(s);

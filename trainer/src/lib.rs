@@ -15,6 +15,6 @@ pub mod pretrain;
 pub mod schedule;
 pub mod tracking;
 
-pub use error::{Result, TrainError};
 /// The experiment config (the libtorch-free `medmae-config` crate).
 pub use ::config;
+pub use error::{Result, TrainError};

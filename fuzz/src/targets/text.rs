@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use super::{seed_bytes, Env, Target};
-use config::{apply_override, parse_text, ExperimentConfig};
 use crate::mutate::Hints;
+use config::{apply_override, parse_text, ExperimentConfig};
 
 fn utf8(input: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(input).map_err(|e| format!("not UTF-8: {e}"))
@@ -168,8 +168,7 @@ impl Target for YamlConfig {
     }
     fn run(&mut self, input: &[u8]) -> Result<(), String> {
         let text = utf8(input)?;
-        let mut value =
-            parse_text(text, Path::new("<input>")).map_err(|e| e.to_string())?;
+        let mut value = parse_text(text, Path::new("<input>")).map_err(|e| e.to_string())?;
         for line in text.lines().take(4) {
             if let Some(o) = line.strip_prefix("#set ") {
                 apply_override(&mut value, o).map_err(|e| e.to_string())?;
