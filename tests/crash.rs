@@ -19,10 +19,10 @@ use medmae_tests::{bin, repo_root};
 fn tiny(out: &Path, data: &Path) -> Vec<String> {
     [
         format!("output_dir={}", out.display()),
-        format!("data.dataset.dir={}", data.display()),
-        "data.dataset.dataset.phantom.shape=[32, 32, 32]".into(),
-        "data.dataset.dataset.num_training=6".into(),
-        "data.dataset.dataset.num_test=1".into(),
+        format!("data.dataset.path={}", data.display()),
+        "data.dataset.synthetic.phantom.shape=[32, 32, 32]".into(),
+        "data.dataset.synthetic.num_training=6".into(),
+        "data.dataset.synthetic.num_test=1".into(),
         "data.num_folds=3".into(),
         "data.workers=1".into(),
         "data.batch_size=2".into(),

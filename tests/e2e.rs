@@ -16,12 +16,12 @@ fn set(c: &mut Command, key: &str, v: &Path) {
     c.arg("--set").arg(format!("{key}={}", v.display()));
 }
 
-/// `medmae-train <sub> --config <config> --set output_dir=<out> --set data.dataset.dir=<data> --set threads=1`.
+/// `medmae-train <sub> --config <config> --set output_dir=<out> --set data.dataset.path=<data> --set threads=1`.
 fn train(sub: &str, config: &str, out: &Path, data: &Path) -> Command {
     let mut c = Command::new(bin("medmae-train"));
     c.args([sub, "--config", config]);
     set(&mut c, "output_dir", out);
-    set(&mut c, "data.dataset.dir", data);
+    set(&mut c, "data.dataset.path", data);
     c.args(["--set", "threads=1"]);
     c
 }

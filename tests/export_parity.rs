@@ -22,8 +22,8 @@ fn model_config(config: &str) -> ModelConfig {
         .join("..")
         .join(config);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    serde_yaml::from_value(doc["model"].clone())
+    let doc: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    yaml_serde::from_value(doc["model"].clone())
         .unwrap_or_else(|e| panic!("{config}: model section: {e}"))
 }
 

@@ -2,8 +2,9 @@
 //! on disk in the loader's cache format, so a loader with the same transforms and `cache_dir` starts warm), PNG/`.npy`
 //! slices with a manifest for 2-D pretraining, and a summary. `medmae-train prepare <config.yaml>` calls [`run`].
 //!
-//! Relative paths in the config are relative to the working directory. When `synthetic` is set and the dataset has no
-//! `dataset.json` yet, the phantom dataset is generated first (the demo path).
+//! The dataset is selected with the schema of training configs (`data.dataset`: `kind`, `path`, optional
+//! `synthetic`); relative paths are relative to the working directory. When `data.dataset.synthetic` is set and the
+//! dataset has no `dataset.json` yet, the phantom dataset is generated first (the demo path).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,15 +13,13 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::datasets::CaseSource;
-use crate::datasets::{brats, btcv, decathlon, Case};
+use crate::datasets::{load_source, Case, CaseSource};
 use crate::error::{ImagingError, Result};
 use crate::loader::{DiskCache, SampleSource};
 use crate::metrics::class_voxel_counts;
 use crate::slices::{write_case_slices, write_manifest, Provenance, SliceOptions, SliceRecord};
-use crate::synthetic::{write_msd_dataset, SyntheticDatasetConfig};
 use crate::transforms::Compose;
-use spec::TransformSpec;
+use spec::{DatasetSource, TransformSpec};
 
 fn training() -> Vec<String> {
     vec!["training".into()]
@@ -29,21 +28,12 @@ fn yes() -> bool {
     true
 }
 
-/// The `prepare` config (YAML/JSON).
+/// The `prepare` config (YAML/JSON; `medmae-train prepare` reads it with `--set` overrides).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareConfig {
-    /// Dataset folder (with `dataset.json`) or a decathlon-style JSON datalist; for `format: btcv` the BTCV root.
-    pub dataset: PathBuf,
-    /// How `dataset` is read.
-    #[serde(default)]
-    pub format: DatasetFormat,
-    /// Datalist sections to prepare (`training`, `validation`, `test`).
-    #[serde(default = "training")]
-    pub sections: Vec<String>,
-    /// Deterministic preprocessing (random transforms are rejected: they belong in the loader).
-    #[serde(default)]
-    pub transforms: Vec<TransformSpec>,
+    /// The dataset, its sections and the preprocessing.
+    pub data: PrepareData,
     /// Slice extraction.
     #[serde(default)]
     pub slices: SliceOptions,
@@ -52,34 +42,23 @@ pub struct PrepareConfig {
     /// Write the preprocessed 3-D volumes to `output_dir/cache`.
     #[serde(default = "yes")]
     pub write_cache: bool,
-    /// Generate this synthetic dataset at `dataset` first when it has no `dataset.json`.
+}
+
+/// The `data` section of a [`PrepareConfig`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareData {
+    /// Which dataset (the same schema as `data.dataset` of training configs).
+    pub dataset: DatasetSource,
+    /// Datalist sections to prepare (`training`, `validation`, `test`).
+    #[serde(default = "training")]
+    pub sections: Vec<String>,
+    /// Deterministic preprocessing (random transforms are rejected: they belong in the loader).
     #[serde(default)]
-    pub synthetic: Option<SyntheticDatasetConfig>,
+    pub transforms: Vec<TransformSpec>,
     /// Only the first N cases (after concatenating the sections).
     #[serde(default)]
     pub max_cases: Option<usize>,
-}
-
-impl PrepareConfig {
-    /// Read a YAML (or JSON) config file.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ImagingError::io(path, e))?;
-        serde_yaml::from_str(&text)
-            .map_err(|e| ImagingError::format(path, format!("invalid prepare config: {e}")))
-    }
-}
-
-/// How the `dataset` path of a [`PrepareConfig`] is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetFormat {
-    /// A decathlon/MSD `dataset.json` (or a folder holding one), or a JSON datalist with the same sections.
-    #[default]
-    Decathlon,
-    /// A BTCV root folder, split as in TransUNet (18 training / 12 validation cases).
-    Btcv,
-    /// MSD Task01_BrainTumour (checked to be 4-channel with labels 0–3).
-    Brats,
 }
 
 /// What [`run`] did.
@@ -144,7 +123,7 @@ fn process_case(
         [one] => one,
         other => {
             return Err(ImagingError::config(
-                "transforms",
+                "data.transforms",
                 format!(
                     "case {}: preprocessing produced {} samples, expected 1",
                     case.id,
@@ -179,47 +158,36 @@ fn process_case(
 /// Run the preparation described by `cfg`.
 pub fn run(cfg: &PrepareConfig) -> Result<PrepareSummary> {
     let start = Instant::now();
-    if let Some(bad) = cfg.transforms.iter().find(|t| t.is_random()) {
+    let data = &cfg.data;
+    if let Some((i, bad)) = data
+        .transforms
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.is_random())
+    {
         return Err(ImagingError::config(
-            "transforms",
+            format!("data.transforms.{i}"),
             format!(
                 "{} is random; prepare runs deterministic preprocessing only",
                 bad.name()
             ),
         ));
     }
-    let mut generated = false;
-    if let Some(syn) = &cfg.synthetic {
-        let json = if cfg.dataset.extension().is_some_and(|e| e == "json") {
-            cfg.dataset.clone()
-        } else {
-            cfg.dataset.join("dataset.json")
-        };
-        if !json.is_file() {
-            let dir = json.parent().map(Path::to_path_buf).unwrap_or_default();
-            write_msd_dataset(&dir, syn)?;
-            generated = true;
-        }
-    }
-    let ds = match cfg.format {
-        DatasetFormat::Decathlon => decathlon::load_dir_or_file(&cfg.dataset)?,
-        DatasetFormat::Btcv => btcv::transunet_split(&cfg.dataset)?,
-        DatasetFormat::Brats => brats::load_task01(&cfg.dataset)?,
-    };
+    let (ds, generated) = load_source(&data.dataset)?;
     let mut cases = Vec::new();
-    for s in &cfg.sections {
+    for s in &data.sections {
         cases.extend_from_slice(ds.datalist.section(s)?);
     }
-    if let Some(n) = cfg.max_cases {
+    if let Some(n) = data.max_cases {
         cases.truncate(n);
     }
     if cases.is_empty() {
         return Err(ImagingError::config(
-            "sections",
+            "data.sections",
             format!(
                 "no cases in {:?} of {}",
-                cfg.sections,
-                cfg.dataset.display()
+                data.sections,
+                data.dataset.path.display()
             ),
         ));
     }
@@ -230,7 +198,16 @@ pub fn run(cfg: &PrepareConfig) -> Result<PrepareSummary> {
     let source = CaseSource(cases);
     let results: Vec<CaseResult> = (0..source.0.len())
         .into_par_iter()
-        .map(|i| process_case(&source, i, &cfg.transforms, cfg, cache.as_ref(), &slice_dir))
+        .map(|i| {
+            process_case(
+                &source,
+                i,
+                &data.transforms,
+                cfg,
+                cache.as_ref(),
+                &slice_dir,
+            )
+        })
         .collect::<Result<_>>()?;
     let mut records = Vec::new();
     let mut counts: BTreeMap<u32, u64> = BTreeMap::new();

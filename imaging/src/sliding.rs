@@ -417,7 +417,7 @@ mod tests {
     #[test]
     fn config_from_yaml_with_defaults() {
         let c: SlidingWindowConfig =
-            serde_yaml::from_str("roi_size: [96, 96, 96]\nmode: gaussian\n").unwrap();
+            yaml_serde::from_str("roi_size: [96, 96, 96]\nmode: gaussian\n").unwrap();
         assert_eq!(c.overlap, 0.25);
         assert_eq!(c.sw_batch_size, 1);
         assert_eq!(c.mode, BlendMode::Gaussian);

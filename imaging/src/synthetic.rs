@@ -17,89 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ImagingError, Result};
 use crate::volume::Volume;
 
-fn unit_spacing() -> [f64; 3] {
-    [1.0, 1.0, 1.0]
-}
-fn one() -> usize {
-    1
-}
-fn default_noise() -> f32 {
-    0.05
-}
-fn default_radius() -> [f64; 2] {
-    [0.12, 0.22]
-}
+pub use spec::dataset::{ClassCue, PhantomConfig, PhantomKind, SyntheticDatasetConfig};
 
-/// Parameters of an ellipsoid phantom (a 2-D one when `shape[2] == 1`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PhantomConfig {
-    /// Spatial shape (X, Y, Z); Z = 1 gives a 2-D image of ellipses.
-    pub shape: [usize; 3],
-    /// Voxel spacing in mm.
-    #[serde(default = "unit_spacing")]
-    pub spacing: [f64; 3],
-    /// Foreground classes K: one ellipsoid each, labels 1..=K.
-    pub num_classes: usize,
-    /// Image channels ("modalities"), each with its own class contrasts.
-    #[serde(default = "one")]
-    pub channels: usize,
-    /// Standard deviation of the additive Gaussian noise.
-    #[serde(default = "default_noise")]
-    pub noise_std: f32,
-    /// Ellipsoid radii as fractions [min, max] of the extent of each axis.
-    #[serde(default = "default_radius")]
-    pub radius_fraction: [f64; 2],
-    /// What tells the classes apart: their intensity (default) or their shape.
-    #[serde(default)]
-    pub classes_by: ClassCue,
-}
-
-/// What distinguishes the foreground classes of an ellipsoid phantom.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClassCue {
-    /// Each class has its own intensity band; radii are drawn independently per axis.
-    #[default]
-    Intensity,
-    /// Every class draws its intensity from the same band, and the classes differ only in elongation: class k's
-    /// in-plane aspect ratio (long/short radius, in the plane of the first two axes) is k, with the in-plane area
-    /// kept, so neither intensity nor size gives the class away — telling them apart needs the object's shape.
-    Shape,
-}
-
-impl PhantomConfig {
-    fn validate(&self) -> Result<()> {
-        if self.shape.contains(&0) {
-            return Err(ImagingError::config(
-                "shape",
-                format!("every axis must be >= 1, got {:?}", self.shape),
-            ));
-        }
-        if self.channels == 0 {
-            return Err(ImagingError::config("channels", "must be >= 1"));
-        }
-        if self.spacing.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
-            return Err(ImagingError::config(
-                "spacing",
-                format!("must be positive, got {:?}", self.spacing),
-            ));
-        }
-        let [lo, hi] = self.radius_fraction;
-        if !(lo > 0.0 && lo <= hi && hi <= 0.5) {
-            return Err(ImagingError::config(
-                "radius_fraction",
-                format!("need 0 < min <= max <= 0.5, got {:?}", self.radius_fraction),
-            ));
-        }
-        if !(self.noise_std >= 0.0 && self.noise_std.is_finite()) {
-            return Err(ImagingError::config(
-                "noise_std",
-                format!("must be >= 0, got {}", self.noise_std),
-            ));
-        }
-        Ok(())
-    }
+/// A spec validation error as this crate's config error.
+fn check(r: std::result::Result<(), spec::SpecError>) -> Result<()> {
+    r.map_err(|e| ImagingError::config(e.field, e.msg))
 }
 
 /// A phantom image and its label map (same geometry; the label has one channel of class ids).
@@ -222,7 +144,7 @@ fn add_noise(rng: &mut ChaCha8Rng, data: &mut Array4<f32>, std: f32, only: Optio
 /// An ellipsoid phantom: K labelled ellipsoids (random centres, radii, per-channel intensities) drawn largest first on
 /// a smooth background, plus Gaussian noise.
 pub fn phantom(cfg: &PhantomConfig, seed: u64) -> Result<Phantom> {
-    cfg.validate()?;
+    check(cfg.validate(""))?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let shape = cfg.shape;
     let mut shapes: Vec<(usize, Ellipsoid)> = (1..=cfg.num_classes)
@@ -315,16 +237,18 @@ pub fn brats_phantom(
     numbering: BratsNumbering,
     seed: u64,
 ) -> Result<Phantom> {
-    PhantomConfig {
-        shape,
-        spacing,
-        num_classes: 3,
-        channels: 4,
-        noise_std,
-        radius_fraction: default_radius(),
-        classes_by: ClassCue::Intensity,
-    }
-    .validate()?;
+    check(
+        PhantomConfig {
+            shape,
+            spacing,
+            num_classes: 3,
+            channels: 4,
+            noise_std,
+            radius_fraction: spec::dataset::default_radius(),
+            classes_by: ClassCue::Intensity,
+        }
+        .validate(""),
+    )?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let centre = shape.map(|n| (n as f64 - 1.0) / 2.0);
     let brain = Ellipsoid {
@@ -388,43 +312,6 @@ pub fn brats_phantom(
     })
 }
 
-/// Which phantom a synthetic dataset holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum PhantomKind {
-    /// Ellipsoid phantoms.
-    Ellipsoids(PhantomConfig),
-    /// BraTS-like 4-channel phantoms, written with MSD Task01 label numbering (1 oedema, 2 non-enhancing, 3 enhancing).
-    Brats {
-        /// Spatial shape.
-        shape: [usize; 3],
-        /// Voxel spacing in mm.
-        #[serde(default = "unit_spacing")]
-        spacing: [f64; 3],
-        /// Noise standard deviation.
-        #[serde(default = "default_noise")]
-        noise_std: f32,
-    },
-}
-
-/// A synthetic MSD-style dataset: `num_training` labelled cases and `num_test` unlabelled ones.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SyntheticDatasetConfig {
-    /// Dataset name (also the file-name prefix).
-    pub name: String,
-    /// The phantom generator.
-    pub phantom: PhantomKind,
-    /// Labelled cases written to `imagesTr/` + `labelsTr/`.
-    pub num_training: usize,
-    /// Unlabelled cases written to `imagesTs/`.
-    #[serde(default)]
-    pub num_test: usize,
-    /// Base seed; case i uses a seed derived from (seed, i).
-    #[serde(default)]
-    pub seed: u64,
-}
-
 /// The seed of case `index` of a dataset with base `seed` (SplitMix64 mixing).
 pub fn case_seed(seed: u64, index: u64) -> u64 {
     let mut z = seed
@@ -436,74 +323,75 @@ pub fn case_seed(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-impl SyntheticDatasetConfig {
-    /// The phantom of case `index`.
-    pub fn case(&self, index: usize) -> Result<Phantom> {
-        let seed = case_seed(self.seed, index as u64);
-        match &self.phantom {
-            PhantomKind::Ellipsoids(cfg) => phantom(cfg, seed),
-            PhantomKind::Brats {
-                shape,
-                spacing,
-                noise_std,
-            } => brats_phantom(*shape, *spacing, *noise_std, BratsNumbering::Msd, seed),
-        }
+/// The phantom of case `index` of a synthetic dataset.
+pub fn case(cfg: &SyntheticDatasetConfig, index: usize) -> Result<Phantom> {
+    let seed = case_seed(cfg.seed, index as u64);
+    match &cfg.phantom {
+        PhantomKind::Ellipsoids(cfg) => phantom(cfg, seed),
+        PhantomKind::Brats {
+            shape,
+            spacing,
+            noise_std,
+        } => brats_phantom(*shape, *spacing, *noise_std, BratsNumbering::Msd, seed),
     }
+}
 
-    fn dataset_json(&self, training: &[(String, String)], test: &[String]) -> serde_json::Value {
-        let (modality, labels, tensor) = match &self.phantom {
-            PhantomKind::Ellipsoids(cfg) => {
-                let m: serde_json::Map<String, serde_json::Value> = (0..cfg.channels)
-                    .map(|c| (c.to_string(), format!("contrast{c}").into()))
-                    .collect();
-                let mut l = serde_json::Map::new();
-                l.insert("0".into(), "background".into());
-                for k in 1..=cfg.num_classes {
-                    l.insert(k.to_string(), format!("class{k}").into());
-                }
-                (m, l, if cfg.channels > 1 { "4D" } else { "3D" })
-            }
-            PhantomKind::Brats { .. } => {
-                let m = BRATS_MODALITIES
-                    .iter()
-                    .enumerate()
-                    .map(|(c, n)| (c.to_string(), (*n).into()))
-                    .collect();
-                let l = [
-                    (0, "background"),
-                    (1, "edema"),
-                    (2, "non-enhancing tumor"),
-                    (3, "enhancing tumour"),
-                ]
-                .iter()
-                .map(|(k, n)| (k.to_string(), (*n).into()))
+/// The `dataset.json` of a written synthetic dataset.
+fn dataset_json(
+    cfg: &SyntheticDatasetConfig,
+    training: &[(String, String)],
+    test: &[String],
+) -> serde_json::Value {
+    let (modality, labels, tensor) = match &cfg.phantom {
+        PhantomKind::Ellipsoids(cfg) => {
+            let m: serde_json::Map<String, serde_json::Value> = (0..cfg.channels)
+                .map(|c| (c.to_string(), format!("contrast{c}").into()))
                 .collect();
-                (m, l, "4D")
+            let mut l = serde_json::Map::new();
+            l.insert("0".into(), "background".into());
+            for k in 1..=cfg.num_classes {
+                l.insert(k.to_string(), format!("class{k}").into());
             }
-        };
-        serde_json::json!({
-            "name": self.name,
-            "description": "medmae synthetic phantoms",
-            "reference": "medmae imaging::synthetic",
-            "licence": "CC0",
-            "tensorImageSize": tensor,
-            "modality": modality,
-            "labels": labels,
-            "numTraining": training.len(),
-            "numTest": test.len(),
-            "training": training.iter().map(|(i, l)| serde_json::json!({"image": i, "label": l})).collect::<Vec<_>>(),
-            "test": test,
-        })
-    }
+            (m, l, if cfg.channels > 1 { "4D" } else { "3D" })
+        }
+        PhantomKind::Brats { .. } => {
+            let m = BRATS_MODALITIES
+                .iter()
+                .enumerate()
+                .map(|(c, n)| (c.to_string(), (*n).into()))
+                .collect();
+            let l = [
+                (0, "background"),
+                (1, "edema"),
+                (2, "non-enhancing tumor"),
+                (3, "enhancing tumour"),
+            ]
+            .iter()
+            .map(|(k, n)| (k.to_string(), (*n).into()))
+            .collect();
+            (m, l, "4D")
+        }
+    };
+    serde_json::json!({
+        "name": cfg.name,
+        "description": "medmae synthetic phantoms",
+        "reference": "medmae imaging::synthetic",
+        "licence": "CC0",
+        "tensorImageSize": tensor,
+        "modality": modality,
+        "labels": labels,
+        "numTraining": training.len(),
+        "numTest": test.len(),
+        "training": training.iter().map(|(i, l)| serde_json::json!({"image": i, "label": l})).collect::<Vec<_>>(),
+        "test": test,
+    })
 }
 
 /// Write the dataset as an MSD folder under `dir` (created if needed) and return the path of its `dataset.json`.
 ///
 /// Images are float32 NIfTI-1 (`.nii.gz`, 4-D when multi-channel), labels uint8.
 pub fn write_msd_dataset(dir: &Path, cfg: &SyntheticDatasetConfig) -> Result<PathBuf> {
-    if cfg.num_training == 0 {
-        return Err(ImagingError::config("num_training", "must be >= 1"));
-    }
+    check(cfg.validate(""))?;
     for sub in ["imagesTr", "labelsTr", "imagesTs"] {
         let d = dir.join(sub);
         std::fs::create_dir_all(&d).map_err(|e| ImagingError::io(&d, e))?;
@@ -512,7 +400,7 @@ pub fn write_msd_dataset(dir: &Path, cfg: &SyntheticDatasetConfig) -> Result<Pat
     let written: Vec<(String, Option<String>)> = (0..cfg.num_training + cfg.num_test)
         .into_par_iter()
         .map(|i| {
-            let p = cfg.case(i)?;
+            let p = case(cfg, i)?;
             let file = format!("{}_{i:03}.nii.gz", cfg.name);
             let labelled = i < cfg.num_training;
             let img = format!("{}/{file}", if labelled { "imagesTr" } else { "imagesTs" });
@@ -534,7 +422,7 @@ pub fn write_msd_dataset(dir: &Path, cfg: &SyntheticDatasetConfig) -> Result<Pat
         }
     }
     let json_path = dir.join("dataset.json");
-    let text = serde_json::to_string_pretty(&cfg.dataset_json(&training, &test))
+    let text = serde_json::to_string_pretty(&dataset_json(cfg, &training, &test))
         .map_err(|e| ImagingError::format(&json_path, e.to_string()))?;
     std::fs::write(&json_path, text).map_err(|e| ImagingError::io(&json_path, e))?;
     Ok(json_path)

@@ -19,8 +19,8 @@ fn demo_config() -> SyntheticDatasetConfig {
         "/../configs/data/demo.yaml"
     ))
     .unwrap();
-    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    serde_yaml::from_value(v["synthetic"].clone()).unwrap()
+    let v: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
+    yaml_serde::from_value(v["data"]["dataset"]["synthetic"].clone()).unwrap()
 }
 
 #[test]
@@ -46,7 +46,7 @@ fn demo_dataset_is_written_fast_and_reads_back() {
     );
     assert_eq!(ds.num_classes(), 3);
     let sample = ds.datalist.training[0].load().unwrap();
-    let want = cfg.case(0).unwrap();
+    let want = imaging::synthetic::case(&cfg, 0).unwrap();
     assert_eq!(sample.image.spatial_shape(), [48, 48, 48]);
     assert_eq!(
         sample.label.as_ref().unwrap().data,

@@ -32,7 +32,7 @@ fn dataset(dir: &Path, n: usize) -> CaseSource {
 }
 
 fn transforms() -> Vec<TransformSpec> {
-    serde_yaml::from_str(
+    yaml_serde::from_str(
         "- name: NormalizeIntensity\n- name: SpatialPad\n  spatial_size: [16, 16, 12]\n\
          - name: RandSpatialCrop\n  roi_size: [8, 8, 8]\n- name: RandFlip\n  spatial_axis: 0\n\
          - name: RandScaleIntensity\n  factors: 0.2\n",

@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn yaml_with_monai_names_and_defaults() {
         let y = "- name: Orientation\n- name: Spacing\n  pixdim: [1.5, 1.5, 2.0]\n- name: ScaleIntensityRange\n  a_min: -175\n  a_max: 250\n  b_min: 0\n  b_max: 1\n  clip: true\n- name: CropForeground\n- name: RandFlip\n  spatial_axis: 2\n";
-        let t: Vec<TransformSpec> = serde_yaml::from_str(y).unwrap();
+        let t: Vec<TransformSpec> = yaml_serde::from_str(y).unwrap();
         assert_eq!(
             t[0],
             TransformSpec::Orientation {
@@ -238,7 +238,7 @@ mod tests {
         assert!(t[4].is_random() && !t[2].is_random());
         assert_eq!(t[1].name(), "Spacing");
         let bad = "- name: Spacing\n  pixdim: [1, 1, 1]\n  mode: bilinear\n";
-        let e = serde_yaml::from_str::<Vec<TransformSpec>>(bad)
+        let e = yaml_serde::from_str::<Vec<TransformSpec>>(bad)
             .unwrap_err()
             .to_string();
         assert!(e.contains("mode"), "{e}");

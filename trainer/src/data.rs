@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use imaging::datasets::{brats, btcv, decathlon, split_fold, Case, Dataset};
+use imaging::datasets::{split_fold, Case, Dataset};
 use imaging::loader::{Batch, CaseSource, Loader, LoaderConfig, SampleSource, Shard};
 use imaging::{Sample, Volume};
 use spec::OutputActivation;
@@ -25,23 +25,7 @@ pub struct Split {
 
 /// Load (and for synthetic data, first generate) the dataset of a config.
 pub fn load_dataset(source: &DatasetSource) -> Result<Dataset> {
-    Ok(match source {
-        DatasetSource::Decathlon { path } => decathlon::load_dir_or_file(path)?,
-        DatasetSource::Btcv { path } => btcv::transunet_split(path)?,
-        DatasetSource::Brats { path } => brats::load_task01(path)?,
-        DatasetSource::Synthetic { dir, dataset } => {
-            let json = dir.join("dataset.json");
-            if !json.is_file() {
-                tracing::info!(
-                    "generating {} synthetic phantoms in {}",
-                    dataset.num_training + dataset.num_test,
-                    dir.display()
-                );
-                imaging::synthetic::write_msd_dataset(dir, dataset)?;
-            }
-            decathlon::load(&json)?
-        }
-    })
+    Ok(imaging::datasets::load_source(source)?.0)
 }
 
 /// The train/validation split of a config: the dataset's own validation list when it has one, else fold

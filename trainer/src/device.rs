@@ -1,22 +1,14 @@
 //! Device selection from `cpu` / `cuda` / `cuda:N`.
 
+use config::DeviceSpec;
 use tch::Device;
 
-/// Parse a device string (syntax only; see [`available`]).
+/// Parse a device string (syntax only, [`config::DeviceSpec`]; see [`available`]).
 pub fn parse_device(s: &str) -> Result<Device, String> {
-    let s = s.trim();
-    if s == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    let index = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| format!("expected `cpu`, `cuda` or `cuda:N`, got {s:?}"))?,
-        None => return Err(format!("expected `cpu`, `cuda` or `cuda:N`, got {s:?}")),
-    };
-    Ok(Device::Cuda(index))
+    Ok(match s.parse::<DeviceSpec>()? {
+        DeviceSpec::Cpu => Device::Cpu,
+        DeviceSpec::Cuda(i) => Device::Cuda(i),
+    })
 }
 
 /// Check that a device exists in this process (CUDA index below the visible device count). Without a usable GPU

@@ -114,13 +114,6 @@ pub fn setup_device(cfg: &ExperimentConfig, dist: &Dist) -> Result<Device> {
     crate::device::available(device).map_err(|m| TrainError::config("device", m))
 }
 
-fn save_config(cfg: &ExperimentConfig, out: &Path) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    let path = out.join("config.yaml");
-    let text = serde_yaml::to_string(cfg).map_err(|e| TrainError::format(&path, e.to_string()))?;
-    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
-}
-
 /// Train `task` (whose parameters live in `vs`) on `cases` as configured, as rank `dist.rank()` of
 /// `dist.world_size()` data-parallel processes (see the module docs; [`Dist::single`] for one process).
 pub fn train<T: Task>(
@@ -134,7 +127,7 @@ pub fn train<T: Task>(
     let out = cfg.output_dir.clone();
     let main = dist.is_main();
     if main {
-        save_config(cfg, &out)?;
+        cfg.save(&out)?;
     }
     let device = vs.device();
     let spec = task.input_spec();

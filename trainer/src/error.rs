@@ -5,14 +5,9 @@ use std::path::PathBuf;
 /// Errors from configuring, running and checkpointing training.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// A config key that is unknown, missing or out of range (`key` is the dotted path).
-    #[error("config key `{key}`: {msg}")]
-    Config {
-        /// Dotted key path, e.g. `optim.base_lr`.
-        key: String,
-        /// What was expected.
-        msg: String,
-    },
+    /// A config key that is unknown, missing or out of range (named by its dotted path), or an unreadable config.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// An I/O failure on a named file.
     #[error("{path}: {source}")]
     Io {
@@ -54,10 +49,7 @@ pub enum TrainError {
 impl TrainError {
     /// A config error for a dotted key path.
     pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
-        Self::Config {
-            key: key.into(),
-            msg: msg.into(),
-        }
+        Self::Config(config::ConfigError::key(key, msg))
     }
     /// An I/O error for a path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -2,7 +2,6 @@
 //! engine, checkpoints, run tracking, and the pretrain / finetune / evaluate / predict / import commands.
 
 pub mod checkpoint;
-pub mod config;
 pub mod data;
 pub mod device;
 pub mod dist;
@@ -18,4 +17,6 @@ pub mod schedule;
 pub mod threads;
 pub mod tracking;
 
+/// The experiment config (the libtorch-free `medmae-config` crate).
+pub use ::config;
 pub use error::{Result, TrainError};

@@ -5,7 +5,7 @@
 //! binary N times on this machine with the torchrun variables set.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,6 +34,10 @@ enum Command {
         /// The same, as a flag.
         #[arg(long, short, conflicts_with = "path")]
         config: Option<PathBuf>,
+        /// Override a prepare-config key, as for training: `--set data.dataset.path=/data/Task09_Spleen`
+        /// (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// MAE pretraining.
     Pretrain(TrainArgs),
@@ -47,8 +51,11 @@ enum Command {
     },
     /// Sliding-window Dice of a UNETR checkpoint on the validation cases of a config's dataset.
     Evaluate {
+        /// Experiment config (YAML); default: the config.yaml the run saved next to --checkpoint.
+        #[arg(long, short, required_unless_present = "checkpoint")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        common: CommonArgs,
+        over: Overrides,
         /// Checkpoint directory (default: <output_dir>/checkpoints/best).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
@@ -70,9 +77,12 @@ enum Command {
         /// Also write the class probabilities here (.nii or .nii.gz, float32, one channel per class).
         #[arg(long, value_name = "FILE")]
         probabilities: Option<PathBuf>,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: String,
+        /// Experiment config for `device` and `threads`; default: the config.yaml the run saved next to
+        /// --checkpoint, if any (else the CPU).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        over: Overrides,
     },
     /// Convert a MONAI UNETR, SelfMedMAE MAE-3D or He et al. MAE-2D checkpoint into a medmae checkpoint directory.
     Import(ImportArgs),
@@ -135,7 +145,14 @@ struct CommonArgs {
     /// Experiment config (YAML).
     #[arg(long, short)]
     config: PathBuf,
-    /// Override a config key, YAML value syntax: `--set optim.base_lr=1e-3` (repeatable).
+    #[command(flatten)]
+    over: Overrides,
+}
+
+#[derive(Args)]
+struct Overrides {
+    /// Override a config key, YAML value syntax: `--set optim.base_lr=1e-3`; list elements by index or by
+    /// transform name: `--set data.train_transforms.Spacing.pixdim=[2,2,5]` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// `cpu` or `cuda:N` (overrides the config's `device`).
@@ -182,13 +199,50 @@ struct DistArgs {
     rank_weights_dir: Option<PathBuf>,
 }
 
-fn load_config(c: &CommonArgs) -> anyhow::Result<ExperimentConfig> {
-    let mut sets = c.set.clone();
-    if let Some(d) = &c.device {
+fn load_config(path: &Path, o: &Overrides) -> anyhow::Result<ExperimentConfig> {
+    let mut sets = o.set.clone();
+    if let Some(d) = &o.device {
         sets.push(format!("device={d}"));
     }
-    ExperimentConfig::load(&c.config, &sets)
-        .with_context(|| format!("config {}", c.config.display()))
+    ExperimentConfig::load(path, &sets).with_context(|| format!("config {}", path.display()))
+}
+
+/// `--config`, or else the config the run saved next to `checkpoint`.
+fn config_or_saved(config: Option<PathBuf>, checkpoint: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(c) = config {
+        return Ok(c);
+    }
+    let saved = config::saved_config_for_checkpoint(checkpoint)?;
+    tracing::info!("config: {} (saved by the run)", saved.display());
+    Ok(saved)
+}
+
+/// The device of `predict`: from `--config` or the run's saved config when there is one (which also sets the
+/// thread count), else `--device` or the CPU.
+fn predict_device(
+    config: Option<PathBuf>,
+    over: &Overrides,
+    checkpoint: &Path,
+) -> anyhow::Result<tch::Device> {
+    let explicit = config.is_some() || !over.set.is_empty();
+    let cfg = match config_or_saved(config, checkpoint) {
+        Ok(path) => match load_config(&path, over) {
+            Ok(cfg) => Some(cfg),
+            Err(e) if !explicit => {
+                tracing::warn!("not using the run's saved config: {e:#}");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+        Err(e) if explicit => return Err(e.context("--set needs a config")),
+        Err(_) => None,
+    };
+    match cfg {
+        Some(cfg) => Ok(trainer::engine::setup_device(&cfg, &Dist::single()?)?),
+        None => trainer::device::parse_device(over.device.as_deref().unwrap_or("cpu"))
+            .and_then(trainer::device::available)
+            .map_err(anyhow::Error::msg),
+    }
 }
 
 fn run_options(cfg: &ExperimentConfig, a: &TrainArgs) -> RunOptions {
@@ -293,14 +347,15 @@ fn main() -> ExitCode {
 
 fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Prepare { path, config } => {
+        Command::Prepare { path, config, set } => {
             let file = path.or(config).context("prepare needs a config file")?;
-            let cfg = imaging::prepare::PrepareConfig::from_file(&file)?;
+            let cfg: imaging::prepare::PrepareConfig =
+                config::load(&file, &set).with_context(|| format!("config {}", file.display()))?;
             let summary = imaging::prepare::run(&cfg).context("prepare")?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
         }
         Command::Pretrain(a) => {
-            let cfg = load_config(&a.common)?;
+            let cfg = load_config(&a.common.config, &a.common.over)?;
             if spawn_workers(&a.dist, &env)? {
                 return Ok(());
             }
@@ -318,7 +373,7 @@ fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
             );
         }
         Command::Finetune { args, init } => {
-            let mut cfg = load_config(&args.common)?;
+            let mut cfg = load_config(&args.common.config, &args.common.over)?;
             if init.is_some() {
                 cfg.init = init;
             }
@@ -343,11 +398,17 @@ fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
             );
         }
         Command::Evaluate {
-            common,
+            config,
+            over,
             checkpoint,
             output,
         } => {
-            let cfg = load_config(&common)?;
+            let path = match (config, &checkpoint) {
+                (Some(c), _) => c,
+                (None, Some(ck)) => config_or_saved(None, ck)?,
+                (None, None) => anyhow::bail!("evaluate needs --config or --checkpoint"),
+            };
+            let cfg = load_config(&path, &over)?;
             let ckpt =
                 checkpoint.unwrap_or_else(|| cfg.output_dir.join("checkpoints").join("best"));
             let out = output.unwrap_or_else(|| cfg.output_dir.join("eval"));
@@ -368,11 +429,10 @@ fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
             input,
             output,
             probabilities,
-            device,
+            config,
+            over,
         } => {
-            let dev = trainer::device::parse_device(&device)
-                .and_then(trainer::device::available)
-                .map_err(anyhow::Error::msg)?;
+            let dev = predict_device(config, &over, &checkpoint)?;
             let p = trainer::evaluate::predict(
                 &checkpoint,
                 &input,

@@ -226,11 +226,28 @@ fn pretrain_finetune_evaluate_predict() {
         "evaluate reproduces the best validation Dice: {mean} vs {best}"
     );
     assert!(unetr.join("eval/eval_overlay.png").is_file());
+    // Without --config, evaluate reads the config the run saved next to the checkpoint (with --set on top).
+    let best_dir = unetr.join("checkpoints/best");
+    let out = train(
+        &[
+            "evaluate",
+            "--checkpoint",
+            best_dir.to_str().unwrap(),
+            "--output",
+            d.join("eval-saved").to_str().unwrap(),
+        ],
+        &["validation.sw_batch_size=1".to_string()],
+    );
+    assert!(out.contains("mean Dice"), "{out}");
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("eval-saved/eval.json")).unwrap())
+            .unwrap();
+    assert!((again["mean_dice"].as_f64().unwrap() - mean).abs() < 1e-9);
 
     // --- predict: the label map has the input's grid and affine
     let input = d.join("data/imagesTs/phantom_006.nii.gz");
     let output = d.join("pred.nii.gz");
-    let best_dir = unetr.join("checkpoints/best");
+    // The run's saved config supplies device and threads (`--set` applies to it).
     train(
         &[
             "predict",
@@ -241,7 +258,7 @@ fn pretrain_finetune_evaluate_predict() {
             "--output",
             output.to_str().unwrap(),
         ],
-        &[],
+        &["threads=1".to_string()],
     );
     let (img, pred) = (
         imaging::io::load(&input).unwrap(),
@@ -308,26 +325,70 @@ fn clear_errors_for_bad_runs() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("`optim.lr`"), "{err}");
+    // evaluate without --config needs a checkpoint inside a run folder (with the run's config.yaml).
+    let lone = d.join("lone/ckpt");
+    std::fs::create_dir_all(&lone).unwrap();
+    let out = common::train_output(&["evaluate", "--checkpoint", lone.to_str().unwrap()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("config.yaml") && err.contains("--config"),
+        "{err}"
+    );
+    // predict with --set but no config anywhere says so.
+    let out = common::train_output(
+        &[
+            "predict",
+            "--checkpoint",
+            lone.to_str().unwrap(),
+            "--input",
+            "x.nii",
+            "--output",
+            "y.nii",
+        ],
+        &["threads=1".to_string()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--set needs a config"),
+        "{err}"
+    );
 }
 
 #[test]
-fn prepare_runs_the_imaging_pipeline() {
+fn prepare_runs_the_imaging_pipeline_with_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let cfg = d.join("prepare.yaml");
-    let yaml = format!(
-        "dataset: {}\nsynthetic:\n  name: tiny\n  phantom: {{kind: ellipsoids, shape: [16, 16, 8], num_classes: 1}}\n  num_training: 2\noutput_dir: {}\n",
-        d.join("data").display(),
-        d.join("prepared").display()
-    );
-    std::fs::write(&cfg, yaml).unwrap();
-    let out = train(&["prepare", cfg.to_str().unwrap()], &[]);
+    let cfg = config("data/demo.yaml");
+    let sets = [
+        format!("data.dataset.path={}", d.join("data").display()),
+        "data.dataset.synthetic.phantom.shape=[16, 16, 8]".into(),
+        "data.dataset.synthetic.num_training=2".into(),
+        "data.dataset.synthetic.num_test=0".into(),
+        "data.transforms.ScaleIntensityRange.a_max=2.0".into(),
+        format!("output_dir={}", d.join("prepared").display()),
+    ];
+    let out = train(&["prepare", cfg.to_str().unwrap()], &sets);
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["volumes"], 2);
     assert_eq!(summary["generated_dataset"], true);
     assert!(d.join("data/dataset.json").is_file());
-    // The flag form is accepted too.
-    let again: serde_json::Value =
-        serde_json::from_str(&train(&["prepare", "--config", cfg.to_str().unwrap()], &[])).unwrap();
+    // The flag form is accepted too; the dataset is reused.
+    let again: serde_json::Value = serde_json::from_str(&train(
+        &["prepare", "--config", cfg.to_str().unwrap()],
+        &sets,
+    ))
+    .unwrap();
     assert_eq!(again["generated_dataset"], false);
+    // Override errors name the key.
+    let out = common::train_output(
+        &["prepare", cfg.to_str().unwrap()],
+        &["data.transforms.Spacing.pixdim=[2, 2, 2]".to_string()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("`data.transforms.Spacing`")
+            && err.contains("names: Orientation, ScaleIntensityRange"),
+        "{err}"
+    );
 }

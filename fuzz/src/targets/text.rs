@@ -1,12 +1,12 @@
-//! Text targets: Decathlon `dataset.json`, the trainer's YAML experiment config (the trainer's own config module,
-//! with a `--set` override taken from a leading `#set key=value` line), and `model.json` (`spec::ModelCard`, plus the
+//! Text targets: Decathlon `dataset.json`, the training YAML experiment config (`medmae-config`, the crate the trainer
+//! uses, with `--set` overrides taken from leading `#set key=value` lines), and `model.json` (`spec::ModelCard`, plus the
 //! weight-name contract derived from an accepted card).
 
 use std::path::Path;
 
 use super::{seed_bytes, Env, Target};
-use crate::config::{apply_override, ExperimentConfig};
 use crate::mutate::Hints;
+use config::{apply_override, parse_text, ExperimentConfig};
 
 fn utf8(input: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(input).map_err(|e| format!("not UTF-8: {e}"))
@@ -138,7 +138,7 @@ const YAML_DICT: &[&str] = &[
     "threads: 999999",
 ];
 
-/// The trainer's `ExperimentConfig`: YAML → optional `--set` override → typed parse → validation.
+/// The training `ExperimentConfig` (`medmae-config`): YAML → optional `--set` override → typed parse → validation.
 pub struct YamlConfig {
     seeds: Vec<Vec<u8>>,
 }
@@ -168,8 +168,7 @@ impl Target for YamlConfig {
     }
     fn run(&mut self, input: &[u8]) -> Result<(), String> {
         let text = utf8(input)?;
-        let mut value: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
+        let mut value = parse_text(text, Path::new("<input>")).map_err(|e| e.to_string())?;
         for line in text.lines().take(4) {
             if let Some(o) = line.strip_prefix("#set ") {
                 apply_override(&mut value, o).map_err(|e| e.to_string())?;

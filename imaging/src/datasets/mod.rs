@@ -13,6 +13,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use spec::dataset::{DatasetKind, DatasetSource};
 
 use crate::error::{ImagingError, Result};
 use crate::loader::SampleSource;
@@ -193,6 +194,33 @@ impl Dataset {
             .next_back()
             .map_or(0, |&k| k as usize + 1)
     }
+}
+
+/// Read the dataset a config selects (`data.dataset` of training and `prepare` configs). A synthetic dataset is
+/// generated first when its `dataset.json` is missing; the flag says whether this call generated it.
+pub fn load_source(source: &DatasetSource) -> Result<(Dataset, bool)> {
+    source
+        .validate("data.dataset")
+        .map_err(|e| ImagingError::config(e.field, e.msg))?;
+    let mut generated = false;
+    if let Some(syn) = &source.synthetic {
+        if !source.dataset_json().is_file() {
+            let dir = source.dataset_dir();
+            tracing::info!(
+                "generating {} synthetic phantoms in {}",
+                syn.num_training + syn.num_test,
+                dir.display()
+            );
+            crate::synthetic::write_msd_dataset(&dir, syn)?;
+            generated = true;
+        }
+    }
+    let dataset = match source.kind {
+        DatasetKind::Decathlon => decathlon::load_dir_or_file(&source.path)?,
+        DatasetKind::Btcv => btcv::transunet_split(&source.path)?,
+        DatasetKind::Brats => brats::load_task01(&source.path)?,
+    };
+    Ok((dataset, generated))
 }
 
 /// One fold of a k-fold split: indices into the case list.

@@ -124,16 +124,16 @@ impl Compose {
 
     /// Parse a YAML list of transforms (or a map with a `transforms` list).
     pub fn from_yaml(text: &str) -> Result<Self> {
-        let root: serde_yaml::Value = serde_yaml::from_str(text)
+        let root: yaml_serde::Value = yaml_serde::from_str(text)
             .map_err(|e| ImagingError::config("transforms", e.to_string()))?;
         let list = match &root {
-            serde_yaml::Value::Mapping(m) => m
+            yaml_serde::Value::Mapping(m) => m
                 .get("transforms")
                 .cloned()
-                .unwrap_or(serde_yaml::Value::Null),
+                .unwrap_or(yaml_serde::Value::Null),
             other => other.clone(),
         };
-        let serde_yaml::Value::Sequence(items) = list else {
+        let yaml_serde::Value::Sequence(items) = list else {
             return Err(ImagingError::config(
                 "transforms",
                 "expected a list of transforms",
@@ -148,7 +148,7 @@ impl Compose {
                     .and_then(|n| n.as_str())
                     .unwrap_or("?")
                     .to_string();
-                serde_yaml::from_value::<TransformSpec>(v).map_err(|e| {
+                yaml_serde::from_value::<TransformSpec>(v).map_err(|e| {
                     ImagingError::config(format!("transforms[{i}]"), format!("{name}: {e}"))
                 })
             })

@@ -17,10 +17,10 @@ pub fn tiny(dir: &Path, run: &str, epochs: usize) -> Vec<String> {
     let data = dir.join("data");
     vec![
         format!("output_dir={}", dir.join(run).display()),
-        format!("data.dataset.dir={}", data.display()),
-        "data.dataset.dataset.phantom.shape=[32, 32, 32]".into(),
-        "data.dataset.dataset.num_training=6".into(),
-        "data.dataset.dataset.num_test=1".into(),
+        format!("data.dataset.path={}", data.display()),
+        "data.dataset.synthetic.phantom.shape=[32, 32, 32]".into(),
+        "data.dataset.synthetic.num_training=6".into(),
+        "data.dataset.synthetic.num_test=1".into(),
         "data.num_folds=3".into(),
         "data.workers=2".into(),
         "data.batch_size=2".into(),

@@ -1,18 +1,16 @@
-//! The YAML experiment config: typed sections with defaults, `--set a.b.c=value` overrides, and range checks that
-//! name the offending key path.
-
-mod overrides;
-
-pub use overrides::{apply_override, parse_config_value};
+//! The experiment config's sections and their defaults, loading (YAML + overrides + validation), the derived
+//! quantities the trainer uses (effective batch, peak lr, crop size), and the run's saved copy.
 
 use std::path::{Path, PathBuf};
 
-use imaging::synthetic::{PhantomKind, SyntheticDatasetConfig};
 use serde::{Deserialize, Serialize};
-use spec::TransformSpec;
-use spec::{ModelConfig, OutputActivation};
+use spec::{DatasetSource, ModelConfig, OutputActivation, TransformSpec};
 
-use crate::error::{Result, TrainError};
+use crate::error::{ConfigError, Result};
+use crate::yaml::{parse_config_value, read_tree, save, Value};
+
+/// File name of the config a training run saves in its output directory.
+pub const SAVED_CONFIG: &str = "config.yaml";
 
 /// One training experiment: model, data, optimisation, schedule, validation, logging, output and seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,36 +51,6 @@ fn default_device() -> String {
     "cpu".into()
 }
 
-/// Where the volumes come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum DatasetSource {
-    /// A Medical Segmentation Decathlon dataset: its folder (with `dataset.json`) or a decathlon-style JSON datalist
-    /// (training/validation/test lists; relative paths resolved against the JSON's folder).
-    Decathlon {
-        /// Folder or JSON file.
-        path: PathBuf,
-    },
-    /// BTCV under `path` (`imagesTr/`+`labelsTr/` or `Training/img`+`Training/label`), TransUNet 18/12 split.
-    Btcv {
-        /// The dataset root.
-        path: PathBuf,
-    },
-    /// MSD Task01_BrainTumour (4 MRI channels, labels 0–3): folder or dataset.json.
-    Brats {
-        /// Folder or JSON file.
-        path: PathBuf,
-    },
-    /// Deterministic synthetic phantoms written as an MSD folder at `dir` (generated when `dir/dataset.json` is
-    /// missing, reused afterwards).
-    Synthetic {
-        /// Folder that receives `imagesTr/`, `labelsTr/`, `imagesTs/`, `dataset.json`.
-        dir: PathBuf,
-        /// The phantom dataset (`imaging::synthetic::SyntheticDatasetConfig`).
-        dataset: SyntheticDatasetConfig,
-    },
-}
-
 fn one() -> usize {
     1
 }
@@ -91,7 +59,7 @@ fn one() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// The dataset.
+    /// Which dataset (`kind`, `path`, optional `synthetic`; the same schema as `prepare` configs).
     pub dataset: DatasetSource,
     /// Label names, index = output channel (segmentation).
     #[serde(default)]
@@ -287,20 +255,23 @@ impl Default for LoggingConfig {
 impl ExperimentConfig {
     /// Read a YAML config, apply `--set key=value` overrides in order, then parse and validate.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let mut value: serde_yaml::Value = serde_yaml::from_str(&text)
-            .map_err(|e| TrainError::format(path, format!("invalid YAML: {e}")))?;
-        for o in overrides {
-            apply_override(&mut value, o)?;
-        }
-        Self::from_value(value)
+        Self::from_value(read_tree(path, overrides)?)
     }
 
     /// Parse and validate a YAML value (unknown keys are errors naming the full key path).
-    pub fn from_value(value: serde_yaml::Value) -> Result<Self> {
+    pub fn from_value(value: Value) -> Result<Self> {
         let cfg: ExperimentConfig = parse_config_value(&value)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Write this config as `<dir>/config.yaml` (atomically), the run's record that `evaluate` and `predict` read
+    /// back when no `--config` is given.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| ConfigError::io(dir, e))?;
+        let path = dir.join(SAVED_CONFIG);
+        save(self, &path)?;
+        Ok(path)
     }
 
     /// The cache directory for preprocessed volumes.
@@ -346,193 +317,26 @@ impl ExperimentConfig {
         }
         s
     }
-
-    /// Check ranges and cross-field consistency; errors name the key path.
-    pub fn validate(&self) -> Result<()> {
-        self.model.validate().map_err(|e| {
-            let field = e
-                .field
-                .strip_prefix("mae.")
-                .or_else(|| e.field.strip_prefix("unetr."))
-                .unwrap_or(&e.field);
-            TrainError::config(format!("model.{field}"), e.msg)
-        })?;
-        let o = &self.optim;
-        positive("optim.base_lr", o.base_lr)?;
-        for (i, b) in o.betas.iter().enumerate() {
-            if !(0.0..1.0).contains(b) {
-                return Err(TrainError::config(
-                    format!("optim.betas.{i}"),
-                    format!("must be in [0, 1), got {b}"),
-                ));
-            }
-        }
-        positive("optim.eps", o.eps)?;
-        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
-            return Err(TrainError::config(
-                "optim.weight_decay",
-                format!("must be a non-negative number, got {}", o.weight_decay),
-            ));
-        }
-        if let Some(d) = o.layer_decay {
-            if !(d > 0.0 && d <= 1.0) {
-                return Err(TrainError::config(
-                    "optim.layer_decay",
-                    format!("must be in (0, 1], got {d}"),
-                ));
-            }
-        }
-        if let Some(c) = o.grad_clip {
-            positive("optim.grad_clip", c)?;
-        }
-        at_least_one("optim.accum_steps", o.accum_steps)?;
-        // Bounds the lr scaling and the loader's buffers (an overflow here was found by fuzz/).
-        const MAX_EFFECTIVE_BATCH: usize = 1 << 20;
-        if self.effective_batch() > MAX_EFFECTIVE_BATCH {
-            return Err(TrainError::config(
-                "data.batch_size",
-                format!(
-                    "batch_size × samples per item × optim.accum_steps must be at most {MAX_EFFECTIVE_BATCH}"
-                ),
-            ));
-        }
-        let s = &self.schedule;
-        at_least_one("schedule.epochs", s.epochs)?;
-        if !(s.warmup_epochs >= 0.0 && s.warmup_epochs <= s.epochs as f64) {
-            return Err(TrainError::config(
-                "schedule.warmup_epochs",
-                format!(
-                    "must be in [0, epochs = {}], got {}",
-                    s.epochs, s.warmup_epochs
-                ),
-            ));
-        }
-        if !(s.min_lr >= 0.0 && s.min_lr <= self.peak_lr()) {
-            return Err(TrainError::config(
-                "schedule.min_lr",
-                format!(
-                    "must be in [0, peak lr = {}], got {}",
-                    self.peak_lr(),
-                    s.min_lr
-                ),
-            ));
-        }
-        let d = &self.data;
-        at_least_one("data.batch_size", d.batch_size)?;
-        at_least_one("data.samples_per_volume", d.samples_per_volume)?;
-        if d.num_folds < 2 || d.fold >= d.num_folds {
-            return Err(TrainError::config(
-                "data.fold",
-                format!(
-                    "need num_folds ≥ 2 and fold < num_folds, got fold {} of {}",
-                    d.fold, d.num_folds
-                ),
-            ));
-        }
-        if let Some((i, t)) = d
-            .val_transforms
-            .iter()
-            .enumerate()
-            .find(|(_, t)| t.is_random())
-        {
-            return Err(TrainError::config(
-                format!("data.val_transforms.{i}"),
-                format!(
-                    "{} is random; validation preprocessing must be deterministic",
-                    t.name()
-                ),
-            ));
-        }
-        self.validate_crops()?;
-        if let DatasetSource::Synthetic { dataset, .. } = &d.dataset {
-            at_least_one("data.dataset.dataset.num_training", dataset.num_training)?;
-            if let PhantomKind::Ellipsoids(p) = &dataset.phantom {
-                if p.channels != self.model.encoder().in_channels {
-                    let want = self.model.encoder().in_channels;
-                    return Err(TrainError::config(
-                        "data.dataset.dataset.phantom.channels",
-                        format!(
-                            "{} differs from model.encoder.in_channels = {want}",
-                            p.channels
-                        ),
-                    ));
-                }
-            }
-        }
-        if let ModelConfig::Unetr(u) = &self.model {
-            if !d.labels.is_empty() && d.labels.len() != u.out_channels {
-                return Err(TrainError::config(
-                    "data.labels",
-                    format!(
-                        "{} names for model.out_channels = {}",
-                        d.labels.len(),
-                        u.out_channels
-                    ),
-                ));
-            }
-            let v = &self.validation;
-            at_least_one("validation.every_epochs", v.every_epochs)?;
-            at_least_one("validation.sw_batch_size", v.sw_batch_size)?;
-            if !(0.0..1.0).contains(&v.overlap) {
-                return Err(TrainError::config(
-                    "validation.overlap",
-                    format!("must be in [0, 1), got {}", v.overlap),
-                ));
-            }
-        }
-        let l = &self.logging;
-        at_least_one("logging.log_every_steps", l.log_every_steps)?;
-        at_least_one("logging.png_every_epochs", l.png_every_epochs)?;
-        if let Some(n) = l.save_every_steps {
-            at_least_one("logging.save_every_steps", n)?;
-        }
-        crate::device::parse_device(&self.device)
-            .map_err(|msg| TrainError::config("device", msg))?;
-        Ok(())
-    }
-
-    /// Random crops must produce exactly the model's input size.
-    fn validate_crops(&self) -> Result<()> {
-        let want = self.crop_size();
-        let mut found = false;
-        for (i, t) in self.data.train_transforms.iter().enumerate() {
-            let (field, size) = match t {
-                TransformSpec::RandSpatialCrop { roi_size } => ("roi_size", roi_size),
-                TransformSpec::RandCropByPosNegLabel { spatial_size, .. } => {
-                    ("spatial_size", spatial_size)
-                }
-                _ => continue,
-            };
-            found = true;
-            if *size != want {
-                return Err(TrainError::config(
-                    format!("data.train_transforms.{i}.{field}"),
-                    format!("{size:?} must equal the model input size {want:?} (model.encoder.img_size, plus a trailing 1 for 2-D models)"),
-                ));
-            }
-        }
-        if !found {
-            return Err(TrainError::config("data.train_transforms", format!("needs a RandSpatialCrop or RandCropByPosNegLabel producing the model input size {want:?}")));
-        }
-        Ok(())
-    }
 }
 
-fn positive(key: &str, v: f64) -> Result<()> {
-    if v > 0.0 && v.is_finite() {
-        Ok(())
-    } else {
-        Err(TrainError::config(
-            key,
-            format!("must be a positive number, got {v}"),
-        ))
-    }
-}
-
-fn at_least_one(key: &str, v: usize) -> Result<()> {
-    if v >= 1 {
-        Ok(())
-    } else {
-        Err(TrainError::config(key, "must be at least 1"))
-    }
+/// The saved config of the run a checkpoint belongs to: `config.yaml` in the checkpoint's parent or grandparent
+/// folder (checkpoints are written to `<output_dir>/checkpoints/<name>/`).
+pub fn saved_config_for_checkpoint(checkpoint: &Path) -> Result<PathBuf> {
+    let full = std::fs::canonicalize(checkpoint).map_err(|e| ConfigError::io(checkpoint, e))?;
+    let looked: Vec<PathBuf> = full
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join(SAVED_CONFIG))
+        .collect();
+    looked.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        let list: Vec<String> = looked.iter().map(|p| p.display().to_string()).collect();
+        ConfigError::format(
+            checkpoint,
+            format!(
+                "no saved run config next to this checkpoint (looked for {}); give the experiment config with --config",
+                list.join(" and ")
+            ),
+        )
+    })
 }

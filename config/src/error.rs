@@ -1,15 +1,14 @@
-//! Shim of `trainer::error` for compiling the trainer's config module without libtorch: the same variants and
-//! constructors the config code uses (the libtorch and model-crate variants are left out).
+//! The config crate's typed error: a dotted key and what was expected, or the config file that could not be read.
 
 use std::path::PathBuf;
 
-/// Errors of the trainer's config code.
+/// Errors from reading, overriding and validating a config.
 #[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// A config key that is unknown, missing or out of range.
+pub enum ConfigError {
+    /// A config key that is unknown, missing or out of range (`key` is the dotted path).
     #[error("config key `{key}`: {msg}")]
-    Config {
-        /// Dotted key path.
+    Key {
+        /// Dotted key path, e.g. `optim.base_lr`.
         key: String,
         /// What was expected.
         msg: String,
@@ -23,7 +22,7 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
-    /// A file whose content is not what was expected.
+    /// A file whose content is not what was expected (invalid YAML, a value that cannot be written).
     #[error("{path}: {msg}")]
     Format {
         /// The file.
@@ -31,24 +30,12 @@ pub enum TrainError {
         /// What is wrong.
         msg: String,
     },
-    /// Data that does not fit the model.
-    #[error("data: {0}")]
-    Data(String),
-    /// An error from the imaging crate.
-    #[error(transparent)]
-    Imaging(#[from] imaging::ImagingError),
-    /// An invalid model config or card.
-    #[error(transparent)]
-    Spec(#[from] spec::SpecError),
 }
 
-/// Result with [`TrainError`].
-pub type Result<T> = std::result::Result<T, TrainError>;
-
-impl TrainError {
-    /// A config error for a dotted key path.
-    pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
-        Self::Config {
+impl ConfigError {
+    /// An error for a dotted key path.
+    pub fn key(key: impl Into<String>, msg: impl Into<String>) -> Self {
+        Self::Key {
             key: key.into(),
             msg: msg.into(),
         }
@@ -68,3 +55,12 @@ impl TrainError {
         }
     }
 }
+
+impl From<spec::SpecError> for ConfigError {
+    fn from(e: spec::SpecError) -> Self {
+        Self::key(e.field, e.msg)
+    }
+}
+
+/// Result with [`ConfigError`].
+pub type Result<T> = std::result::Result<T, ConfigError>;

@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use trainer::config::ExperimentConfig;
+use config::ExperimentConfig;
 
 fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
 }
 
-fn load(name: &str, sets: &[&str]) -> trainer::Result<ExperimentConfig> {
+fn load(name: &str, sets: &[&str]) -> config::Result<ExperimentConfig> {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     ExperimentConfig::load(&configs_dir().join(name), &sets)
 }
@@ -193,4 +193,151 @@ fn file_and_override_syntax_errors() {
     assert!(e.contains("bad.yaml") && e.contains("YAML"), "{e}");
     assert!(err("demo_mae3d.yaml", &["optim.base_lr"]).contains("a.b.c=value"));
     assert!(err("demo_mae3d.yaml", &["data.train_transforms.9.prob=1"]).contains("past the end"));
+}
+
+fn training_configs() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(configs_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_dataset_path_override_works_on_every_training_config() {
+    let configs = training_configs();
+    assert_eq!(configs.len(), 11);
+    for p in configs {
+        let cfg = ExperimentConfig::load(&p, &["data.dataset.path=/x".into()])
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(cfg.data.dataset.path, Path::new("/x"), "{}", p.display());
+    }
+    let c = load("demo_unetr3d.yaml", &["data.dataset.path=/x"]).unwrap();
+    assert_eq!(c.data.dataset.kind, config::DatasetKind::Decathlon);
+    assert!(
+        c.data.dataset.synthetic.is_some(),
+        "the phantoms are generated at the new path"
+    );
+}
+
+#[test]
+fn transforms_are_selected_by_name() {
+    let c = load(
+        "kmeans_unetr3d.yaml",
+        &[
+            "data.train_transforms.Spacing.pixdim=[2, 2, 5]",
+            "data.val_transforms.Spacing.pixdim=[2, 2, 5]",
+            "data.train_transforms.RandCropByPosNegLabel.num_samples=2",
+        ],
+    )
+    .unwrap();
+    for list in [&c.data.train_transforms, &c.data.val_transforms] {
+        let pix: Vec<&Vec<f64>> = list
+            .iter()
+            .filter_map(|t| match t {
+                spec::TransformSpec::Spacing { pixdim } => Some(pixdim),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pix, [&vec![2.0, 2.0, 5.0]]);
+    }
+    assert_eq!(c.samples_per_item(), 2);
+    // A name that several transforms share, or none has, is an error naming the key and the candidates.
+    let e = err(
+        "btcv_unetr3d.yaml",
+        &["data.train_transforms.RandFlip.prob=0.5"],
+    );
+    assert!(
+        e.contains("`data.train_transforms.RandFlip`")
+            && e.contains("3 elements")
+            && e.contains(
+                "data.train_transforms.6, data.train_transforms.7, data.train_transforms.8"
+            ),
+        "{e}"
+    );
+    let e = err(
+        "demo_unetr3d.yaml",
+        &["data.train_transforms.Spacing.pixdim=[2, 2, 2]"],
+    );
+    assert!(
+        e.contains("`data.train_transforms.Spacing`")
+            && e.contains("names: ScaleIntensityRange, RandCropByPosNegLabel, RandFlip"),
+        "{e}"
+    );
+    // A misspelt field below a name is still reported at its index.
+    let e = err(
+        "demo_unetr3d.yaml",
+        &["data.train_transforms.RandFlip.prb=1"],
+    );
+    assert!(e.contains("`data.train_transforms.2.prb`"), "{e}");
+}
+
+#[test]
+fn dataset_selection_errors_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("data.dataset.dir=/x", "data.dataset.dir", "unknown field"),
+        (
+            "data.dataset.kind=nifti",
+            "data.dataset.kind",
+            "unknown variant",
+        ),
+        (
+            "data.dataset.synthetic.num_training=0",
+            "data.dataset.synthetic.num_training",
+            "at least 1",
+        ),
+        (
+            "data.dataset.synthetic.phantom.channels=2",
+            "data.dataset.synthetic.phantom.channels",
+            "in_channels = 1",
+        ),
+        (
+            "data.dataset.synthetic.phantom.shape=[48, 0, 48]",
+            "data.dataset.synthetic.phantom.shape",
+            ">= 1",
+        ),
+        (
+            "data.dataset.synthetic.name=../up",
+            "data.dataset.synthetic.name",
+            "plain file-name",
+        ),
+        ("data.dataset.kind=btcv", "data.dataset.kind", "MSD folder"),
+    ];
+    for (set, key, msg) in cases {
+        let e = err("demo_unetr3d.yaml", &[set]);
+        assert!(
+            e.contains(&format!("`{key}`")) && e.contains(msg),
+            "{set}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_run_saves_its_config_and_checkpoints_find_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let cfg = load("demo_unetr3d.yaml", &["schedule.epochs=3"]).unwrap();
+    let saved = cfg.save(&run).unwrap();
+    assert_eq!(saved, run.join(config::SAVED_CONFIG));
+    let best = run.join("checkpoints").join("best");
+    std::fs::create_dir_all(&best).unwrap();
+    let found = config::saved_config_for_checkpoint(&best).unwrap();
+    assert_eq!(found, std::fs::canonicalize(&saved).unwrap());
+    assert_eq!(ExperimentConfig::load(&found, &[]).unwrap(), cfg);
+    // A checkpoint outside a run folder, or a missing one, is an error naming what was looked for.
+    let lone = dir.path().join("a").join("b").join("ckpt");
+    std::fs::create_dir_all(&lone).unwrap();
+    let e = config::saved_config_for_checkpoint(&lone)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("config.yaml") && e.contains("--config") && e.contains("ckpt"),
+        "{e}"
+    );
+    let e = config::saved_config_for_checkpoint(&dir.path().join("nope"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope"), "{e}");
 }
