@@ -258,20 +258,20 @@ fn malformed_metaimage_is_a_typed_error() {
     );
     assert!(matches!(fails(&p), ImagingError::HeaderField { .. }));
 
-    // Untrusted files cannot point outside their directory when confined.
+    // A header cannot point outside its directory unless external data is explicitly allowed.
     let sub = d.join("sub");
     std::fs::create_dir(&sub).unwrap();
     let p = sub.join("escape.mhd");
     std::fs::write(&p, text.replace("msb_i16.raw", "../msb_i16.raw")).unwrap();
-    io::load(&p).unwrap();
-    let confined = LoadOptions {
-        confine_data_files: true,
-        ..LoadOptions::default()
-    };
     assert!(matches!(
-        io::load_with(&p, &confined),
+        io::load(&p),
         Err(ImagingError::HeaderField { .. })
     ));
+    let allowed = LoadOptions {
+        allow_external_data: true,
+        ..LoadOptions::default()
+    };
+    io::load_with(&p, &allowed).unwrap();
 }
 
 /// Write `bytes` to `path` and run every reader entry point; any outcome but a panic is fine.

@@ -217,7 +217,12 @@ fn read_zip_from<R: Read + std::io::Seek>(
         let mut entry = archive
             .by_index(i)
             .map_err(|e| ImagingError::format(path, format!("zip entry {i}: {e}")))?;
-        let entry_name = entry.name().to_string();
+        let entry_name = entry
+            .name()
+            .map_err(|e| {
+                ImagingError::format(path, format!("zip entry {}: unreadable name: {e}", i + 1))
+            })?
+            .to_string();
         let base = entry_name
             .rsplit('/')
             .next()
