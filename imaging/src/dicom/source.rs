@@ -24,6 +24,32 @@ fn is_zip(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
 }
 
+/// True if the first bytes of a file carry the Part 10 `DICM` marker (after the 128-byte preamble, or at the start
+/// when the preamble was stripped): what [`super::meta::parse`] accepts.
+pub(crate) fn has_dicom_marker(head: &[u8]) -> bool {
+    head.get(128..132) == Some(b"DICM") || head.get(..4) == Some(b"DICM")
+}
+
+/// The marker test on a file's first 132 bytes (false if it cannot be read).
+pub(crate) fn is_dicom_file(path: &Path) -> bool {
+    let mut head = Vec::with_capacity(132);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(132).read_to_end(&mut head))
+        .is_ok_and(|_| has_dicom_marker(&head))
+}
+
+/// True if a directory (walked like [`gather`]) holds at least one DICOM file.
+pub(crate) fn dir_has_dicom(dir: &Path) -> bool {
+    let mut found = Vec::new();
+    let opts = DicomOptions {
+        max_files: 1,
+        ..DicomOptions::default()
+    };
+    // `walk` stops with a "too many files" error once it has found more than one: either way one was found.
+    let _ = walk(dir, &mut found, 0, &opts);
+    !found.is_empty()
+}
+
 /// Files skipped when walking a directory: hidden files and the usual non-DICOM companions.
 fn skip_in_dir(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -55,7 +81,7 @@ pub(crate) fn gather(input: &Path, opts: &DicomOptions) -> Result<Vec<SourceFile
     if out.is_empty() {
         return Err(ImagingError::format(
             input,
-            "no DICOM files found (expected a directory, a .zip or a file)",
+            "no DICOM files found (expected a directory, a .zip or a file with the DICM marker)",
         ));
     }
     Ok(out)
@@ -99,7 +125,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize, opts: &DicomOptions) -
         let ft = entry.file_type().map_err(|e| ImagingError::io(&path, e))?;
         if ft.is_dir() {
             walk(&path, out, depth + 1, opts)?;
-        } else if ft.is_file() {
+        } else if ft.is_file() && is_dicom_file(&path) {
+            // Files without the DICOM marker (a NIfTI, a README, a spreadsheet) are not part of a series.
             out.push(path);
             if out.len() > opts.max_files {
                 return Err(ImagingError::TooLarge {

@@ -194,7 +194,7 @@ pub(crate) fn sniff(path: &Path, head: &[u8]) -> Result<(NiftiVersion, ByteOrder
         }
     }
     Err(not_nifti(format!(
-        "sizeof_hdr is {}; expected 348 (NIfTI-1) or 540 (NIfTI-2)",
+        "sizeof_hdr is {}; expected 348 for NIfTI-1 or 540 for NIfTI-2",
         i32::from_le_bytes(first)
     )))
 }
