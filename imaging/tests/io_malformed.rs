@@ -1,5 +1,7 @@
-//! Malformed inputs give typed errors naming the file (never a panic), and a mutation loop over real and golden
-//! files (byte flips, truncation, extreme header values) never panics.
+//! Malformed inputs give typed errors in one style — the file named exactly once, the field and what was expected,
+//! no Rust debug values, no `source()` chain that would repeat an OS error — never a panic; data files cannot
+//! leave the header's folder by default; degenerate geometry is refused at load; and a mutation loop over real and
+//! golden files (byte flips, truncation, extreme header values) never panics.
 
 #[path = "golden/io/support.rs"]
 mod support;
@@ -35,14 +37,40 @@ fn put_f32(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-/// Load must fail, with a message naming `path`'s file name; returns the error.
+/// The style every message follows: `name` exactly once, no debug values, the message complete on its own.
+fn check_style(err: &ImagingError, name: &str) {
+    let msg = err.to_string();
+    assert_eq!(
+        msg.matches(name).count(),
+        1,
+        "the error must name {name} exactly once: {msg}"
+    );
+    assert!(
+        !msg.contains("Some(") && !msg.contains("None)"),
+        "debug value in: {msg}"
+    );
+    assert!(
+        msg.matches("(os error").count() <= 1,
+        "repeated OS error: {msg}"
+    );
+    // No `source()`: an anyhow chain (`{:#}`) would print the cause a second time.
+    assert!(std::error::Error::source(err).is_none(), "{msg}");
+}
+
+/// Load must fail, with a message naming `path` exactly once; returns the error.
 fn fails(path: &Path) -> ImagingError {
     let err = io::load(path).expect_err("malformed input must not load");
-    let name = path.file_name().unwrap().to_string_lossy();
-    assert!(
-        err.to_string().contains(&*name),
-        "error does not name {name}: {err}"
-    );
+    check_style(&err, &path.display().to_string());
+    err
+}
+
+/// The error message of [`fails`], which must contain every fragment of `want`.
+fn fails_with(path: &Path, want: &[&str]) -> ImagingError {
+    let err = fails(path);
+    let msg = err.to_string();
+    for w in want {
+        assert!(msg.contains(w), "expected {w:?} in: {msg}");
+    }
     err
 }
 
@@ -98,10 +126,45 @@ fn malformed_nifti_is_a_typed_error() {
         b[344..348].copy_from_slice(b"ni1\0")
     });
     assert!(matches!(fails(&p), ImagingError::Unsupported { .. }));
+    // sizeof_hdr 540 announces NIfTI-2: this 412-byte file is too short for its header, and with room for one the
+    // NIfTI-2 magic (at offset 4) is missing.
     let p = patched(d, "u8_ras.nii", "nifti2.nii", |b| {
         b[0..4].copy_from_slice(&540i32.to_le_bytes())
     });
-    assert!(matches!(fails(&p), ImagingError::Unsupported { .. }));
+    assert!(matches!(
+        fails(&p),
+        ImagingError::Truncated { expected: 540, .. }
+    ));
+    let p = patched(d, "u8_ras.nii", "nifti2_long.nii", |b| {
+        b[0..4].copy_from_slice(&540i32.to_le_bytes());
+        b.resize(1000, 0);
+    });
+    assert!(matches!(fails(&p), ImagingError::HeaderField { ref field, .. } if field == "magic"));
+    // dim[0] out of range is reported as dim[0] (not as sizeof_hdr), in either direction.
+    for (name, v) in [("dim0_8.nii", 8), ("dim0_neg.nii", -3)] {
+        let p = patched(d, "u8_ras.nii", name, |b| put_i16(b, 40, v));
+        fails_with(&p, &[&format!("header field `dim[0]`: is {v}; expected")]);
+    }
+    // A text file with a NIfTI name is "not a NIfTI file", not a truncated header.
+    for name in ["text.nii.gz", "text.nii", "x.nii"] {
+        let p = d.join(name);
+        std::fs::write(
+            &p,
+            if name == "x.nii" {
+                &b"ab"[..]
+            } else {
+                &b"just some text, no image\n"[..]
+            },
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                fails_with(&p, &["not a NIfTI file"]),
+                ImagingError::NotFormat { .. }
+            ),
+            "{name}"
+        );
+    }
     let p = patched(d, "u8_ras.nii", "bad_inter.nii", |b| {
         put_f32(b, 112, 2.0);
         put_f32(b, 116, f32::INFINITY);
@@ -125,10 +188,217 @@ fn malformed_nifti_is_a_typed_error() {
         io::load_with(&golden("u8_ras.nii"), &opts),
         Err(ImagingError::TooLarge { .. })
     ));
+    let absent = d.join("absent.nii");
+    let err = fails(&absent);
+    assert!(matches!(err, ImagingError::Io { .. }));
+    assert_eq!(
+        err.to_string().matches("No such file or directory").count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn degenerate_nifti_geometry_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // u8_ras.nii has sform_code 1: srow_x at 280, srow_y at 296, srow_z at 312.
+    let p = patched(d, "u8_ras.nii", "zero_col.nii", |b| {
+        for r in 0..3 {
+            put_f32(b, 280 + 16 * r + 8, 0.0);
+        }
+    });
+    fails_with(
+        &p,
+        &[
+            "header field `srow_x/srow_y/srow_z`",
+            "voxel axis 2 has spacing 0",
+            "positive, finite",
+        ],
+    );
+    let p = patched(d, "u8_ras.nii", "inf_srow.nii", |b| {
+        put_f32(b, 300, f32::INFINITY)
+    });
+    fails_with(&p, &["`srow_x/srow_y/srow_z`: affine entry [1][1] is inf"]);
+    // Column 1 made equal to column 0 (1.5, 0, 0): srow_x[1] = 1.5, srow_y[1] = 0.
+    let p = patched(d, "u8_ras.nii", "singular.nii", |b| {
+        put_f32(b, 284, 1.5);
+        put_f32(b, 300, 0.0);
+    });
+    fails_with(&p, &["the direction matrix is singular"]);
+    // Without sform the qform (pixdim zooms) and then pixdim alone are used: 0, negative and NaN are refused.
+    for (code_at, name) in [(254usize, "qform"), (252, "pixdim")] {
+        for bad in [0.0f32, -1.5, f32::NAN] {
+            let p = patched(d, "u8_ras.nii", &format!("{name}_{bad}.nii"), |b| {
+                put_i16(b, 254, 0);
+                if code_at == 252 {
+                    put_i16(b, 252, 0);
+                } else {
+                    put_i16(b, 252, 1);
+                }
+                put_f32(b, 76 + 4 * 3, bad);
+            });
+            fails_with(
+                &p,
+                &[
+                    "header field `pixdim[3]`: is",
+                    "expected a positive, finite voxel spacing",
+                ],
+            );
+        }
+    }
+}
+
+#[test]
+fn degenerate_metaimage_geometry_and_lying_sizes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw: Vec<u8> = (0..8u8).collect();
+    let mha = |name: &str, fields: &str, data: &[u8]| {
+        let p = d.join(name);
+        let mut bytes = format!(
+            "ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\n{fields}ElementDataFile = LOCAL\n"
+        )
+        .into_bytes();
+        bytes.extend_from_slice(data);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    io::load(&mha("ok.mha", "ElementSpacing = 1 2 3\n", &raw)).unwrap();
+    for (name, field, want) in [
+        (
+            "zero.mha",
+            "ElementSpacing = 1 0 3\n",
+            "header field `ElementSpacing`: value 2 (axis 1) is 0",
+        ),
+        (
+            "neg.mha",
+            "ElementSpacing = -1 1 1\n",
+            "header field `ElementSpacing`: value 1 (axis 0) is -1",
+        ),
+        (
+            "nan.mha",
+            "ElementSpacing = 1 nan 1\n",
+            "header field `ElementSpacing`: is \"1 nan 1\"; expected 3 finite",
+        ),
+        (
+            "size.mha",
+            "ElementSize = 1 1 0\n",
+            "header field `ElementSize`: value 3 (axis 2) is 0",
+        ),
+        (
+            "singular.mha",
+            "TransformMatrix = 1 0 0 0 1 0 0 1 0\n",
+            "header field `TransformMatrix`: the direction matrix is singular",
+        ),
+        (
+            "zero_dir.mha",
+            "Rotation = 0 0 0 0 1 0 0 0 1\n",
+            "header field `Rotation`: voxel axis 0 has spacing 0",
+        ),
+    ] {
+        fails_with(&mha(name, field, &raw), &[want]);
+    }
+    // A CompressedDataSize larger than the bytes that follow is refused, not silently clamped.
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut z, &raw).unwrap();
+    let z = z.finish().unwrap();
+    io::load(&mha(
+        "z.mha",
+        &format!("CompressedData = True\nCompressedDataSize = {}\n", z.len()),
+        &z,
+    ))
+    .unwrap();
+    let huge = mha(
+        "zhuge.mha",
+        "CompressedData = True\nCompressedDataSize = 1000000000000\n",
+        &z,
+    );
+    fails_with(
+        &huge,
+        &["header field `CompressedDataSize`: is 1000000000000 but only"],
+    );
+    // A CompressedDataSize smaller than the stream cuts it: the data is truncated.
+    let short = mha(
+        "zshort.mha",
+        "CompressedData = True\nCompressedDataSize = 5\n",
+        &z,
+    );
     assert!(matches!(
-        io::load(&d.join("absent.nii")),
-        Err(ImagingError::Io { .. })
+        fails(&short),
+        ImagingError::Truncated { .. } | ImagingError::Compression { .. }
     ));
+}
+
+#[test]
+fn data_files_stay_in_the_headers_folder_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sub = d.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(d.join("outside.raw"), [7u8; 8]).unwrap();
+    std::fs::write(d.join("s0.raw"), [1u8; 4]).unwrap();
+    std::fs::write(d.join("s1.raw"), [2u8; 4]).unwrap();
+    std::fs::write(sub.join("inside.raw"), [5u8; 8]).unwrap();
+    let header = |name: &str, data: &str| {
+        let p = sub.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = {data}\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    io::load(&header("ok.mhd", "inside.raw")).unwrap();
+    let allowed = LoadOptions {
+        allow_external_data: true,
+        ..LoadOptions::default()
+    };
+    for (name, data, value) in [
+        ("parent.mhd", "../outside.raw", "../outside.raw"),
+        (
+            "deep.mhd",
+            "../../../../etc/passwd",
+            "../../../../etc/passwd",
+        ),
+        ("absolute.mhd", "/etc/passwd", "/etc/passwd"),
+        (
+            "list.mhd",
+            "LIST\ninside.raw\n../outside.raw",
+            "../outside.raw",
+        ),
+        ("pattern.mhd", "../s%d.raw 0 1 1", "../s0.raw"),
+        (
+            "sneaky.mhd",
+            "inside/../../outside.raw",
+            "inside/../../outside.raw",
+        ),
+    ] {
+        let p = header(name, data);
+        let err = fails_with(
+            &p,
+            &[
+                "header field `ElementDataFile`",
+                &format!("{value:?} is outside the header's directory"),
+                "allow_external_data",
+            ],
+        );
+        assert!(matches!(err, ImagingError::HeaderField { .. }), "{name}");
+        assert!(io::probe(&p).is_err(), "{name}: probe must refuse too");
+    }
+    // The explicit opt-in reads external files (here the ones that exist and fit).
+    let v = io::load_with(&header("parent2.mhd", "../outside.raw"), &allowed).unwrap();
+    assert!(v.data.iter().all(|&x| x == 7.0));
+    let v = io::load_with(&header("pattern2.mhd", "../s%d.raw 0 1 1"), &allowed).unwrap();
+    assert_eq!(v.data.iter().filter(|&&x| x == 2.0).count(), 4);
+    // Bytes in memory have no folder: only LOCAL data can be read.
+    let text =
+        b"NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = inside.raw\n";
+    let err = io::load_bytes(text, io::FileFormat::Mhd, "upload.mhd", &allowed).unwrap_err();
+    check_style(&err, "upload.mhd");
+    assert!(err.to_string().contains("needs a folder"), "{err}");
 }
 
 #[test]

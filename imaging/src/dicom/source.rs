@@ -38,16 +38,28 @@ pub(crate) fn is_dicom_file(path: &Path) -> bool {
         .is_ok_and(|_| has_dicom_marker(&head))
 }
 
-/// True if a directory (walked like [`gather`]) holds at least one DICOM file.
+/// True if a directory (searched like [`gather`] walks it, stopping at the first hit) holds a DICOM file: what tells
+/// a series folder from a folder of other images.
 pub(crate) fn dir_has_dicom(dir: &Path) -> bool {
-    let mut found = Vec::new();
-    let opts = DicomOptions {
-        max_files: 1,
-        ..DicomOptions::default()
-    };
-    // `walk` stops with a "too many files" error once it has found more than one: either way one was found.
-    let _ = walk(dir, &mut found, 0, &opts);
-    !found.is_empty()
+    fn search(dir: &Path, depth: usize) -> bool {
+        if depth > 8 {
+            return false;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            match entry.file_type() {
+                _ if skip_in_dir(&name) => false,
+                Ok(ft) if ft.is_dir() => search(&path, depth + 1),
+                Ok(ft) if ft.is_file() => is_dicom_file(&path),
+                _ => false,
+            }
+        })
+    }
+    search(dir, 0)
 }
 
 /// Files skipped when walking a directory: hidden files and the usual non-DICOM companions.
@@ -81,7 +93,7 @@ pub(crate) fn gather(input: &Path, opts: &DicomOptions) -> Result<Vec<SourceFile
     if out.is_empty() {
         return Err(ImagingError::format(
             input,
-            "no DICOM files found (expected a directory, a .zip or a file with the DICM marker)",
+            "no DICOM files found (expected a directory, a .zip or a file)",
         ));
     }
     Ok(out)
@@ -125,8 +137,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize, opts: &DicomOptions) -
         let ft = entry.file_type().map_err(|e| ImagingError::io(&path, e))?;
         if ft.is_dir() {
             walk(&path, out, depth + 1, opts)?;
-        } else if ft.is_file() && is_dicom_file(&path) {
-            // Files without the DICOM marker (a NIfTI, a README, a spreadsheet) are not part of a series.
+        } else if ft.is_file() {
+            // Every other file is read: a stray or broken file in a series folder is an error naming it, never
+            // silently left out (a dropped end slice would shorten the volume unnoticed).
             out.push(path);
             if out.len() > opts.max_files {
                 return Err(ImagingError::TooLarge {

@@ -24,12 +24,28 @@ pub(crate) fn write_atomic(
     let tmp = dir.join(format!(".medmae-tmp-{}-{n}{suffix}", std::process::id()));
     let res = write(&tmp)
         .and_then(|()| sync(&tmp))
+        .map_err(|e| name_target(e, &tmp, path))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| ImagingError::io(path, e)))
         .and_then(|()| sync_dir(&dir));
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+/// Errors about the temporary file name the target instead (the temporary name means nothing to a user).
+fn name_target(e: ImagingError, tmp: &Path, target: &Path) -> ImagingError {
+    match e {
+        ImagingError::Io { path, error } if path == tmp => ImagingError::Io {
+            path: target.into(),
+            error,
+        },
+        ImagingError::Format { path, msg } if path == tmp => ImagingError::Format {
+            path: target.into(),
+            msg,
+        },
+        other => other,
+    }
 }
 
 /// Write `bytes` to `path` atomically.
@@ -68,8 +84,19 @@ mod tests {
             std::fs::write(tmp, b"partial").unwrap();
             Err(ImagingError::format(tmp, "failed on purpose"))
         });
-        assert!(err.is_err());
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            format!("{}: failed on purpose", p.display())
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let missing = dir.path().join("no/such/dir.bin");
+        let err = write_bytes_atomic(&missing, ".bin", b"x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{}: ", missing.display())),
+            "{err}"
+        );
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

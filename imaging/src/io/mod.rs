@@ -220,9 +220,9 @@ pub fn load_channels_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Volum
                 first: first_path.clone(),
                 other: p.clone(),
                 msg: format!(
-                    "shape {:?} vs {:?}",
-                    &parts[0].shape()[1..],
-                    v.spatial_shape()
+                    "grid {} vs {}; expected the same grid",
+                    nifti::list(&parts[0].shape()[1..]),
+                    nifti::list(&v.spatial_shape())
                 ),
             });
         }
@@ -241,8 +241,8 @@ pub fn load_channels_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Volum
                 first: first_path.clone(),
                 other: p.clone(),
                 msg: format!(
-                    "affines differ by {worst:.3e} (> {CHANNEL_AFFINE_TOLERANCE:e}): {:?} vs {:?}",
-                    first.affine, v.affine
+                    "affines differ by up to {worst:.3e}; expected at most {CHANNEL_AFFINE_TOLERANCE:e} (the same \
+                     geometry)"
                 ),
             });
         }

@@ -26,13 +26,25 @@ pub(super) fn check_grid(
             .iter()
             .all(|s| usize::from(s.label) <= mask.channels()),
     };
-    if !channels_ok || mask.spatial_shape() != want {
+    let [x, y, z] = mask.spatial_shape();
+    if mask.spatial_shape() != want {
         return Err(ImagingError::Shape(format!(
-            "mask {:?} ({layout:?}) does not match the source series grid ({}, {}, {}) or lacks a segment's channel; resample or reorient it back first",
-            mask.data.shape(),
-            want[0],
-            want[1],
-            want[2]
+            "the mask grid {x} x {y} x {z} does not match the source series grid {} x {} x {}; expected the \
+             source's grid (resample or reorient the mask back first)",
+            want[0], want[1], want[2]
+        )));
+    }
+    if !channels_ok {
+        let expected = match layout {
+            MaskLayout::LabelMap => "1 channel of label values".to_string(),
+            MaskLayout::Channels => format!(
+                "one channel per segment ({})",
+                segments.iter().map(|s| s.label).max().unwrap_or(0)
+            ),
+        };
+        return Err(ImagingError::Shape(format!(
+            "the mask has {} channel(s); expected {expected}",
+            mask.channels()
         )));
     }
     let tol = 1e-3 * source.volume.spacing().iter().cloned().fold(1.0, f64::max);
@@ -40,7 +52,8 @@ pub(super) fn check_grid(
         for c in 0..4 {
             if (mask.affine[r][c] - source.volume.affine[r][c]).abs() > tol {
                 return Err(ImagingError::Shape(format!(
-                    "label map affine differs from the source series at [{r}][{c}]: {} vs {}",
+                    "the mask's affine differs from the source series' at row {r}, column {c}: {} vs {}; expected \
+                     the source's geometry",
                     mask.affine[r][c], source.volume.affine[r][c]
                 )));
             }

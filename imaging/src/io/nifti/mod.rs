@@ -62,12 +62,9 @@ pub(crate) fn load(input: &mut Input, opts: &LoadOptions) -> Result<Volume> {
     } else {
         stream::read_region(input, layout.vox_offset, layout.nbytes, "voxel data")?
     };
-    let values = decode(
-        &bytes,
-        layout.header.dtype,
-        layout.order,
-        layout.header.scaling,
-    );
+    // Like nibabel's `apply_read_scaling`, slope 1 and intercept 0 leave the values alone (so -0.0 stays -0.0).
+    let scaling = layout.header.scaling.filter(|&s| s != (1.0, 0.0));
+    let values = decode(&bytes, layout.header.dtype, layout.order, scaling);
     let data = channel_first(&input.name, values, layout.file_shape)?;
     Ok(Volume::new(data, layout.header.affine))
 }
