@@ -1,8 +1,10 @@
 //! The malformed-input catalogue (`tests/malformed/cases.tsv`): every case — a broken file uploaded through
 //! `medmae.v1.Segmentation/Segment`, or a broken KServe `ModelInfer` / Segment request built here — is sent to one
 //! real `medmae-serve`, which must answer with the listed gRPC code and a message containing the listed fragment,
-//! stay up, and serve a good request after each case. A second test checks token auth on every RPC and scans the
-//! server log for request file names and patient fields.
+//! stay up, and serve a good request after each case; every message follows the one error style (the input named at
+//! most once, no Rust debug values such as `Some(`, an OS error never repeated). A second test sends every corpus
+//! file through `medmae info` (the defaults users get) with the same style checks, and a third checks token auth on
+//! every RPC and scans the server log for request file names and patient fields.
 
 mod support_reliab;
 
@@ -59,6 +61,23 @@ fn cases() -> Vec<Case> {
             }
         })
         .collect()
+}
+
+/// What is wrong with the style of an error message that should name `name` (exactly once when `once`, at most
+/// once otherwise).
+fn style_problems(msg: &str, name: &str, once: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let n = msg.matches(name).count();
+    if n > 1 || (once && n == 0) {
+        problems.push(format!("names {name:?} {n} times"));
+    }
+    if msg.contains("Some(") || msg.contains("None)") {
+        problems.push("shows a Rust debug value".into());
+    }
+    if msg.matches("(os error").count() > 1 {
+        problems.push("repeats an OS error".into());
+    }
+    problems
 }
 
 /// Limits the catalogue's server runs with (the table's size cases depend on them).
@@ -384,6 +403,19 @@ async fn malformed_catalogue_gets_documented_errors_and_the_server_keeps_serving
                 ))
             }
             Err(s) => {
+                let from_file = repo_root()
+                    .join("tests/malformed/files")
+                    .join(&c.input)
+                    .is_file();
+                let problems = style_problems(s.message(), "uploaded volume", from_file);
+                if !problems.is_empty() {
+                    failures.push(format!(
+                        "{}: {:?}: {}",
+                        c.id,
+                        s.message(),
+                        problems.join(", ")
+                    ));
+                }
                 let temp = std::env::temp_dir().to_string_lossy().into_owned();
                 assert!(
                     !s.message().contains(&format!("{temp}/medmae-upload")),
@@ -424,6 +456,50 @@ async fn malformed_catalogue_gets_documented_errors_and_the_server_keeps_serving
         status.success(),
         "medmae-serve exited with {status} after SIGTERM"
     );
+}
+
+/// Files of the corpus that are valid images (their rows test a model mismatch, not a broken file).
+const VALID_FILES: [&str; 2] = ["nifti_two_channels.nii", "nifti2_two_channels.nii"];
+
+#[test]
+fn every_corpus_file_gets_one_styled_error_from_medmae_info() {
+    let dir = repo_root().join("tests/malformed/files");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let out = std::process::Command::new(medmae_tests::bin("medmae"))
+            .arg("info")
+            .arg(f)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if VALID_FILES.contains(&name.as_str()) {
+            if !out.status.success() {
+                failures.push(format!("{name}: a valid file failed: {err}"));
+            }
+            continue;
+        }
+        checked += 1;
+        if out.status.success() || !err.starts_with("medmae: error: ") || err.contains("panicked") {
+            failures.push(format!(
+                "{name}: expected one error line, got status {} and {err:?}",
+                out.status
+            ));
+            continue;
+        }
+        let problems = style_problems(&err, &f.display().to_string(), true);
+        if !problems.is_empty() {
+            failures.push(format!("{name}: {err:?}: {}", problems.join(", ")));
+        }
+    }
+    assert!(checked >= 30, "only {checked} malformed files");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Patient-like strings planted in the uploaded file's name and header; none may reach the server log (distinctive

@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use imaging::io::LoadOptions;
 use imaging::metrics::{dice_labels, DiceOptions};
 use imaging::Volume;
+
+use crate::load::{describe, grid};
 
 /// Distinct colours for classes 1.. (class 0 is not drawn).
 const PALETTE: [[u8; 3]; 6] = [
@@ -17,26 +20,24 @@ const PALETTE: [[u8; 3]; 6] = [
     [145, 30, 180],
 ];
 
-fn load(path: &Path) -> Result<Volume> {
-    imaging::io::load(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
 /// Compare `prediction` with `reference`; print the report; write the overlay when asked.
 pub fn run(
     prediction: &Path,
     reference: &Path,
     image: Option<&Path>,
     overlay: Option<&Path>,
+    opts: &LoadOptions,
 ) -> Result<()> {
+    let load = |p: &Path| imaging::io::load_with(p, opts);
     let a = load(prediction)?;
     let b = load(reference)?;
     if a.data.shape() != b.data.shape() {
         bail!(
-            "{} has shape {:?} but {} has {:?}",
+            "{}: grid {} does not match the reference {} ({}); expected the same grid",
             prediction.display(),
-            a.data.shape(),
+            describe(&a),
             reference.display(),
-            b.data.shape()
+            describe(&b)
         );
     }
     let max_affine_diff = (0..4)
@@ -71,7 +72,7 @@ pub fn run(
     }
     if let Some(out) = overlay {
         let img = match image {
-            Some(p) => load(p)?,
+            Some(p) => imaging::io::load_with(p, opts)?,
             None => bail!("--overlay needs --image"),
         };
         write_overlay(&img, &a, out)?;
@@ -86,9 +87,9 @@ fn write_overlay(img: &Volume, labels: &Volume, out: &Path) -> Result<()> {
     let [x, y, z] = img.spatial_shape();
     if labels.spatial_shape() != [x, y, z] {
         bail!(
-            "the image grid {:?} differs from the label grid {:?}",
-            [x, y, z],
-            labels.spatial_shape()
+            "--image grid {} differs from the label grid {}; expected the same grid",
+            grid([x, y, z]),
+            grid(labels.spatial_shape())
         );
     }
     let k = z / 2;
@@ -115,7 +116,7 @@ fn write_overlay(img: &Volume, labels: &Volume, out: &Path) -> Result<()> {
     }
     let tmp = out.with_extension("png.tmp");
     png.save_with_format(&tmp, image::ImageFormat::Png)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     Ok(())
 }

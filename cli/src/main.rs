@@ -3,34 +3,50 @@
 //! Never prints patient-identifying DICOM attributes: the imaging crate does not even read them.
 
 mod compare;
+mod convert;
 mod info;
+mod listing;
+mod load;
 mod seg;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use imaging::io::{FileFormat, NiftiDtype};
-use imaging::Volume;
+use imaging::io::LoadOptions;
+
+use convert::ChannelAxis;
 
 /// Inspect and convert medical images: NIfTI (.nii, .nii.gz), MetaImage (.mha, .mhd) and DICOM series
 /// (a directory, a .zip or a .dcm file).
 #[derive(Debug, Parser)]
 #[command(name = "medmae", version, about)]
 struct Cli {
+    /// Let MetaImage headers (.mhd/.mha) name data files outside their own folder (absolute paths, `..`). Off by
+    /// default: a header from elsewhere could otherwise make medmae read any file. Use only for headers you trust.
+    #[arg(long, global = true)]
+    allow_external_data: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a volume's facts: format, shape, channels, dtype, spacing, origin, direction, RAS affine, axcodes,
-    /// intensity statistics and, for integer images, label values and counts.
+    /// Print a volume's facts: format, stored dims, time axis vs vector components, dtype, shape, spacing, origin,
+    /// direction, RAS affine, axcodes, intensity statistics (with sum), a SHA-256 checksum of the voxel values and,
+    /// for integer images, label values and counts. A DICOM SEG lists its segments; a folder of images lists one
+    /// header line per file.
     Info {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Report the geometry after reorienting the voxel axes to RAS (same as --orient RAS).
+        #[arg(long, conflicts_with = "orient")]
+        ras: bool,
+        /// Report the geometry after reorienting the voxel axes to these axis codes (e.g. LPS, PIL).
+        #[arg(long, value_name = "CODES")]
+        orient: Option<String>,
         /// DICOM: the SeriesInstanceUID (or SeriesNumber) to read when the input holds several series.
         #[arg(long)]
         series: Option<String>,
@@ -46,7 +62,8 @@ enum Command {
         input: PathBuf,
     },
     /// Convert between NIfTI, MetaImage and DICOM series (series -> volume); the output format follows OUT's
-    /// extension (.nii, .nii.gz, .mha, .mhd).
+    /// extension (.nii, .nii.gz, .mha, .mhd). The stored axes are kept: a 2-D file stays 2-D, a 4-D file keeps its
+    /// 4th axis with its step (pixdim[4]) and unit, vector components stay components.
     Convert {
         /// DICOM: the SeriesInstanceUID (or SeriesNumber) to read when the input holds several series.
         #[arg(long)]
@@ -55,6 +72,15 @@ enum Command {
         /// f32.
         #[arg(long, default_value = "auto")]
         dtype: String,
+        /// Reorient the voxel axes to these axis codes (e.g. RAS, LPS) before writing.
+        #[arg(long, value_name = "CODES")]
+        orient: Option<String>,
+        /// How to store the channels: as the input does (keep), on a 4th time axis, or as vector components.
+        #[arg(long, value_enum, default_value = "keep")]
+        channels: ChannelAxis,
+        /// Write a NIfTI-2 header (64-bit dimensions) instead of NIfTI-1.
+        #[arg(long)]
+        nifti2: bool,
         /// Input image file, DICOM directory, .zip or .dcm file.
         input: PathBuf,
         /// Output file.
@@ -97,89 +123,34 @@ enum Command {
     },
 }
 
-/// Load a volume from an image file or DICOM input; returns the volume and a format name.
-pub(crate) fn load_any(input: &Path, series: Option<&str>) -> Result<(Volume, String)> {
-    if FileFormat::from_path(input).is_some() {
-        let v =
-            imaging::io::load(input).with_context(|| format!("cannot read {}", input.display()))?;
-        return Ok((
-            v,
-            format!("{:?}", imaging::io::probe(input)?.format).to_lowercase(),
-        ));
-    }
-    if imaging::dicom::looks_like_dicom(input) {
-        let v = imaging::dicom::read_series(input, series)
-            .with_context(|| format!("cannot read DICOM input {}", input.display()))?;
-        return Ok((v, "dicom".into()));
-    }
-    anyhow::bail!(
-        "{}: unknown input (expected .nii, .nii.gz, .mha, .mhd, a DICOM directory, .zip or .dcm)",
-        input.display()
-    )
-}
-
-fn parse_dtype(s: &str, vol: &Volume) -> Result<NiftiDtype> {
-    Ok(match s {
-        "u8" => NiftiDtype::U8,
-        "i16" => NiftiDtype::I16,
-        "i32" => NiftiDtype::I32,
-        "f32" => NiftiDtype::F32,
-        "auto" => {
-            let integral = vol.data.iter().all(|v| v.fract() == 0.0);
-            let (lo, hi) = vol
-                .data
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                    (a.min(v), b.max(v))
-                });
-            if !integral || vol.data.is_empty() {
-                NiftiDtype::F32
-            } else if lo >= 0.0 && hi <= 255.0 {
-                NiftiDtype::U8
-            } else if lo >= -32768.0 && hi <= 32767.0 {
-                NiftiDtype::I16
-            } else {
-                NiftiDtype::F32
-            }
-        }
-        other => anyhow::bail!("--dtype {other}: expected auto, u8, i16, i32 or f32"),
-    })
-}
-
-fn convert(input: &Path, output: &Path, series: Option<&str>, dtype: &str) -> Result<()> {
-    let format = FileFormat::from_path(output).with_context(|| {
-        format!(
-            "{}: unknown output extension (expected .nii, .nii.gz, .mha or .mhd)",
-            output.display()
-        )
-    })?;
-    let (vol, _) = load_any(input, series)?;
-    match format {
-        FileFormat::Nii | FileFormat::NiiGz => {
-            imaging::io::save_nifti(&vol, output, parse_dtype(dtype, &vol)?)
-        }
-        FileFormat::Mha | FileFormat::Mhd => imaging::io::save_metaimage(&vol, output),
-    }
-    .with_context(|| format!("cannot write {}", output.display()))?;
-    let s = vol.spatial_shape();
-    eprintln!(
-        "wrote {} ({}x{}x{}, {} channel(s))",
-        output.display(),
-        s[0],
-        s[1],
-        s[2],
-        vol.channels()
-    );
-    Ok(())
-}
-
 fn run(cli: Cli) -> Result<()> {
+    let opts = LoadOptions {
+        allow_external_data: cli.allow_external_data,
+        ..LoadOptions::default()
+    };
     match cli.command {
         Command::Info {
             json,
+            ras,
+            orient,
             series,
             input,
-        } => info::run(&input, series.as_deref(), json),
+        } => {
+            if imaging::dicom::is_seg_file(&input) {
+                return listing::seg(&input, json);
+            }
+            if input.is_dir() && !imaging::dicom::looks_like_dicom(&input) {
+                return listing::folder(&input, json, &opts);
+            }
+            let orient = if ras { Some("RAS".to_string()) } else { orient };
+            let f = info::facts(&input, series.as_deref(), orient.as_deref(), &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                info::print(&f);
+            }
+            Ok(())
+        }
         Command::Compare {
             prediction,
             reference,
@@ -190,10 +161,10 @@ fn run(cli: Cli) -> Result<()> {
             &reference,
             image.as_deref(),
             overlay.as_deref(),
+            &opts,
         ),
         Command::Series { json, input } => {
-            let list = imaging::dicom::list_series(&input)
-                .with_context(|| format!("cannot list DICOM series in {}", input.display()))?;
+            let list = imaging::dicom::list_series(&input)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -222,9 +193,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert {
             series,
             dtype,
+            orient,
+            channels,
+            nifti2,
             input,
             output,
-        } => convert(&input, &output, series.as_deref(), &dtype),
+        } => convert::run(
+            &convert::ConvertArgs {
+                input: &input,
+                output: &output,
+                series: series.as_deref(),
+                dtype: &dtype,
+                orient: orient.as_deref(),
+                channels,
+                nifti2,
+            },
+            &opts,
+        ),
         Command::Seg {
             source,
             series,
@@ -232,14 +217,17 @@ fn run(cli: Cli) -> Result<()> {
             names,
             anonymize,
             output,
-        } => seg::run(&seg::SegArgs {
-            source,
-            series,
-            labels,
-            names,
-            anonymize,
-            output,
-        }),
+        } => seg::run(
+            &seg::SegArgs {
+                source,
+                series,
+                labels,
+                names,
+                anonymize,
+                output,
+            },
+            &opts,
+        ),
     }
 }
 
@@ -247,6 +235,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // The errors name their file once and carry no `source()` chain to repeat.
             eprintln!("medmae: error: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,18 +1,32 @@
 //! The typed error of the imaging crate: every variant names the file or field and what was expected.
+//!
+//! One message style everywhere: `FILE: what is wrong[, field]; expected …`. Each message names its file exactly
+//! once and is complete on its own: no variant exposes an underlying error through `source()` *and* prints it, so
+//! an `anyhow` chain (`{:#}`) never repeats an OS error, and callers must not wrap these errors in a context that
+//! repeats the path.
 
 use std::path::PathBuf;
 
 /// Errors from reading, writing and transforming volumes.
 #[derive(Debug, thiserror::Error)]
 pub enum ImagingError {
-    /// An I/O failure on a named file.
-    #[error("{path}: {source}")]
+    /// An I/O failure on a named file (the OS error is part of the message, not a `source()`).
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// A file that is not of the format its name or caller says (e.g. a text file named `.nii.gz`).
+    #[error("{path}: not a {format} file ({found})")]
+    NotFormat {
+        /// The file.
+        path: PathBuf,
+        /// The expected format, e.g. `NIfTI`.
+        format: String,
+        /// What was found instead.
+        found: String,
     },
     /// A file whose content does not match its format.
     #[error("{path}: {msg}")]
@@ -64,15 +78,14 @@ pub enum ImagingError {
         msg: String,
     },
     /// A data file named by a header that does not exist or cannot be opened.
-    #[error("{header}: data file {data} is missing: {source}")]
+    #[error("{header}: cannot open the data file {data} named by `ElementDataFile`: {error}")]
     MissingDataFile {
         /// The header file that names the data file.
         header: PathBuf,
         /// The data file.
         data: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A compressed (gzip/zlib) stream that cannot be decoded.
     #[error("{path}: corrupt {codec} stream: {msg}")]
@@ -120,10 +133,22 @@ impl ImagingError {
         }
     }
     /// An I/O error for a file.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
+        }
+    }
+    /// A header field error for a file.
+    pub fn field(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
+        Self::HeaderField {
+            path: path.into(),
+            field: field.into(),
+            msg: msg.into(),
         }
     }
 }

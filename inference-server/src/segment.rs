@@ -294,7 +294,6 @@ fn load_upload(upload: &Upload, max_voxels: u64) -> Result<Volume, ServeError> {
         Upload::File { path, .. } => {
             let opts = LoadOptions {
                 max_voxels,
-                confine_data_files: true,
                 ..LoadOptions::default()
             };
             io::load_with(path, &opts).map_err(|e| {

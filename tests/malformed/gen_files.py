@@ -70,3 +70,24 @@ write("mha_huge.mha", mha([l if not l.startswith("DimSize") else "DimSize = 1000
 write("mha_ndims_mismatch.mha", mha([l if not l.startswith("DimSize") else "DimSize = 16 16" for l in base] + ["ElementDataFile = LOCAL"]))
 write("mha_compressed_garbage.mha", mha(base + ["CompressedData = True", "CompressedDataSize = 600", "ElementDataFile = LOCAL"], rng.bytes(600)))
 write("mha_no_data_file.mha", mha(base, b""))
+
+# Input safety (issue 16): not-a-NIfTI text, dim[0] out of range, degenerate geometry, a lying CompressedDataSize,
+# data files escaping the header's folder through LIST and pattern forms, and NIfTI-2 (read like NIfTI-1).
+write("nifti_text_as_gz.nii.gz", b"this is a text file with a NIfTI name\n")
+write("nifti_dim0_negative.nii", patched("h", 40, [-3]))
+zero_spacing = patched("h", 252, [1])           # qform_code 1
+struct.pack_into("<h", zero_spacing, 254, 0)      # sform_code 0: the qform and pixdim give the affine
+struct.pack_into("<f", zero_spacing, 76 + 8, 0.0)  # pixdim[2] = 0
+write("nifti_zero_spacing.nii", zero_spacing)
+singular = nifti_bytes(vol)
+singular[296:312] = singular[280:296]             # srow_y = srow_x: two voxel axes point the same way
+write("nifti_singular_sform.nii", singular)
+write("nifti_nan_sform.nii", patched("f", 280, [float("nan")]))
+two2 = nib.Nifti2Image(np.stack([vol, vol], axis=-1), np.diag([1.5, 1.5, 2.0, 1.0]))
+write("nifti2_two_channels.nii", two2.to_bytes())
+write("mha_zero_spacing.mha", mha([l if not l.startswith("ElementSpacing") else "ElementSpacing = 1 0 1" for l in base] + ["ElementDataFile = LOCAL"]))
+write("mha_singular_matrix.mha", mha(base + ["TransformMatrix = 1 0 0 1 0 0 0 0 1", "ElementDataFile = LOCAL"]))
+import zlib  # noqa: E402
+write("mha_compressed_size_huge.mha", mha(base + ["CompressedData = True", "CompressedDataSize = 1000000000000", "ElementDataFile = LOCAL"], zlib.compress(raw)))
+write("mha_list_escape.mha", mha(base + ["ElementDataFile = LIST"], b"slice.raw\n../secret.raw\n"))
+write("mha_pattern_escape.mha", mha(base + ["ElementDataFile = ../slice%03d.raw 1 16 1"], b""))

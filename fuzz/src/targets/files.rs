@@ -13,7 +13,6 @@ use crate::mutate::{Hints, Rng};
 fn opts() -> LoadOptions {
     LoadOptions {
         max_voxels: MAX_VOXELS,
-        confine_data_files: true,
         ..LoadOptions::default()
     }
 }

@@ -335,7 +335,6 @@ impl Target for Segment {
         std::fs::write(&path, &bytes).map_err(|e| format!("scratch write: {e}"))?;
         let opts = LoadOptions {
             max_voxels: MAX_VOXELS,
-            confine_data_files: true,
             ..LoadOptions::default()
         };
         io::load_with(&path, &opts)

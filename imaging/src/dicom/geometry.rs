@@ -5,7 +5,10 @@
 //! the column direction (increasing row index); ImagePositionPatient is the centre of the first pixel. As for
 //! MetaImage/ITK in [`crate::io`], the LPS geometry is converted to RAS by negating the first two world axes.
 
+use nalgebra::Vector3;
+
 use crate::error::{ImagingError, Result};
+use crate::io::check_affine;
 use crate::volume::Volume;
 
 use super::meta::SliceMeta;
@@ -20,20 +23,17 @@ pub(crate) struct Grid {
 }
 
 fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+    Vector3::from(a).dot(&Vector3::from(b))
 }
 
 fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
+    Vector3::from(a).cross(&Vector3::from(b)).into()
 }
 
 fn unit(v: [f64; 3]) -> Option<[f64; 3]> {
-    let n = dot(v, v).sqrt();
-    (n > 1e-6).then(|| [v[0] / n, v[1] / n, v[2] / n])
+    let v = Vector3::from(v);
+    let n = v.norm();
+    (n > 1e-6).then(|| (v / n).into())
 }
 
 fn err(s: &SliceMeta, msg: String) -> ImagingError {
@@ -47,6 +47,50 @@ pub(crate) fn grid(slices: &[SliceMeta]) -> Result<Grid> {
             "a DICOM series without image slices".into(),
         ));
     };
+    check_uniform(slices)?;
+    let ps = pixel_spacing(first, slices.len())?;
+    let plane = Plane::of(first, slices.len())?;
+    let proj = project(slices, first, &plane, ps)?;
+    let mut order: Vec<usize> = (0..slices.len()).collect();
+    order.sort_by(|&a, &b| {
+        proj[a]
+            .total_cmp(&proj[b])
+            .then_with(|| slices[a].name.cmp(&slices[b].name))
+    });
+    let step = if order.len() > 1 {
+        slice_step(slices, &order, &proj, &plane, ps)?
+    } else {
+        first.slice_step.unwrap_or(1.0)
+    };
+    let origin_lps = slices[order[0]].ipp.unwrap_or(plane.ipp0);
+    // Columns of the direction matrix: voxel axes X (along a row), Y (down a column), Z (along the normal).
+    let (row, col, normal) = (plane.row, plane.col, plane.normal);
+    let dir_lps = [
+        [row[0], col[0], normal[0]],
+        [row[1], col[1], normal[1]],
+        [row[2], col[2], normal[2]],
+    ];
+    let flip = [-1.0, -1.0, 1.0];
+    let mut dir = [[0.0; 3]; 3];
+    let mut origin = [0.0; 3];
+    for r in 0..3 {
+        for c in 0..3 {
+            dir[r][c] = flip[r] * dir_lps[r][c];
+        }
+        origin[r] = flip[r] * origin_lps[r];
+    }
+    let affine = Volume::affine_from([ps[1], ps[0], step], origin, dir);
+    check_affine(
+        &first.name,
+        "PixelSpacing/ImageOrientationPatient/ImagePositionPatient",
+        &affine,
+    )?;
+    Ok(Grid { order, affine })
+}
+
+/// Every slice has the size, sample layout and frame of reference of the first, and one frame.
+fn check_uniform(slices: &[SliceMeta]) -> Result<()> {
+    let first = &slices[0];
     for s in slices {
         if (s.rows, s.cols, s.samples, s.bits_allocated)
             != (first.rows, first.cols, first.samples, first.bits_allocated)
@@ -83,56 +127,93 @@ pub(crate) fn grid(slices: &[SliceMeta]) -> Result<Grid> {
             ),
         });
     }
-    let spacing_of = |s: &SliceMeta| -> Result<[f64; 2]> {
-        match s.pixel_spacing {
-            Some([r, c]) if r > 0.0 && c > 0.0 => Ok([r, c]),
-            Some(v) => Err(err(
-                s,
-                format!("PixelSpacing must be positive, found {v:?}"),
-            )),
-            None if slices.len() == 1 => Ok([1.0, 1.0]),
-            None => Err(err(s, "PixelSpacing is missing".into())),
-        }
-    };
-    let ps = spacing_of(first)?;
-    let (iop, ipp0) = match (first.iop, first.ipp) {
-        (Some(o), Some(p)) => (o, p),
-        _ if slices.len() == 1 => ([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [0.0; 3]),
-        _ => {
-            return Err(err(
-                first,
-                "ImageOrientationPatient or ImagePositionPatient is missing".into(),
-            ))
-        }
-    };
-    let row = unit([iop[0], iop[1], iop[2]]);
-    let col = unit([iop[3], iop[4], iop[5]]);
-    let (Some(row), Some(col)) = (row, col) else {
-        return Err(err(
-            first,
-            format!("ImageOrientationPatient {iop:?} has a zero direction"),
-        ));
-    };
-    if dot(row, col).abs() > 1e-3 {
-        return Err(err(
-            first,
-            format!(
-                "ImageOrientationPatient {iop:?}: row and column directions are not orthogonal"
-            ),
-        ));
-    }
-    let normal = cross(row, col);
+    Ok(())
+}
 
+/// PixelSpacing `(between rows, between columns)` of a slice: positive and finite; 1 mm for a lone slice without it.
+fn pixel_spacing(s: &SliceMeta, n_slices: usize) -> Result<[f64; 2]> {
+    match s.pixel_spacing {
+        Some([r, c]) if r.is_finite() && c.is_finite() && r > 0.0 && c > 0.0 => Ok([r, c]),
+        Some([r, c]) => Err(ImagingError::field(
+            &s.name,
+            "PixelSpacing",
+            format!("is {r}\\{c}; expected two positive, finite spacings"),
+        )),
+        None if n_slices == 1 => Ok([1.0, 1.0]),
+        None => Err(ImagingError::field(&s.name, "PixelSpacing", "missing")),
+    }
+}
+
+/// The image plane of the first slice: unit row and column directions, their normal, and the first position.
+struct Plane {
+    iop: [f64; 6],
+    ipp0: [f64; 3],
+    row: [f64; 3],
+    col: [f64; 3],
+    normal: [f64; 3],
+}
+
+impl Plane {
+    fn of(first: &SliceMeta, n_slices: usize) -> Result<Self> {
+        let (iop, ipp0) = match (first.iop, first.ipp) {
+            (Some(o), Some(p)) => (o, p),
+            _ if n_slices == 1 => ([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], [0.0; 3]),
+            _ => {
+                return Err(err(
+                    first,
+                    "ImageOrientationPatient or ImagePositionPatient is missing".into(),
+                ))
+            }
+        };
+        let shown = iop.map(|v| v.to_string()).join("\\");
+        let (Some(row), Some(col)) = (
+            unit([iop[0], iop[1], iop[2]]),
+            unit([iop[3], iop[4], iop[5]]),
+        ) else {
+            return Err(ImagingError::field(
+                &first.name,
+                "ImageOrientationPatient",
+                format!("is {shown}: a zero direction; expected two unit vectors"),
+            ));
+        };
+        if dot(row, col).abs() > 1e-3 {
+            return Err(ImagingError::field(
+                &first.name,
+                "ImageOrientationPatient",
+                format!("is {shown}: row and column directions are not orthogonal"),
+            ));
+        }
+        Ok(Self {
+            iop,
+            ipp0,
+            row,
+            col,
+            normal: cross(row, col),
+        })
+    }
+}
+
+/// Each slice's position along the normal, after checking its spacing and orientation match the first slice.
+fn project(
+    slices: &[SliceMeta],
+    first: &SliceMeta,
+    plane: &Plane,
+    ps: [f64; 2],
+) -> Result<Vec<f64>> {
     let mut proj = Vec::with_capacity(slices.len());
     for s in slices {
-        let sps = spacing_of(s)?;
+        let sps = pixel_spacing(s, slices.len())?;
         if (sps[0] - ps[0]).abs() > 1e-4 * ps[0].max(1.0)
             || (sps[1] - ps[1]).abs() > 1e-4 * ps[1].max(1.0)
         {
             return Err(err(
                 s,
                 format!(
-                    "PixelSpacing {sps:?} differs from {ps:?} in {}",
+                    "PixelSpacing {}\\{} differs from {}\\{} in {}",
+                    sps[0],
+                    sps[1],
+                    ps[0],
+                    ps[1],
                     first.name.display()
                 ),
             ));
@@ -147,95 +228,82 @@ pub(crate) fn grid(slices: &[SliceMeta]) -> Result<Grid> {
                 "ImageOrientationPatient or ImagePositionPatient is missing".into(),
             ));
         };
-        if o.iter().zip(iop.iter()).any(|(a, b)| (a - b).abs() > 1e-4) {
+        if o.iter()
+            .zip(plane.iop.iter())
+            .any(|(a, b)| (a - b).abs() > 1e-4)
+        {
             return Err(err(
                 s,
                 format!(
-                    "mixed orientations: ImageOrientationPatient {o:?} differs from {iop:?} in {}",
+                    "mixed orientations: ImageOrientationPatient {} differs from {} in {}",
+                    o.map(|v| v.to_string()).join("\\"),
+                    plane.iop.map(|v| v.to_string()).join("\\"),
                     first.name.display()
                 ),
             ));
         }
-        proj.push(dot(p, normal));
+        proj.push(dot(p, plane.normal));
     }
-    let mut order: Vec<usize> = (0..slices.len()).collect();
-    order.sort_by(|&a, &b| {
-        proj[a]
-            .total_cmp(&proj[b])
-            .then_with(|| slices[a].name.cmp(&slices[b].name))
-    });
+    Ok(proj)
+}
 
+/// The regular step between sorted slices: no duplicates, no gaps, all on one line along the normal.
+fn slice_step(
+    slices: &[SliceMeta],
+    order: &[usize],
+    proj: &[f64],
+    plane: &Plane,
+    ps: [f64; 2],
+) -> Result<f64> {
     let n = order.len();
-    let step = if n > 1 {
-        let mut diffs: Vec<f64> = order.windows(2).map(|w| proj[w[1]] - proj[w[0]]).collect();
-        for (k, d) in diffs.iter().enumerate() {
-            if *d < 1e-3 {
-                let (a, b) = (&slices[order[k]], &slices[order[k + 1]]);
-                return Err(err(
-                    b,
-                    format!("duplicated slice position: same ImagePositionPatient along the normal as {}", a.name.display()),
-                ));
-            }
+    let mut diffs: Vec<f64> = order.windows(2).map(|w| proj[w[1]] - proj[w[0]]).collect();
+    for (k, d) in diffs.iter().enumerate() {
+        if *d < 1e-3 {
+            let (a, b) = (&slices[order[k]], &slices[order[k + 1]]);
+            return Err(err(
+                b,
+                format!(
+                    "duplicated slice position: same ImagePositionPatient along the normal as {}",
+                    a.name.display()
+                ),
+            ));
         }
-        diffs.sort_by(f64::total_cmp);
-        let median = diffs[diffs.len() / 2];
-        let tol = (0.01 * median).max(1e-3);
-        for w in order.windows(2) {
-            let d = proj[w[1]] - proj[w[0]];
-            if (d - median).abs() > tol {
-                return Err(err(
-                    &slices[w[1]],
-                    format!(
-                        "irregular slice spacing: {d:.4} mm from {} where the series steps {median:.4} mm \
-                         (missing slice?)",
-                        slices[w[0]].name.display()
-                    ),
-                ));
-            }
-        }
-        // Slices must lie on one line along the normal (no gantry tilt / shear).
-        let p0 = slices[order[0]].ipp.unwrap_or(ipp0);
-        for &i in &order {
-            let p = slices[i].ipp.unwrap_or(ipp0);
-            let along = proj[i] - proj[order[0]];
-            let off = [
-                p[0] - p0[0] - along * normal[0],
-                p[1] - p0[1] - along * normal[1],
-                p[2] - p0[2] - along * normal[2],
-            ];
-            if dot(off, off).sqrt() > 0.05 * ps[0].min(ps[1]).max(1e-2) {
-                return Err(ImagingError::Unsupported {
-                    path: slices[i].name.clone(),
-                    what:
-                        "slices not stacked along the slice normal (gantry tilt or sheared series)"
-                            .into(),
-                });
-            }
-        }
-        (proj[order[n - 1]] - proj[order[0]]) / (n - 1) as f64
-    } else {
-        first.slice_step.unwrap_or(1.0)
-    };
-    let origin_lps = slices[order[0]].ipp.unwrap_or(ipp0);
-    // Columns of the direction matrix: voxel axes X (along a row), Y (down a column), Z (along the normal).
-    let dir_lps = [
-        [row[0], col[0], normal[0]],
-        [row[1], col[1], normal[1]],
-        [row[2], col[2], normal[2]],
-    ];
-    let flip = [-1.0, -1.0, 1.0];
-    let mut dir = [[0.0; 3]; 3];
-    let mut origin = [0.0; 3];
-    for r in 0..3 {
-        for c in 0..3 {
-            dir[r][c] = flip[r] * dir_lps[r][c];
-        }
-        origin[r] = flip[r] * origin_lps[r];
     }
-    Ok(Grid {
-        order,
-        affine: Volume::affine_from([ps[1], ps[0], step], origin, dir),
-    })
+    diffs.sort_by(f64::total_cmp);
+    let median = diffs[diffs.len() / 2];
+    let tol = (0.01 * median).max(1e-3);
+    for w in order.windows(2) {
+        let d = proj[w[1]] - proj[w[0]];
+        if (d - median).abs() > tol {
+            return Err(err(
+                &slices[w[1]],
+                format!(
+                    "irregular slice spacing: {d:.4} mm from {} where the series steps {median:.4} mm \
+                     (missing slice?)",
+                    slices[w[0]].name.display()
+                ),
+            ));
+        }
+    }
+    // Slices must lie on one line along the normal (no gantry tilt / shear).
+    let p0 = slices[order[0]].ipp.unwrap_or(plane.ipp0);
+    for &i in order {
+        let p = slices[i].ipp.unwrap_or(plane.ipp0);
+        let along = proj[i] - proj[order[0]];
+        let off = [
+            p[0] - p0[0] - along * plane.normal[0],
+            p[1] - p0[1] - along * plane.normal[1],
+            p[2] - p0[2] - along * plane.normal[2],
+        ];
+        if dot(off, off).sqrt() > 0.05 * ps[0].min(ps[1]).max(1e-2) {
+            return Err(ImagingError::Unsupported {
+                path: slices[i].name.clone(),
+                what: "slices not stacked along the slice normal (gantry tilt or sheared series)"
+                    .into(),
+            });
+        }
+    }
+    Ok((proj[order[n - 1]] - proj[order[0]]) / (n - 1) as f64)
 }
 
 #[cfg(test)]

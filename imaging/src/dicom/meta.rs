@@ -166,7 +166,11 @@ fn floats<const N: usize>(
         .try_into()
         .map_err(|_| bad(format!("expected {N} numbers, found {}", v.len())))?;
     if arr.iter().any(|x| !x.is_finite()) {
-        return Err(bad(format!("non-finite value in {arr:?}")));
+        let shown: Vec<String> = arr.iter().map(|v| v.to_string()).collect();
+        return Err(bad(format!(
+            "is {}; expected finite numbers",
+            shown.join("\\")
+        )));
     }
     Ok(Some(arr))
 }

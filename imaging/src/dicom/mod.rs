@@ -10,6 +10,7 @@ mod geometry;
 mod meta;
 mod patient;
 mod seg;
+mod seg_read;
 mod source;
 mod uid;
 
@@ -26,6 +27,7 @@ use source::SourceFile;
 
 pub use patient::PatientContext;
 pub use seg::{encode_seg, write_seg, Code, MaskLayout, SegOptions, Segment, SEGMENTATION_STORAGE};
+pub use seg_read::{is_seg_file, read_seg_summary, SegSummary, SegmentSummary};
 pub use uid::new_uid;
 
 /// Limits for reading DICOM input from untrusted sources.
@@ -100,10 +102,11 @@ pub struct DicomSeries {
     pub patient: PatientContext,
 }
 
-/// True if a path looks like DICOM input: a directory, a `.zip`, a `.dcm` file, or a file with the `DICM` marker.
+/// True if a path looks like DICOM input: a directory holding at least one file with the `DICM` marker (a folder of
+/// NIfTI files is not a series), a `.zip`, a `.dcm` file, or a file with the marker.
 pub fn looks_like_dicom(path: &Path) -> bool {
     if path.is_dir() {
-        return true;
+        return source::dir_has_dicom(path);
     }
     let name = path
         .file_name()
@@ -112,10 +115,7 @@ pub fn looks_like_dicom(path: &Path) -> bool {
     if name.ends_with(".zip") || name.ends_with(".dcm") {
         return true;
     }
-    let mut head = [0u8; 132];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok_and(|()| &head[128..132] == b"DICM")
+    source::is_dicom_file(path)
 }
 
 /// List the series in a directory, zip or file.

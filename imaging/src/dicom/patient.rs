@@ -6,15 +6,17 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
 
-/// The identifying attributes copied into derived objects, with the placeholder used when anonymising.
+/// The identifying attributes copied into derived objects, with the placeholder used when anonymising: empty where
+/// the standard allows it, a dummy value (PS3.15 action "Z") where an empty value would leave the object incomplete
+/// (a person name in component form; Study Date, Time and ID, which a DICOMDIR needs).
 const ATTRIBUTES: [(Tag, VR, &str); 9] = [
-    (tags::PATIENT_NAME, VR::PN, "Anonymous"),
+    (tags::PATIENT_NAME, VR::PN, "Anonymous^"),
     (tags::PATIENT_ID, VR::LO, "ANONYMOUS"),
     (tags::PATIENT_BIRTH_DATE, VR::DA, ""),
     (tags::PATIENT_SEX, VR::CS, ""),
-    (tags::STUDY_DATE, VR::DA, ""),
-    (tags::STUDY_TIME, VR::TM, ""),
-    (tags::STUDY_ID, VR::SH, ""),
+    (tags::STUDY_DATE, VR::DA, "19000101"),
+    (tags::STUDY_TIME, VR::TM, "000000"),
+    (tags::STUDY_ID, VR::SH, "ANONYMOUS"),
     (tags::ACCESSION_NUMBER, VR::SH, ""),
     (tags::REFERRING_PHYSICIAN_NAME, VR::PN, ""),
 ];

@@ -24,6 +24,44 @@ fn is_zip(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
 }
 
+/// True if the first bytes of a file carry the Part 10 `DICM` marker (after the 128-byte preamble, or at the start
+/// when the preamble was stripped): what [`super::meta::parse`] accepts.
+pub(crate) fn has_dicom_marker(head: &[u8]) -> bool {
+    head.get(128..132) == Some(b"DICM") || head.get(..4) == Some(b"DICM")
+}
+
+/// The marker test on a file's first 132 bytes (false if it cannot be read).
+pub(crate) fn is_dicom_file(path: &Path) -> bool {
+    let mut head = Vec::with_capacity(132);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(132).read_to_end(&mut head))
+        .is_ok_and(|_| has_dicom_marker(&head))
+}
+
+/// True if a directory (searched like [`gather`] walks it, stopping at the first hit) holds a DICOM file: what tells
+/// a series folder from a folder of other images.
+pub(crate) fn dir_has_dicom(dir: &Path) -> bool {
+    fn search(dir: &Path, depth: usize) -> bool {
+        if depth > 8 {
+            return false;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            match entry.file_type() {
+                _ if skip_in_dir(&name) => false,
+                Ok(ft) if ft.is_dir() => search(&path, depth + 1),
+                Ok(ft) if ft.is_file() => is_dicom_file(&path),
+                _ => false,
+            }
+        })
+    }
+    search(dir, 0)
+}
+
 /// Files skipped when walking a directory: hidden files and the usual non-DICOM companions.
 fn skip_in_dir(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -100,6 +138,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, depth: usize, opts: &DicomOptions) -
         if ft.is_dir() {
             walk(&path, out, depth + 1, opts)?;
         } else if ft.is_file() {
+            // Every other file is read: a stray or broken file in a series folder is an error naming it, never
+            // silently left out (a dropped end slice would shorten the volume unnoticed).
             out.push(path);
             if out.len() > opts.max_files {
                 return Err(ImagingError::TooLarge {
@@ -217,7 +257,12 @@ fn read_zip_from<R: Read + std::io::Seek>(
         let mut entry = archive
             .by_index(i)
             .map_err(|e| ImagingError::format(path, format!("zip entry {i}: {e}")))?;
-        let entry_name = entry.name().to_string();
+        let entry_name = entry
+            .name()
+            .map_err(|e| {
+                ImagingError::format(path, format!("zip entry {}: unreadable name: {e}", i + 1))
+            })?
+            .to_string();
         let base = entry_name
             .rsplit('/')
             .next()

@@ -1,33 +1,45 @@
-//! Medical image files <-> [`Volume`]: NIfTI-1 (`.nii`, `.nii.gz`) and MetaImage (`.mha`, `.mhd` + data files).
+//! Medical image files <-> [`Volume`]: NIfTI-1 and NIfTI-2 (`.nii`, `.nii.gz`) and MetaImage (`.mha`, `.mhd` + data
+//! files), from a path or from bytes in memory.
 //!
 //! Every loaded volume speaks RAS like nibabel (MetaImage's LPS geometry is converted), keeps the source's voxel
 //! order, and is channel-first `(C, X, Y, Z)`. Sizes implied by a header are checked against the file and against
-//! [`LoadOptions::max_voxels`] before anything is allocated, and no byte input can make a reader panic.
-//! Writers are atomic (temporary file in the target directory, then rename).
+//! [`LoadOptions::max_voxels`] before anything is allocated, degenerate geometry is refused when read, MetaImage data
+//! files stay inside the header's folder unless [`LoadOptions::allow_external_data`] is set, and no byte input can
+//! make a reader panic. Writers are atomic and durable (temporary file in the target directory, fsync, rename).
 
+mod atomic;
 mod dtype;
+mod geometry;
+mod header;
+mod input;
+mod layout;
 mod metaimage;
 mod nifti;
 mod qform;
 mod stream;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use ndarray::{Array4, Array5, Axis, Ix4};
+use ndarray::Axis;
 
 use crate::error::{ImagingError, Result};
 use crate::volume::Volume;
 
+pub(crate) use atomic::{write_atomic, write_bytes_atomic};
 pub use dtype::ElementType;
-pub use nifti::NiftiDtype;
+pub(crate) use geometry::check_affine;
+pub use header::{AffineSource, Header, StoredAxes, TimeUnit};
+use input::Input;
+pub(crate) use layout::channel_first;
+pub use nifti::{NiftiDtype, NiftiVersion};
 
 /// Default [`LoadOptions::max_voxels`]: 2^30 values (4 GiB as `f32`).
 pub const DEFAULT_MAX_VOXELS: u64 = 1 << 30;
 /// Default [`LoadOptions::max_header_bytes`]: 1 MiB of MetaImage header text.
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 1 << 20;
 
-/// Limits and policies for reading files.
+/// Limits and policies for reading files. The default is the safe one every entry point gets: build options with
+/// `..LoadOptions::default()` so that a new policy cannot be forgotten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Largest number of values (voxels x channels) a file may declare; larger headers are rejected before any
@@ -35,9 +47,10 @@ pub struct LoadOptions {
     pub max_voxels: u64,
     /// Largest MetaImage header (including a `LIST` of slice files) that is read.
     pub max_header_bytes: u64,
-    /// When true, MetaImage data files must lie in the header's directory (no absolute paths, no `..`): use this for
-    /// files from untrusted sources.
-    pub confine_data_files: bool,
+    /// Let MetaImage `ElementDataFile` entries (single file, `LIST` and pattern forms) name files outside the
+    /// header's folder: absolute paths and `..` components. Off by default, so that a header cannot make a
+    /// program read an arbitrary file; turn it on (`medmae --allow-external-data`) only for headers you trust.
+    pub allow_external_data: bool,
 }
 
 impl Default for LoadOptions {
@@ -45,7 +58,7 @@ impl Default for LoadOptions {
         Self {
             max_voxels: DEFAULT_MAX_VOXELS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-            confine_data_files: false,
+            allow_external_data: false,
         }
     }
 }
@@ -54,9 +67,9 @@ impl Default for LoadOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileFormat {
-    /// Uncompressed single-file NIfTI-1 (`.nii`).
+    /// Uncompressed single-file NIfTI-1 or NIfTI-2 (`.nii`).
     Nii,
-    /// gzip-compressed NIfTI-1 (`.nii.gz`).
+    /// gzip-compressed NIfTI-1 or NIfTI-2 (`.nii.gz`).
     NiiGz,
     /// MetaImage with header and (usually) data in one file (`.mha`).
     Mha,
@@ -99,86 +112,6 @@ impl FileFormat {
     }
 }
 
-/// Where a file's affine came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
-pub enum AffineSource {
-    /// NIfTI `srow_*` (`sform_code` != 0).
-    Sform {
-        /// The `sform_code`.
-        code: i16,
-    },
-    /// NIfTI quaternion fields (`qform_code` != 0, `sform_code` == 0).
-    Qform {
-        /// The `qform_code`.
-        code: i16,
-    },
-    /// NIfTI `pixdim` only (both codes 0): nibabel's centred, x-flipped base affine.
-    Pixdim,
-    /// MetaImage `Offset`, `ElementSpacing` and `TransformMatrix`, converted from LPS.
-    MetaImage,
-}
-
-/// What a file's header says, read without touching the voxel data (for `medmae info` and for planning).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Header {
-    /// The file that was probed.
-    pub path: PathBuf,
-    /// Its format.
-    pub format: FileFormat,
-    /// Dimensions as stored (NIfTI `dim[1..=dim[0]]`, MetaImage `DimSize`).
-    pub dims: Vec<usize>,
-    /// Spatial shape `(X, Y, Z)` of the loaded volume (2-D files have `Z = 1`).
-    pub shape: [usize; 3],
-    /// Channels of the loaded volume (NIfTI dims 4..7, MetaImage 4th dim x `ElementNumberOfChannels`).
-    pub channels: usize,
-    /// Element type on disk.
-    pub dtype: ElementType,
-    /// True if multi-byte elements are stored most significant byte first.
-    pub big_endian: bool,
-    /// True if the voxel data is gzip/zlib compressed.
-    pub compressed: bool,
-    /// NIfTI `(scl_slope, scl_inter)` applied on load, when the slope is non-zero and finite.
-    pub scaling: Option<(f64, f64)>,
-    /// Voxel-to-RAS affine.
-    pub affine: [[f64; 4]; 4],
-    /// Which header fields the affine came from.
-    pub affine_source: AffineSource,
-    /// Voxel spacing in mm (column norms of the affine).
-    pub spacing: [f64; 3],
-    /// RAS position of voxel (0, 0, 0).
-    pub origin: [f64; 3],
-    /// RAS direction cosines (columns = voxel axes).
-    pub direction: [[f64; 3]; 3],
-    /// Separate data files (MetaImage `.mhd`), in reading order.
-    pub data_files: Vec<PathBuf>,
-}
-
-impl Header {
-    /// Number of values (voxels x channels) the file holds.
-    pub fn len(&self) -> u64 {
-        self.shape
-            .iter()
-            .chain([&self.channels])
-            .map(|&n| n as u64)
-            .product()
-    }
-
-    /// True if the file holds no values (never the case for files that pass validation).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Fill the derived geometry fields from the affine.
-    pub(crate) fn with_geometry(mut self) -> Self {
-        let geo = Volume::new(Array4::zeros((0, 0, 0, 0)), self.affine);
-        self.spacing = geo.spacing();
-        self.origin = geo.origin();
-        self.direction = geo.direction();
-        self
-    }
-}
-
 /// Load a volume with default [`LoadOptions`]; the format follows the extension.
 pub fn load(path: &Path) -> Result<Volume> {
     load_with(path, &LoadOptions::default())
@@ -186,10 +119,8 @@ pub fn load(path: &Path) -> Result<Volume> {
 
 /// Load a volume with explicit limits.
 pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Volume> {
-    match FileFormat::of(path)? {
-        FileFormat::Nii | FileFormat::NiiGz => nifti::load(path, opts),
-        FileFormat::Mha | FileFormat::Mhd => metaimage::load(path, opts),
-    }
+    let format = FileFormat::of(path)?;
+    read(&mut Input::file(path)?, format, opts)
 }
 
 /// Read only the header of a file.
@@ -199,9 +130,71 @@ pub fn probe(path: &Path) -> Result<Header> {
 
 /// Read only the header of a file, with explicit limits.
 pub fn probe_with(path: &Path, opts: &LoadOptions) -> Result<Header> {
-    match FileFormat::of(path)? {
-        FileFormat::Nii | FileFormat::NiiGz => nifti::probe(path, opts),
-        FileFormat::Mha | FileFormat::Mhd => metaimage::probe(path, opts),
+    let format = FileFormat::of(path)?;
+    read_header(&mut Input::file(path)?, format, opts)
+}
+
+/// Load a volume from bytes held in memory (e.g. an upload), without temporary files; `name` stands for the input in
+/// messages. A MetaImage header must hold its data (`ElementDataFile = LOCAL`): bytes have no folder to find data
+/// files in. gzip is recognised by its magic, so `NiiGz` and `Nii` read the same.
+pub fn load_bytes(
+    bytes: &[u8],
+    format: FileFormat,
+    name: &str,
+    opts: &LoadOptions,
+) -> Result<Volume> {
+    read(&mut Input::memory(Path::new(name), bytes), format, opts)
+}
+
+/// Read only the header of bytes held in memory (see [`load_bytes`]).
+pub fn probe_bytes(
+    bytes: &[u8],
+    format: FileFormat,
+    name: &str,
+    opts: &LoadOptions,
+) -> Result<Header> {
+    read_header(&mut Input::memory(Path::new(name), bytes), format, opts)
+}
+
+/// Load a volume from a reader (read to its end first, bounded by what the header then allows).
+pub fn load_reader(
+    reader: impl std::io::Read,
+    format: FileFormat,
+    name: &str,
+    opts: &LoadOptions,
+) -> Result<Volume> {
+    let mut bytes = Vec::new();
+    // No header can ask for more than max_voxels 8-byte values plus its own text and a generous slack.
+    let cap = opts
+        .max_voxels
+        .saturating_mul(8)
+        .saturating_add(opts.max_header_bytes)
+        .saturating_add(1 << 20);
+    use std::io::Read;
+    reader
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| ImagingError::io(name, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(ImagingError::TooLarge {
+            path: name.into(),
+            msg: format!("input exceeds {cap} bytes, more than LoadOptions::max_voxels allows"),
+        });
+    }
+    load_bytes(&bytes, format, name, opts)
+}
+
+fn read(input: &mut Input, format: FileFormat, opts: &LoadOptions) -> Result<Volume> {
+    match format {
+        FileFormat::Nii | FileFormat::NiiGz => nifti::load(input, opts),
+        FileFormat::Mha | FileFormat::Mhd => metaimage::load(input, opts),
+    }
+}
+
+fn read_header(input: &mut Input, format: FileFormat, opts: &LoadOptions) -> Result<Header> {
+    match format {
+        FileFormat::Nii | FileFormat::NiiGz => nifti::probe(input, opts),
+        FileFormat::Mha | FileFormat::Mhd => metaimage::probe(input, opts),
     }
 }
 
@@ -227,9 +220,9 @@ pub fn load_channels_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Volum
                 first: first_path.clone(),
                 other: p.clone(),
                 msg: format!(
-                    "shape {:?} vs {:?}",
-                    &parts[0].shape()[1..],
-                    v.spatial_shape()
+                    "grid {} vs {}; expected the same grid",
+                    nifti::list(&parts[0].shape()[1..]),
+                    nifti::list(&v.spatial_shape())
                 ),
             });
         }
@@ -248,8 +241,8 @@ pub fn load_channels_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Volum
                 first: first_path.clone(),
                 other: p.clone(),
                 msg: format!(
-                    "affines differ by {worst:.3e} (> {CHANNEL_AFFINE_TOLERANCE:e}): {:?} vs {:?}",
-                    first.affine, v.affine
+                    "affines differ by up to {worst:.3e}; expected at most {CHANNEL_AFFINE_TOLERANCE:e} (the same \
+                     geometry)"
                 ),
             });
         }
@@ -261,147 +254,104 @@ pub fn load_channels_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<Volum
     Ok(Volume::new(data, first.affine))
 }
 
+/// How a volume is written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SaveOptions {
+    /// NIfTI element type (MetaImage output is always `f32`).
+    pub dtype: NiftiDtype,
+    /// NIfTI header version.
+    pub nifti_version: NiftiVersion,
+    /// How the channels are stored. `None`: NIfTI puts them on the 4th axis (`dim[4]`), MetaImage stores them as
+    /// vector components (`ElementNumberOfChannels`). Give the source's [`Header::axes`] to keep a 2-D file 2-D, a
+    /// 4-D file 4-D, its time step and unit, and vector components as components.
+    pub axes: Option<StoredAxes>,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        Self {
+            dtype: NiftiDtype::F32,
+            nifti_version: NiftiVersion::One,
+            axes: None,
+        }
+    }
+}
+
 /// Save a volume as NIfTI (`.nii`/`.nii.gz`, `f32`) or MetaImage (`.mha`/`.mhd`), by extension.
 pub fn save(vol: &Volume, path: &Path) -> Result<()> {
+    save_with(vol, path, &SaveOptions::default())
+}
+
+/// Save a volume with explicit options; the format follows the extension.
+pub fn save_with(vol: &Volume, path: &Path, opts: &SaveOptions) -> Result<()> {
     match FileFormat::of(path)? {
-        FileFormat::Nii | FileFormat::NiiGz => save_nifti(vol, path, NiftiDtype::F32),
-        FileFormat::Mha | FileFormat::Mhd => save_metaimage(vol, path),
+        FileFormat::Nii | FileFormat::NiiGz => nifti::save(vol, path, opts),
+        FileFormat::Mha | FileFormat::Mhd => metaimage::save(vol, path, opts.axes),
     }
 }
 
 /// Save a volume as NIfTI-1 (`.nii` or `.nii.gz`): sform and qform from the affine, pixdim = spacing, units mm;
 /// multi-channel volumes become 4-D. Integer types round and reject values out of range.
 pub fn save_nifti(vol: &Volume, path: &Path, dtype: NiftiDtype) -> Result<()> {
-    nifti::save(vol, path, dtype)
+    nifti::save(
+        vol,
+        path,
+        &SaveOptions {
+            dtype,
+            ..SaveOptions::default()
+        },
+    )
 }
 
 /// Save a volume as MetaImage (`.mha` with local data, or `.mhd` + `.raw` beside it) in `f32`, with LPS geometry
 /// on disk; channels are written as `ElementNumberOfChannels`.
 pub fn save_metaimage(vol: &Volume, path: &Path) -> Result<()> {
-    metaimage::save(vol, path)
+    metaimage::save(vol, path, None)
 }
 
-/// Reorder values read in file order — `(outer, Z, Y, X, inner)` with `inner` fastest — into channel-first
-/// `(outer * inner, X, Y, Z)`, channel index `inner + n_inner * outer`.
-pub(crate) fn channel_first(
-    path: &Path,
-    values: Vec<f32>,
-    [outer, z, y, x, inner]: [usize; 5],
-) -> Result<Array4<f32>> {
-    let bad = |e: ndarray::ShapeError| {
-        ImagingError::format(path, format!("voxel data does not fit its shape: {e}"))
+/// The stored dimensions of `vol` under `axes` (spatial ones, then time, then components when either is > 1), after
+/// checking that the axes fit the volume.
+pub(crate) fn stored_dims(vol: &Volume, path: &Path, axes: &StoredAxes) -> Result<Vec<usize>> {
+    let shape = vol.spatial_shape();
+    if vol.data.is_empty() {
+        return Err(ImagingError::Shape(format!(
+            "{}: cannot write an empty volume of shape {}",
+            path.display(),
+            nifti::list(vol.data.shape())
+        )));
+    }
+    let fits = (1..=3).contains(&axes.spatial)
+        && shape[axes.spatial..].iter().all(|&n| n == 1)
+        && axes.channels() == vol.channels();
+    if !fits {
+        return Err(ImagingError::Shape(format!(
+            "{}: {} spatial dimension(s) x {} time point(s) x {} component(s) do not fit a volume of {} channel(s) on \
+             a {} grid",
+            path.display(),
+            axes.spatial,
+            axes.time,
+            axes.components,
+            vol.channels(),
+            nifti::list(&shape)
+        )));
+    }
+    let mut dims = if axes.time > 1 || axes.components > 1 {
+        shape.to_vec()
+    } else {
+        shape[..axes.spatial].to_vec()
     };
-    if inner == 1 {
-        // The common case (scalar voxels): a cache-blocked transpose per channel, several times faster than
-        // ndarray's element-wise copy of a permuted view.
-        let n = z * y * x;
-        if values.len() != outer * n {
-            return Err(ImagingError::format(
-                path,
-                format!(
-                    "voxel data does not fit its shape: {} values for {outer} x {z} x {y} x {x}",
-                    values.len()
-                ),
-            ));
-        }
-        let mut out = vec![0.0f32; values.len()];
-        for (src, dst) in values
-            .chunks_exact(n.max(1))
-            .zip(out.chunks_exact_mut(n.max(1)))
-        {
-            transpose_zyx_to_xyz(src, dst, [z, y, x]);
-        }
-        return Array4::from_shape_vec((outer, x, y, z), out).map_err(bad);
+    if axes.time > 1 || axes.components > 1 {
+        dims.push(axes.time);
     }
-    let arr = Array5::from_shape_vec((outer, z, y, x, inner), values).map_err(bad)?;
-    let arr = arr
-        .permuted_axes([0, 4, 3, 2, 1])
-        .as_standard_layout()
-        .into_owned();
-    arr.into_shape_with_order((outer * inner, x, y, z))
-        .map_err(bad)?
-        .into_dimensionality::<Ix4>()
-        .map_err(bad)
-}
-
-/// `dst[(x·Y + y)·Z + z] = src[(z·Y + y)·X + x]` in 32×32 tiles of (z, x), so that both sides stay in cache.
-fn transpose_zyx_to_xyz(src: &[f32], dst: &mut [f32], [z, y, x]: [usize; 3]) {
-    const TILE: usize = 32;
-    for yi in 0..y {
-        for z0 in (0..z).step_by(TILE) {
-            let z1 = (z0 + TILE).min(z);
-            for x0 in (0..x).step_by(TILE) {
-                let x1 = (x0 + TILE).min(x);
-                for zi in z0..z1 {
-                    let row = &src[(zi * y + yi) * x..][..x];
-                    for xi in x0..x1 {
-                        dst[(xi * y + yi) * z + zi] = row[xi];
-                    }
-                }
-            }
-        }
+    if axes.components > 1 {
+        dims.push(axes.components);
     }
-}
-
-/// Write a file atomically: `write` fills a temporary path in the same directory (ending in `suffix`, which some
-/// writers use to pick compression), which is then renamed over `path`.
-pub(crate) fn write_atomic(
-    path: &Path,
-    suffix: &str,
-    write: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".medmae-tmp-{}-{n}{suffix}", std::process::id()));
-    let res = write(&tmp)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| ImagingError::io(path, e)));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    Ok(dims)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn channel_first_reorders_file_order() {
-        // File order: outer=2, z=1, y=2, x=3, inner=2 (values are their own linear file index).
-        let vals: Vec<f32> = (0..24).map(|v| v as f32).collect();
-        let a = channel_first(Path::new("t"), vals, [2, 1, 2, 3, 2]).unwrap();
-        assert_eq!(a.shape(), &[4, 3, 2, 1]);
-        // channel c = inner + 2*outer; file index = (((outer*1 + z)*2 + y)*3 + x)*2 + inner
-        for outer in 0..2 {
-            for inner in 0..2 {
-                for y in 0..2 {
-                    for x in 0..3 {
-                        let want = ((((outer * 2 + y) * 3 + x) * 2) + inner) as f32;
-                        assert_eq!(a[[inner + 2 * outer, x, y, 0]], want);
-                    }
-                }
-            }
-        }
-        assert!(channel_first(Path::new("t"), vec![0.0; 5], [1, 1, 2, 3, 1]).is_err());
-    }
-
-    #[test]
-    fn blocked_transpose_matches_the_definition() {
-        // Sizes around and across the tile edge, two channels; values are their own file index.
-        for [outer, z, y, x] in [[2, 33, 3, 40], [1, 1, 1, 1], [1, 70, 2, 31], [3, 5, 64, 65]] {
-            let n = outer * z * y * x;
-            let vals: Vec<f32> = (0..n).map(|v| v as f32).collect();
-            let a = channel_first(Path::new("t"), vals, [outer, z, y, x, 1]).unwrap();
-            assert_eq!(a.shape(), &[outer, x, y, z]);
-            for ((c, xi, yi, zi), &v) in a.indexed_iter() {
-                assert_eq!(v, (((c * z + zi) * y + yi) * x + xi) as f32);
-            }
-        }
-    }
 
     #[test]
     fn format_from_extension() {

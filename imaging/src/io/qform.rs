@@ -1,7 +1,13 @@
 //! NIfTI affine arithmetic: the qform quaternion in both directions and the pixdim-only base affine, following
-//! nibabel's `get_qform` / `set_qform` / `shape_zoom_affine` formulations.
+//! nibabel's `get_qform` / `set_qform` / `shape_zoom_affine` formulations (matrix work done with `nalgebra`).
+
+use nalgebra::{Matrix3, Quaternion, Rotation3, UnitQuaternion};
 
 type M3 = [[f64; 3]; 3];
+
+fn arr(m: &Matrix3<f64>) -> M3 {
+    std::array::from_fn(|r| std::array::from_fn(|c| m[(r, c)]))
+}
 
 /// The quaternion part of a NIfTI qform (what goes into the header fields of the same names).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,20 +53,13 @@ pub(crate) fn qform_to_affine(q: &Qform) -> Option<[[f64; 4]; 4]> {
 
 /// Rotation matrix of a (not necessarily unit) quaternion `w + xi + yj + zk`; identity for a near-zero one.
 fn quat_to_mat(w: f64, x: f64, y: f64, z: f64) -> M3 {
-    let n = w * w + x * x + y * y + z * z;
-    if n < f64::EPSILON {
-        return [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    let q = Quaternion::new(w, x, y, z);
+    if q.norm_squared() < f64::EPSILON {
+        return arr(&Matrix3::identity());
     }
-    let s = 2.0 / n;
-    let (xs, ys, zs) = (x * s, y * s, z * s);
-    let (wx, wy, wz) = (w * xs, w * ys, w * zs);
-    let (xx, xy, xz) = (x * xs, x * ys, x * zs);
-    let (yy, yz, zz) = (y * ys, y * zs, z * zs);
-    [
-        [1.0 - (yy + zz), xy - wz, xz + wy],
-        [xy + wz, 1.0 - (xx + zz), yz - wx],
-        [xz - wy, yz + wx, 1.0 - (xx + yy)],
-    ]
+    arr(UnitQuaternion::from_quaternion(q)
+        .to_rotation_matrix()
+        .matrix())
 }
 
 /// The qform of an affine, like nibabel's `set_qform(strip_shears=True)`: zooms are the column norms, a negative
@@ -74,18 +73,11 @@ pub(crate) fn affine_to_qform(aff: &[[f64; 4]; 4]) -> Option<Qform> {
             return None;
         }
     }
-    let mut r = [[0.0; 3]; 3];
-    for i in 0..3 {
-        for j in 0..3 {
-            r[i][j] = aff[i][j] / zooms[j];
-        }
-    }
-    let qfac = if det(&r) > 0.0 {
+    let mut r = Matrix3::from_fn(|i, j| aff[i][j] / zooms[j]);
+    let qfac = if r.determinant() > 0.0 {
         1.0
     } else {
-        for row in r.iter_mut() {
-            row[2] = -row[2];
-        }
+        r.column_mut(2).neg_mut();
         -1.0
     };
     let pr = polar_rotation(&r)?;
@@ -115,91 +107,25 @@ pub(crate) fn base_affine(shape: &[f64], zooms: &[f64]) -> [[f64; 4]; 4] {
     out
 }
 
-fn det(m: &M3) -> f64 {
-    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
-}
-
-/// The orthogonal factor of the polar decomposition (the rotation closest to `m` in Frobenius norm), by Newton's
-/// iteration `X <- (X + X^-T) / 2`, which converges quadratically for non-singular `m`.
-fn polar_rotation(m: &M3) -> Option<M3> {
-    let mut x = *m;
-    for _ in 0..100 {
-        let inv_t = inverse_transpose(&x)?;
-        let mut next = [[0.0; 3]; 3];
-        let mut delta: f64 = 0.0;
-        for i in 0..3 {
-            for j in 0..3 {
-                next[i][j] = 0.5 * (x[i][j] + inv_t[i][j]);
-                delta = delta.max((next[i][j] - x[i][j]).abs());
-            }
-        }
-        x = next;
-        if delta < 1e-15 {
-            break;
-        }
-    }
-    Some(x)
-}
-
-fn inverse_transpose(m: &M3) -> Option<M3> {
-    let d = det(m);
+/// The orthogonal factor of the polar decomposition (the rotation closest to `m` in Frobenius norm): `U Vᵀ` of the
+/// SVD `m = U S Vᵀ`; `None` for a (numerically) singular or non-finite `m`.
+fn polar_rotation(m: &Matrix3<f64>) -> Option<Matrix3<f64>> {
+    let d = m.determinant();
     if !(d.is_finite() && d.abs() > 1e-12) {
         return None;
     }
-    // The inverse transpose is the cofactor matrix divided by the determinant.
-    let mut c = [[0.0; 3]; 3];
-    for (i, row) in c.iter_mut().enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            let (i1, i2) = ((i + 1) % 3, (i + 2) % 3);
-            let (j1, j2) = ((j + 1) % 3, (j + 2) % 3);
-            *v = (m[i1][j1] * m[i2][j2] - m[i1][j2] * m[i2][j1]) / d;
-        }
-    }
-    Some(c)
+    let svd = m.svd(true, true);
+    Some(svd.u? * svd.v_t?)
 }
 
-/// Unit quaternion `[w, x, y, z]` of a rotation matrix (Shepperd's method), with `w >= 0` as nibabel prefers.
-fn mat_to_quat(m: &M3) -> [f64; 4] {
-    let tr = m[0][0] + m[1][1] + m[2][2];
-    let q = if tr > 0.0 {
-        let s = 2.0 * (tr + 1.0).sqrt();
-        [
-            0.25 * s,
-            (m[2][1] - m[1][2]) / s,
-            (m[0][2] - m[2][0]) / s,
-            (m[1][0] - m[0][1]) / s,
-        ]
-    } else if m[0][0] > m[1][1] && m[0][0] > m[2][2] {
-        let s = 2.0 * (1.0 + m[0][0] - m[1][1] - m[2][2]).sqrt();
-        [
-            (m[2][1] - m[1][2]) / s,
-            0.25 * s,
-            (m[0][1] + m[1][0]) / s,
-            (m[0][2] + m[2][0]) / s,
-        ]
-    } else if m[1][1] > m[2][2] {
-        let s = 2.0 * (1.0 + m[1][1] - m[0][0] - m[2][2]).sqrt();
-        [
-            (m[0][2] - m[2][0]) / s,
-            (m[0][1] + m[1][0]) / s,
-            0.25 * s,
-            (m[1][2] + m[2][1]) / s,
-        ]
+/// Unit quaternion `[w, x, y, z]` of a rotation matrix, with `w >= 0` as nibabel prefers.
+fn mat_to_quat(m: &Matrix3<f64>) -> [f64; 4] {
+    let q = UnitQuaternion::from_rotation_matrix(&Rotation3::from_matrix_unchecked(*m));
+    let (w, i, j, k) = (q.w, q.i, q.j, q.k);
+    if w < 0.0 {
+        [-w, -i, -j, -k]
     } else {
-        let s = 2.0 * (1.0 + m[2][2] - m[0][0] - m[1][1]).sqrt();
-        [
-            (m[1][0] - m[0][1]) / s,
-            (m[0][2] + m[2][0]) / s,
-            (m[1][2] + m[2][1]) / s,
-            0.25 * s,
-        ]
-    };
-    if q[0] < 0.0 {
-        [-q[0], -q[1], -q[2], -q[3]]
-    } else {
-        q
+        [w, i, j, k]
     }
 }
 

@@ -2,12 +2,12 @@
 //! only up to the size the header promises (with the buffer grown as data really arrives), so no header value can
 //! make the reader allocate more than the file can back.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::Path;
 
 use flate2::read::{MultiGzDecoder, ZlibDecoder};
 
+use super::input::Input;
 use crate::error::{ImagingError, Result};
 
 /// DEFLATE cannot expand data by more than about 1032:1, which bounds what a compressed stream can produce.
@@ -49,18 +49,6 @@ impl Codec {
     }
 }
 
-/// Open a file for reading, naming it in the error.
-pub(crate) fn open(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| ImagingError::io(path, e))
-}
-
-/// Length of an open file in bytes.
-pub(crate) fn file_len(path: &Path, file: &File) -> Result<u64> {
-    file.metadata()
-        .map(|m| m.len())
-        .map_err(|e| ImagingError::io(path, e))
-}
-
 /// Convert a byte count to `usize`, or report it as too large for this platform.
 pub(crate) fn to_usize(path: &Path, n: u64) -> Result<usize> {
     usize::try_from(n).map_err(|_| ImagingError::TooLarge {
@@ -69,35 +57,30 @@ pub(crate) fn to_usize(path: &Path, n: u64) -> Result<usize> {
     })
 }
 
-/// Read `len` bytes at `offset` of an uncompressed file, after checking the file holds them (trailing bytes are
+/// Read `len` bytes at `offset` of an uncompressed input, after checking the input holds them (trailing bytes are
 /// tolerated; too few is a `Truncated` error naming `what`).
-pub(crate) fn read_region(
-    path: &Path,
-    file: &mut File,
-    offset: u64,
-    len: u64,
-    what: &str,
-) -> Result<Vec<u8>> {
-    let have = file_len(path, file)?;
+pub(crate) fn read_region(input: &mut Input, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
+    let have = input.len();
     let end = offset
         .checked_add(len)
         .ok_or_else(|| ImagingError::TooLarge {
-            path: path.into(),
+            path: input.name.clone(),
             msg: format!("{what} at offset {offset} with {len} bytes overflows"),
         })?;
     if have < end {
         return Err(ImagingError::Truncated {
-            path: path.into(),
+            path: input.name.clone(),
             what: what.into(),
             expected: end,
             found: have,
         });
     }
-    let mut buf = vec![0u8; to_usize(path, len)?];
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| ImagingError::io(path, e))?;
-    file.read_exact(&mut buf)
-        .map_err(|e| ImagingError::io(path, e))?;
+    let mut buf = vec![0u8; to_usize(&input.name, len)?];
+    let name = input.name.clone();
+    input
+        .at(offset)?
+        .read_exact(&mut buf)
+        .map_err(|e| ImagingError::io(&name, e))?;
     Ok(buf)
 }
 
@@ -242,12 +225,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.raw");
         std::fs::write(&p, [1u8, 2, 3, 4, 5]).unwrap();
-        let mut f = open(&p).unwrap();
+        let mut f = Input::file(&p).unwrap();
         assert_eq!(
-            read_region(&p, &mut f, 1, 3, "voxel data").unwrap(),
+            read_region(&mut f, 1, 3, "voxel data").unwrap(),
             vec![2, 3, 4]
         );
-        let err = read_region(&p, &mut f, 2, 4, "voxel data").unwrap_err();
+        let err = read_region(&mut f, 2, 4, "voxel data").unwrap_err();
         assert!(
             matches!(
                 err,
@@ -259,6 +242,11 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(read_region(&p, &mut f, u64::MAX, 2, "voxel data").is_err());
+        assert!(read_region(&mut f, u64::MAX, 2, "voxel data").is_err());
+        let bytes = [7u8, 8, 9];
+        let mut m = Input::memory(Path::new("upload"), &bytes);
+        assert_eq!(read_region(&mut m, 1, 2, "voxel data").unwrap(), vec![8, 9]);
+        let err = read_region(&mut m, 1, 3, "voxel data").unwrap_err();
+        assert!(err.to_string().starts_with("upload: truncated"), "{err}");
     }
 }

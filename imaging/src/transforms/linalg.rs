@@ -1,55 +1,49 @@
-//! Small dense linear algebra on 3x3 / 4x4 affines (f64), enough for orientation and resampling geometry.
+//! Small dense linear algebra on 3x3 / 4x4 affines (f64), enough for orientation and resampling geometry: the
+//! row-major arrays the rest of the crate passes around, computed with `nalgebra`.
 //!
-//! Everything is fixed-size and allocation-free; singular inputs return `None` so callers can name what failed.
+//! Singular inputs return `None` so callers can name what failed.
 
-// Matrix code reads (and is checked against textbooks) best with explicit indices.
-#![allow(clippy::needless_range_loop)]
+use nalgebra::{Matrix3, Matrix4, SymmetricEigen};
 
 /// A 4x4 homogeneous affine, row-major.
 pub type Mat4 = [[f64; 4]; 4];
 /// A 3x3 matrix, row-major.
 pub type Mat3 = [[f64; 3]; 3];
 
+fn na4(a: &Mat4) -> Matrix4<f64> {
+    Matrix4::from_fn(|r, c| a[r][c])
+}
+
+fn na3(a: &Mat3) -> Matrix3<f64> {
+    Matrix3::from_fn(|r, c| a[r][c])
+}
+
+fn arr4(m: &Matrix4<f64>) -> Mat4 {
+    std::array::from_fn(|r| std::array::from_fn(|c| m[(r, c)]))
+}
+
+fn arr3(m: &Matrix3<f64>) -> Mat3 {
+    std::array::from_fn(|r| std::array::from_fn(|c| m[(r, c)]))
+}
+
 /// The 4x4 identity.
 pub fn identity4() -> Mat4 {
-    let mut m = [[0.0; 4]; 4];
-    for (i, row) in m.iter_mut().enumerate() {
-        row[i] = 1.0;
-    }
-    m
+    arr4(&Matrix4::identity())
 }
 
 /// `a @ b` for 4x4 matrices.
 pub fn matmul4(a: &Mat4, b: &Mat4) -> Mat4 {
-    let mut out = [[0.0; 4]; 4];
-    for (i, row) in out.iter_mut().enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = (0..4).map(|k| a[i][k] * b[k][j]).sum();
-        }
-    }
-    out
+    arr4(&(na4(a) * na4(b)))
 }
 
 /// `a @ b` for 3x3 matrices.
 pub fn matmul3(a: &Mat3, b: &Mat3) -> Mat3 {
-    let mut out = [[0.0; 3]; 3];
-    for (i, row) in out.iter_mut().enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = (0..3).map(|k| a[i][k] * b[k][j]).sum();
-        }
-    }
-    out
+    arr3(&(na3(a) * na3(b)))
 }
 
 /// Transpose of a 3x3 matrix.
 pub fn transpose3(a: &Mat3) -> Mat3 {
-    let mut t = [[0.0; 3]; 3];
-    for (i, row) in a.iter().enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            t[j][i] = *v;
-        }
-    }
-    t
+    arr3(&na3(a).transpose())
 }
 
 /// Determinant of a 3x3 matrix (cofactor expansion along the first row).
@@ -61,15 +55,14 @@ pub fn det3(m: &Mat3) -> f64 {
 
 /// The upper-left 3x3 block of an affine.
 pub fn linear_part(a: &Mat4) -> Mat3 {
-    let mut m = [[0.0; 3]; 3];
-    for (i, row) in m.iter_mut().enumerate() {
-        row.copy_from_slice(&a[i][..3]);
-    }
-    m
+    arr3(&na4(a).fixed_view::<3, 3>(0, 0).into_owned())
 }
 
 /// `a⁻¹ @ b` by Gaussian elimination with partial pivoting (what `numpy.linalg.solve` computes); `None` if `a` is
-/// singular.
+/// singular. Hand-written rather than `nalgebra`'s LU on purpose: it reproduces LAPACK's operation order, so target
+/// grids agree with MONAI/numpy bit for bit — `nalgebra` differs in the last bit, which moves nearest-neighbour label
+/// samples that sit exactly halfway between voxels (16 voxels of the `spacing_flipped` golden case).
+#[allow(clippy::needless_range_loop)] // index form mirrors the LAPACK reference
 pub fn solve4(a: &Mat4, b: &Mat4) -> Option<Mat4> {
     let mut m = *a;
     let mut x = *b;
@@ -130,89 +123,45 @@ pub fn apply(a: &Mat4, p: [f64; 3]) -> [f64; 3] {
 
 /// Column norms of the 3x3 part (voxel sizes), with zero norms replaced by 1 (MONAI `affine_to_spacing`).
 pub fn column_norms(a: &Mat4) -> [f64; 3] {
-    let mut out = [0.0; 3];
-    for (j, o) in out.iter_mut().enumerate() {
-        let n = (0..3).map(|i| a[i][j] * a[i][j]).sum::<f64>().sqrt();
-        *o = if n == 0.0 { 1.0 } else { n };
-    }
-    out
+    let m = na3(&linear_part(a));
+    std::array::from_fn(|j| {
+        let n = m.column(j).norm();
+        if n == 0.0 {
+            1.0
+        } else {
+            n
+        }
+    })
 }
 
 /// Upper Cholesky factor `U` with `Uᵀ U = s` of a symmetric positive definite matrix; `None` if not positive definite.
 pub fn cholesky_upper(s: &Mat3) -> Option<Mat3> {
-    let mut l = [[0.0; 3]; 3];
-    for i in 0..3 {
-        for j in 0..=i {
-            let sum: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
-            if i == j {
-                let d = s[i][i] - sum;
-                if d <= 0.0 || !d.is_finite() {
-                    return None;
-                }
-                l[i][j] = d.sqrt();
-            } else {
-                l[i][j] = (s[i][j] - sum) / l[j][j];
-            }
-        }
+    let m = na3(s);
+    if m.iter().any(|v| !v.is_finite()) {
+        return None;
     }
-    Some(transpose3(&l))
+    let l = m.cholesky()?.unpack();
+    (0..3)
+        .all(|i| l[(i, i)] > 0.0)
+        .then(|| arr3(&l.transpose()))
 }
 
 /// Inverse of an upper-triangular 3x3 matrix with nonzero diagonal.
 pub fn inv_upper3(u: &Mat3) -> Mat3 {
-    let mut inv = [[0.0; 3]; 3];
-    for col in 0..3 {
-        for row in (0..=col).rev() {
-            let rhs = if row == col { 1.0 } else { 0.0 };
-            let s: f64 = (row + 1..=col).map(|k| u[row][k] * inv[k][col]).sum();
-            inv[row][col] = (rhs - s) / u[row][row];
-        }
-    }
-    inv
+    let inv = na3(u)
+        .solve_upper_triangular(&Matrix3::identity())
+        .unwrap_or_else(|| Matrix3::from_element(f64::NAN));
+    arr3(&inv)
 }
 
-/// Eigen-decomposition of a symmetric 3x3 matrix by cyclic Jacobi rotations: eigenvalues and eigenvectors (as the
-/// columns of the returned matrix), in no particular order.
+/// Eigen-decomposition of a symmetric 3x3 matrix: eigenvalues and eigenvectors (as the columns of the returned
+/// matrix), in no particular order.
 pub fn sym_eig3(s: &Mat3) -> ([f64; 3], Mat3) {
-    let mut a = *s;
-    let mut v = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
-    for _sweep in 0..64 {
-        let off = a[0][1] * a[0][1] + a[0][2] * a[0][2] + a[1][2] * a[1][2];
-        let diag = a[0][0] * a[0][0] + a[1][1] * a[1][1] + a[2][2] * a[2][2];
-        if off <= f64::EPSILON * f64::EPSILON * diag || off == 0.0 {
-            break;
-        }
-        for (p, q) in [(0usize, 1usize), (0, 2), (1, 2)] {
-            if a[p][q] == 0.0 {
-                continue;
-            }
-            // Rotation angle that zeroes a[p][q] (Golub & Van Loan, symmetric Schur decomposition).
-            let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
-            let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-            let t = if theta == 0.0 { 1.0 } else { t };
-            let c = 1.0 / (t * t + 1.0).sqrt();
-            let sn = t * c;
-            for k in 0..3 {
-                let akp = a[k][p];
-                let akq = a[k][q];
-                a[k][p] = c * akp - sn * akq;
-                a[k][q] = sn * akp + c * akq;
-            }
-            for k in 0..3 {
-                let apk = a[p][k];
-                let aqk = a[q][k];
-                a[p][k] = c * apk - sn * aqk;
-                a[q][k] = sn * apk + c * aqk;
-            }
-            for row in v.iter_mut() {
-                let vp = row[p];
-                let vq = row[q];
-                row[p] = c * vp - sn * vq;
-                row[q] = sn * vp + c * vq;
-            }
-        }
-    }
-    ([a[0][0], a[1][1], a[2][2]], v)
+    let e = SymmetricEigen::new(na3(s));
+    (
+        [e.eigenvalues[0], e.eigenvalues[1], e.eigenvalues[2]],
+        arr3(&e.eigenvectors),
+    )
 }
 
 #[cfg(test)]

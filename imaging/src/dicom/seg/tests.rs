@@ -1,5 +1,6 @@
 //! Unit tests of the DICOM SEG encoder: decimal strings, channel layouts, empty results, grid checks.
 
+use super::elements::ds;
 use super::*;
 use crate::dicom::{PatientContext, SeriesInfo, SourceInstance};
 use dicom_object::DefaultDicomObject;

@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
+use super::super::input::Input;
 use crate::error::{ImagingError, Result};
 
 /// The parsed header text.
@@ -30,16 +31,18 @@ impl MetaText {
     }
 }
 
-/// Read and parse the header of `path`, reading at most `max_bytes` bytes.
-pub(crate) fn read(path: &Path, max_bytes: u64) -> Result<MetaText> {
-    let file = std::fs::File::open(path).map_err(|e| ImagingError::io(path, e))?;
+/// Read and parse the header of `input`, reading at most `max_bytes` bytes.
+pub(crate) fn read(input: &mut Input, max_bytes: u64) -> Result<MetaText> {
+    let name = input.name.clone();
     let mut buf = Vec::new();
-    file.take(max_bytes.saturating_add(1))
+    input
+        .at(0)?
+        .take(max_bytes.saturating_add(1))
         .read_to_end(&mut buf)
-        .map_err(|e| ImagingError::io(path, e))?;
+        .map_err(|e| ImagingError::io(&name, e))?;
     let complete = buf.len() as u64 <= max_bytes;
     buf.truncate(usize::try_from(max_bytes).unwrap_or(usize::MAX));
-    parse(path, &buf, complete, max_bytes)
+    parse(&name, &buf, complete, max_bytes)
 }
 
 /// Parse header bytes. `complete` says whether `bytes` is the whole file (needed to trust a `LIST`).
@@ -55,21 +58,26 @@ pub(crate) fn parse(path: &Path, bytes: &[u8], complete: bool, max_bytes: u64) -
             None => (rest, bytes.len()),
         };
         let line = std::str::from_utf8(line)
-            .map_err(|_| ImagingError::format(path, format!("header line {line_no} is not text")))?
+            .map_err(|_| ImagingError::NotFormat {
+                path: path.into(),
+                format: "MetaImage".into(),
+                found: format!("header line {line_no} is not text"),
+            })?
             .trim();
         pos = next;
         if line.is_empty() {
             continue;
         }
-        let (key, value) = line.split_once('=').ok_or_else(|| {
-            ImagingError::format(
-                path,
-                format!(
-                    "header line {line_no} is not `Key = Value`: {:?}",
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| ImagingError::NotFormat {
+                path: path.into(),
+                format: "MetaImage".into(),
+                found: format!(
+                    "header line {line_no} is {:?}; expected `Key = Value`",
                     truncate(line)
                 ),
-            )
-        })?;
+            })?;
         let (key, value) = (key.trim().to_string(), value.trim().to_string());
         if key == "ElementDataFile" {
             let list = if is_list(&value) {

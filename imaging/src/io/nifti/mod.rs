@@ -1,27 +1,25 @@
-//! NIfTI-1 single files (`.nii`, `.nii.gz`): header parsing with the `nifti` crate, then validation, geometry and
-//! scaling exactly as nibabel loads them (its header fixes, `get_best_affine`, `get_slope_inter`).
+//! NIfTI-1 and NIfTI-2 single files (`.nii`, `.nii.gz`): header decoding, validation, geometry and scaling exactly as
+//! nibabel loads them (`get_best_affine`, `get_slope_inter`), except that degenerate geometry is refused.
 
+mod header;
 mod write;
 
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::BufReader;
 use std::path::Path;
 
-use nifti::{NiftiError, NiftiHeader};
-
 use super::dtype::{decode, ByteOrder, ElementType};
+use super::geometry::check_affine;
+use super::input::Input;
 use super::qform::{base_affine, qform_to_affine, Qform};
 use super::stream::{self, Codec};
-use super::{channel_first, AffineSource, FileFormat, Header, LoadOptions};
+use super::{channel_first, AffineSource, FileFormat, Header, LoadOptions, StoredAxes, TimeUnit};
 use crate::error::{ImagingError, Result};
 use crate::volume::Volume;
+use header::RawHeader;
 
+pub use header::NiftiVersion;
 pub(crate) use write::save;
 pub use write::NiftiDtype;
-
-/// Size of a NIfTI-1 header.
-const HEADER_BYTES: u64 = 348;
-/// Smallest `vox_offset` of a single-file NIfTI-1 (header plus the 4-byte extension flag).
-const MIN_VOX_OFFSET: u64 = 352;
 
 /// A validated header and where its voxel data lies.
 struct Layout {
@@ -34,31 +32,27 @@ struct Layout {
 }
 
 /// Read only the header.
-pub(crate) fn probe(path: &Path, opts: &LoadOptions) -> Result<Header> {
-    let mut file = stream::open(path)?;
-    let (raw, gzip) = read_header_bytes(path, &mut file)?;
-    Ok(parse(path, &raw, gzip, opts)?.header)
+pub(crate) fn probe(input: &mut Input, opts: &LoadOptions) -> Result<Header> {
+    let (raw, gzip) = read_header(input)?;
+    Ok(parse(&input.name, &raw, gzip, opts)?.header)
 }
 
 /// Load a whole volume.
-pub(crate) fn load(path: &Path, opts: &LoadOptions) -> Result<Volume> {
-    let mut file = stream::open(path)?;
-    let (raw, gzip) = read_header_bytes(path, &mut file)?;
-    let layout = parse(path, &raw, gzip, opts)?;
+pub(crate) fn load(input: &mut Input, opts: &LoadOptions) -> Result<Volume> {
+    let (raw, gzip) = read_header(input)?;
+    let layout = parse(&input.name, &raw, gzip, opts)?;
     let bytes = if gzip {
-        let compressed_len = stream::file_len(path, &file)?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| ImagingError::io(path, e))?;
-        let mut dec = Codec::Gzip.decoder(BufReader::new(file));
+        let (name, compressed_len) = (input.name.clone(), input.len());
+        let mut dec = Codec::Gzip.decoder(BufReader::new(input.at(0)?));
         stream::skip_inflated(
-            path,
+            &name,
             &mut dec,
             Codec::Gzip,
             layout.vox_offset,
             "header and extensions",
         )?;
         stream::read_inflated(
-            path,
+            &name,
             &mut dec,
             Codec::Gzip,
             layout.nbytes,
@@ -66,168 +60,117 @@ pub(crate) fn load(path: &Path, opts: &LoadOptions) -> Result<Volume> {
             "voxel data",
         )?
     } else {
-        stream::read_region(
-            path,
-            &mut file,
-            layout.vox_offset,
-            layout.nbytes,
-            "voxel data",
-        )?
+        stream::read_region(input, layout.vox_offset, layout.nbytes, "voxel data")?
     };
-    let values = decode(
-        &bytes,
-        layout.header.dtype,
-        layout.order,
-        layout.header.scaling,
-    );
-    let data = channel_first(path, values, layout.file_shape)?;
+    // Like nibabel's `apply_read_scaling`, slope 1 and intercept 0 leave the values alone (so -0.0 stays -0.0).
+    let scaling = layout.header.scaling.filter(|&s| s != (1.0, 0.0));
+    let values = decode(&bytes, layout.header.dtype, layout.order, scaling);
+    let data = channel_first(&input.name, values, layout.file_shape)?;
     Ok(Volume::new(data, layout.header.affine))
 }
 
-/// The first 348 (decompressed) bytes, and whether the file is gzip (sniffed from its magic, not its name).
-fn read_header_bytes(path: &Path, file: &mut std::fs::File) -> Result<(Vec<u8>, bool)> {
-    let mut head = [0u8; 2];
-    let n = file
-        .read(&mut head)
-        .map_err(|e| ImagingError::io(path, e))?;
-    let gzip = Codec::sniff(&head[..n]) == Codec::Gzip;
+/// The decoded header, and whether the input is gzip (sniffed from its magic, not its name).
+fn read_header(input: &mut Input) -> Result<(RawHeader, bool)> {
+    let name = input.name.clone();
+    let head = stream::read_region(input, 0, input.len().min(4), "NIfTI header")?;
+    let gzip = Codec::sniff(&head) == Codec::Gzip;
     if gzip {
-        let compressed_len = stream::file_len(path, file)?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| ImagingError::io(path, e))?;
-        let mut dec = Codec::Gzip.decoder(BufReader::new(&mut *file));
-        let raw = stream::read_inflated(
-            path,
+        let compressed_len = input.len();
+        let mut dec = Codec::Gzip.decoder(BufReader::new(input.at(0)?));
+        let first = stream::read_inflated(
+            &name,
             &mut dec,
             Codec::Gzip,
-            HEADER_BYTES,
+            4,
             compressed_len,
             "NIfTI header",
         )?;
-        Ok((raw, true))
-    } else {
-        Ok((
-            stream::read_region(path, file, 0, HEADER_BYTES, "NIfTI header")?,
-            false,
-        ))
+        let (version, order) = header::sniff(&name, &first)?;
+        let rest = stream::read_inflated(
+            &name,
+            &mut dec,
+            Codec::Gzip,
+            version.header_bytes() - 4,
+            compressed_len,
+            "NIfTI header",
+        )?;
+        let raw = [first, rest].concat();
+        return Ok((header::decode(&name, &raw, version, order)?, true));
     }
+    let (version, order) = header::sniff(&name, &head)?;
+    let what = format!("NIfTI-{} header", version.number());
+    let raw = stream::read_region(input, 0, version.header_bytes(), &what)?;
+    Ok((header::decode(&name, &raw, version, order)?, false))
 }
 
-fn field_err(path: &Path, field: &str, msg: impl Into<String>) -> ImagingError {
-    ImagingError::HeaderField {
-        path: path.into(),
-        field: field.into(),
-        msg: msg.into(),
-    }
-}
-
-/// Validate the header the way nibabel does on load and compute the layout.
-fn parse(path: &Path, raw: &[u8], gzip: bool, opts: &LoadOptions) -> Result<Layout> {
-    let sizeof_hdr = raw
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .unwrap_or_default();
-    if [
-        i32::from_le_bytes(sizeof_hdr),
-        i32::from_be_bytes(sizeof_hdr),
-    ]
-    .contains(&540)
-    {
-        return Err(ImagingError::Unsupported {
-            path: path.into(),
-            what: "NIfTI-2 (sizeof_hdr = 540)".into(),
-        });
-    }
-    let h = NiftiHeader::from_reader(raw).map_err(|e| match e {
-        NiftiError::InvalidFormat => {
-            field_err(path, "magic", "expected \"n+1\\0\" (single-file NIfTI-1)")
-        }
-        other => ImagingError::format(path, format!("cannot parse NIfTI-1 header: {other}")),
-    })?;
-    if h.sizeof_hdr != 348 {
-        return Err(field_err(
-            path,
-            "sizeof_hdr",
-            format!("is {}, expected 348 (or dim[0] is not 1..7)", h.sizeof_hdr),
-        ));
-    }
-    if &h.magic != b"n+1\0" {
-        return Err(ImagingError::Unsupported {
-            path: path.into(),
-            what: "NIfTI-1 header/image pair (magic \"ni1\"); expected a single .nii/.nii.gz"
-                .into(),
-        });
-    }
-    let ndim = h.dim[0] as i16;
+/// Validate the header and compute the layout.
+fn parse(path: &Path, h: &RawHeader, gzip: bool, opts: &LoadOptions) -> Result<Layout> {
+    let ndim = h.dim[0];
     if !(1..=7).contains(&ndim) {
-        return Err(field_err(
+        return Err(ImagingError::field(
             path,
             "dim[0]",
-            format!("is {ndim}, expected 1..7"),
+            format!("is {ndim}; expected the number of dimensions, 1..7"),
         ));
     }
-    let ndim = ndim as usize;
-    let mut dims = Vec::with_capacity(ndim);
-    for (i, &d) in h.dim.iter().enumerate().skip(1).take(ndim) {
-        let d = d as i16;
+    let too_large = |what: String| ImagingError::TooLarge {
+        path: path.into(),
+        msg: what,
+    };
+    let mut dims = Vec::with_capacity(ndim as usize);
+    for (i, &d) in h.dim.iter().enumerate().skip(1).take(ndim as usize) {
         if d < 1 {
-            return Err(field_err(
+            return Err(ImagingError::field(
                 path,
-                &format!("dim[{i}]"),
-                format!("is {d}, expected >= 1"),
+                format!("dim[{i}]"),
+                format!("is {d}; expected a size >= 1"),
             ));
         }
-        dims.push(d as usize);
+        dims.push(usize::try_from(d).map_err(|_| too_large(format!("dim[{i}] = {d} overflows")))?);
     }
     let dtype = element_type(path, h.datatype)?;
-    let order = match h.endianness {
-        nifti::Endianness::Little => ByteOrder::Little,
-        nifti::Endianness::Big => ByteOrder::Big,
-    };
-
-    let too_large = || ImagingError::TooLarge {
-        path: path.into(),
-        msg: format!("dimensions {dims:?} overflow"),
-    };
-    let mut channels: usize = 1;
-    for &d in dims.iter().skip(3) {
-        channels = channels.checked_mul(d).ok_or_else(too_large)?;
-    }
+    let overflow = || too_large(format!("dimensions {} overflow", list(&dims)));
     let dim_at = |i: usize| dims.get(i).copied().unwrap_or(1);
     let shape = [dim_at(0), dim_at(1), dim_at(2)];
+    let time = dim_at(3);
+    let components = dims
+        .iter()
+        .skip(4)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(overflow)?;
+    let channels = time.checked_mul(components).ok_or_else(overflow)?;
     let elements = shape
         .iter()
         .try_fold(channels as u64, |acc, &n| acc.checked_mul(n as u64))
-        .ok_or_else(too_large)?;
+        .ok_or_else(overflow)?;
     if elements > opts.max_voxels {
-        return Err(ImagingError::TooLarge {
-            path: path.into(),
-            msg: format!(
-                "dimensions {dims:?} hold {elements} values, more than the limit of {}",
-                opts.max_voxels
-            ),
-        });
+        return Err(too_large(format!(
+            "dimensions {} hold {elements} values, more than the limit of {} (LoadOptions::max_voxels)",
+            list(&dims),
+            opts.max_voxels
+        )));
     }
     let nbytes = elements
         .checked_mul(dtype.size() as u64)
-        .ok_or_else(too_large)?;
+        .ok_or_else(overflow)?;
 
-    if !h.vox_offset.is_finite() || (h.vox_offset as f64) < MIN_VOX_OFFSET as f64 {
-        return Err(field_err(
+    let min_offset = h.version.min_vox_offset();
+    if !h.vox_offset.is_finite() || h.vox_offset < min_offset as f64 {
+        return Err(ImagingError::field(
             path,
             "vox_offset",
-            format!("is {}, expected >= {MIN_VOX_OFFSET}", h.vox_offset),
+            format!("is {}; expected >= {min_offset}", h.vox_offset),
         ));
     }
     let vox_offset = h.vox_offset as u64;
 
-    let slope = h.scl_slope as f64;
+    let slope = h.scl_slope;
     let scaling = if slope == 0.0 || !slope.is_finite() {
         None
     } else {
-        let inter = h.scl_inter as f64;
+        let inter = h.scl_inter;
         if !inter.is_finite() {
-            return Err(field_err(
+            return Err(ImagingError::field(
                 path,
                 "scl_inter",
                 format!("is {inter} with a valid scl_slope; expected a finite value"),
@@ -236,7 +179,20 @@ fn parse(path: &Path, raw: &[u8], gzip: bool, opts: &LoadOptions) -> Result<Layo
         Some((slope, inter))
     };
 
-    let (affine, affine_source) = best_affine(path, &h, &dims)?;
+    let (affine, affine_source) = best_affine(path, h, &dims)?;
+    let time_step =
+        (dims.len() >= 4 && h.pixdim[4].is_finite() && h.pixdim[4] >= 0.0).then_some(h.pixdim[4]);
+    let axes = StoredAxes {
+        spatial: dims.len().min(3),
+        time,
+        components,
+        time_step,
+        time_unit: if dims.len() >= 4 {
+            TimeUnit::from_nifti(h.xyzt_units)
+        } else {
+            TimeUnit::Unknown
+        },
+    };
     let header = Header {
         path: path.into(),
         format: FileFormat::from_path(path).unwrap_or(if gzip {
@@ -244,11 +200,13 @@ fn parse(path: &Path, raw: &[u8], gzip: bool, opts: &LoadOptions) -> Result<Layo
         } else {
             FileFormat::Nii
         }),
+        nifti_version: Some(h.version),
         dims,
+        axes,
         shape,
         channels,
         dtype,
-        big_endian: order == ByteOrder::Big,
+        big_endian: h.order == ByteOrder::Big,
         compressed: gzip,
         scaling,
         affine,
@@ -262,35 +220,57 @@ fn parse(path: &Path, raw: &[u8], gzip: bool, opts: &LoadOptions) -> Result<Layo
     Ok(Layout {
         header,
         vox_offset,
-        order,
+        order: h.order,
         file_shape: [channels, shape[2], shape[1], shape[0], 1],
         nbytes,
     })
 }
 
-/// nibabel's `get_best_affine` after its load-time header fixes: sform if `sform_code != 0`, else qform if
-/// `qform_code != 0`, else the centred pixdim affine. pixdim[1..4] of 0 become 1 and negatives their absolute value;
-/// a `pixdim[0]` (qfac) other than +-1 becomes 1.
+/// `[a, b, c]` without Rust's debug formatting.
+pub(crate) fn list(v: &[usize]) -> String {
+    let parts: Vec<String> = v.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// nibabel's `get_best_affine`: sform if `sform_code != 0`, else qform if `qform_code != 0`, else the centred pixdim
+/// affine; a `pixdim[0]` (qfac) other than +-1 becomes 1. Unlike nibabel, which silently turns a zero spacing into 1
+/// and a negative one into its absolute value, a spacing of a stored axis that the affine uses must be positive and
+/// finite, and the resulting affine must not be degenerate (see [`check_affine`]). For an axis the file does not have
+/// (the third of a 2-D file) the qform uses pixdim[3] with nibabel's fix and the pixdim affine uses 1, as nibabel.
 fn best_affine(
     path: &Path,
-    h: &NiftiHeader,
+    h: &RawHeader,
     dims: &[usize],
 ) -> Result<([[f64; 4]; 4], AffineSource)> {
-    let mut pixdim: Vec<f64> = h.pixdim.iter().map(|&p| p as f64).collect();
-    for p in pixdim.iter_mut().take(4).skip(1) {
-        *p = if *p == 0.0 { 1.0 } else { p.abs() };
-    }
+    let pixdim = &h.pixdim;
     let qfac = if pixdim[0] == 1.0 || pixdim[0] == -1.0 {
         pixdim[0]
     } else {
         1.0
     };
+    let zooms = |path: &Path, from_pixdim_beyond: bool| -> Result<[f64; 3]> {
+        let mut z = [1.0; 3];
+        for (i, zi) in z.iter_mut().enumerate() {
+            let p = pixdim[i + 1];
+            if i < dims.len() {
+                if !(p.is_finite() && p > 0.0) {
+                    return Err(ImagingError::field(
+                        path,
+                        format!("pixdim[{}]", i + 1),
+                        format!("is {p}; expected a positive, finite voxel spacing"),
+                    ));
+                }
+                *zi = p;
+            } else if from_pixdim_beyond && p.is_finite() && p != 0.0 {
+                *zi = p.abs();
+            }
+        }
+        Ok(z)
+    };
     let (affine, source, fields) = if h.sform_code != 0 {
         let mut a = [[0.0; 4]; 4];
-        for (row, srow) in a.iter_mut().zip([h.srow_x, h.srow_y, h.srow_z]) {
-            for (v, s) in row.iter_mut().zip(srow) {
-                *v = s as f64;
-            }
+        for (row, srow) in a.iter_mut().zip(h.srow) {
+            *row = srow;
         }
         a[3][3] = 1.0;
         (
@@ -300,16 +280,16 @@ fn best_affine(
         )
     } else if h.qform_code != 0 {
         let q = Qform {
-            bcd: [h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64],
-            offset: [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64],
+            bcd: h.quatern,
+            offset: h.qoffset,
             qfac,
-            zooms: [pixdim[1], pixdim[2], pixdim[3]],
+            zooms: zooms(path, true)?,
         };
         let a = qform_to_affine(&q).ok_or_else(|| {
-            field_err(
+            ImagingError::field(
                 path,
                 "quatern_b/c/d",
-                "b^2 + c^2 + d^2 > 1: not a unit quaternion",
+                "b^2 + c^2 + d^2 > 1; expected the vector part of a unit quaternion",
             )
         })?;
         (
@@ -319,12 +299,13 @@ fn best_affine(
         )
     } else {
         let shape: Vec<f64> = dims.iter().map(|&d| d as f64).collect();
-        let zooms = pixdim.get(1..=dims.len()).unwrap_or(&[]);
-        (base_affine(&shape, zooms), AffineSource::Pixdim, "pixdim")
+        (
+            base_affine(&shape, &zooms(path, false)?),
+            AffineSource::Pixdim,
+            "pixdim",
+        )
     };
-    if affine.iter().flatten().any(|v| !v.is_finite()) {
-        return Err(field_err(path, fields, "the affine has non-finite entries"));
-    }
+    check_affine(path, fields, &affine)?;
     Ok((affine, source))
 }
 

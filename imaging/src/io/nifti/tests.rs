@@ -74,21 +74,50 @@ fn affine_priority_sform_then_qform_then_pixdim() {
     assert_eq!(load_bytes(&b).unwrap().affine, want);
     f32_at(&mut b, PIXDIM, -1.0);
     assert_eq!(load_bytes(&b).unwrap().affine[2][2], -4.0);
-    // Neither: the centred, x-flipped pixdim affine, with pixdim 0 -> 1 and negative -> abs.
+    // Neither: the centred, x-flipped pixdim affine.
     i16_at(&mut b, QFORM_CODE, 0);
-    f32_at(&mut b, PIXDIM + 4, -2.0);
-    f32_at(&mut b, PIXDIM + 8, 0.0);
+    f32_at(&mut b, PIXDIM + 4, 2.5);
     let a = load_bytes(&b).unwrap().affine;
-    // shape (5, 4, 3), zooms (2, 1, 4): diag(-2, 1, 4), translation -((n - 1) / 2) * zoom.
+    // shape (5, 4, 3), zooms (2.5, 3, 4): diag(-2.5, 3, 4), translation -((n - 1) / 2) * zoom.
     assert_eq!(
         a,
         [
-            [-2.0, 0.0, 0.0, 4.0],
-            [0.0, 1.0, 0.0, -1.5],
+            [-2.5, 0.0, 0.0, 5.0],
+            [0.0, 3.0, 0.0, -4.5],
             [0.0, 0.0, 4.0, -4.0],
             [0.0, 0.0, 0.0, 1.0]
         ]
     );
+    // nibabel turns a zero spacing into 1 and a negative one into its absolute value; medmae refuses both (and
+    // non-finite ones), naming the field, for the pixdim and the qform affine alike.
+    for qform_code in [0, 1] {
+        i16_at(&mut b, QFORM_CODE, qform_code);
+        for bad in [0.0, -2.0, f32::NAN, f32::INFINITY] {
+            let mut c = b.clone();
+            f32_at(&mut c, PIXDIM + 8, bad);
+            let e = load_bytes(&c).unwrap_err().to_string();
+            assert!(
+                e.contains("header field `pixdim[2]`: is")
+                    && e.contains("expected a positive, finite voxel spacing"),
+                "{e}"
+            );
+        }
+    }
+    // A singular or non-finite sform is refused too.
+    let mut c = base_file();
+    f32_at(&mut c, 280 + 16 + 4, 0.0); // srow_y[1] = 0: voxel axis 1 has zero length
+    let e = load_bytes(&c).unwrap_err().to_string();
+    assert!(
+        e.contains("`srow_x/srow_y/srow_z`: voxel axis 1 has spacing 0"),
+        "{e}"
+    );
+    let mut c = base_file();
+    f32_at(&mut c, 280 + 4, 3.0); // srow_x[1] = 3, srow_y[1] = 3: axes 0 and 1 ... still independent
+    f32_at(&mut c, 280 + 16, 3.0); // srow_y[0] = 3: columns 0 and 1 become (2, 3, 0) and (3, 3, 0)
+    load_bytes(&c).unwrap();
+    f32_at(&mut c, 280, 3.0); // columns (3, 3, 0) and (3, 3, 0): collinear
+    let e = load_bytes(&c).unwrap_err().to_string();
+    assert!(e.contains("the direction matrix is singular"), "{e}");
 }
 
 #[test]

@@ -1,14 +1,18 @@
-//! Writing NIfTI-1 files: the `nifti` crate serialises header and data; this module fills the header the way
-//! nibabel does (sform from the affine, qform quaternion from its rotation part) and converts the voxel type.
+//! Writing NIfTI-1 and NIfTI-2 files: the header is filled the way nibabel does (sform from the affine, qform
+//! quaternion from its rotation part, pixdim = spacing, units mm), the axes beyond the grid follow [`StoredAxes`]
+//! (time step and unit in `pixdim[4]` / `xyzt_units`, vector components in `dim[5]` with the vector intent), and the
+//! voxels are converted to the requested type. `.nii.gz` is gzip-compressed.
 
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use ndarray::{Array, IxDyn, ShapeBuilder};
-use nifti::writer::WriterOptions;
-use nifti::NiftiHeader;
+use flate2::write::GzEncoder;
+use flate2::Compression;
 
 use super::super::qform::affine_to_qform;
-use super::super::{write_atomic, FileFormat};
+use super::super::{write_atomic, FileFormat, SaveOptions, StoredAxes};
+use super::header::{self, NiftiVersion, RawHeader};
+use super::list;
 use crate::error::{ImagingError, Result};
 use crate::volume::Volume;
 
@@ -36,15 +40,43 @@ impl NiftiDtype {
             Self::F32 => None,
         }
     }
+
+    /// NIfTI `datatype` code and `bitpix`.
+    fn code(self) -> (i16, i16) {
+        match self {
+            Self::U8 => (2, 8),
+            Self::I16 => (4, 16),
+            Self::I32 => (8, 32),
+            Self::F32 => (16, 32),
+        }
+    }
+
+    /// Append `v` in this type, little-endian (integers round half to even like numpy's `rint`; the range was
+    /// checked before).
+    fn push(self, out: &mut Vec<u8>, v: f32) {
+        let r = || (v as f64).round_ties_even();
+        match self {
+            Self::U8 => out.push(r() as u8),
+            Self::I16 => out.extend_from_slice(&(r() as i16).to_le_bytes()),
+            Self::I32 => out.extend_from_slice(&(r() as i32).to_le_bytes()),
+            Self::F32 => out.extend_from_slice(&v.to_le_bytes()),
+        }
+    }
+
+    fn size(self) -> usize {
+        self.code().1 as usize / 8
+    }
 }
 
 /// `NIFTI_XFORM_SCANNER_ANAT`, the code ITK and most converters write for both forms.
-const XFORM_SCANNER: i16 = 1;
+const XFORM_SCANNER: i32 = 1;
 /// `NIFTI_UNITS_MM` in `xyzt_units`.
-const UNITS_MM: u8 = 2;
+const UNITS_MM: i32 = 2;
+/// `NIFTI_INTENT_VECTOR`: dim[5] holds vector components.
+const INTENT_VECTOR: i32 = 1007;
 
 /// Save `vol` to a `.nii` or `.nii.gz` file, atomically.
-pub(crate) fn save(vol: &Volume, path: &Path, dtype: NiftiDtype) -> Result<()> {
+pub(crate) fn save(vol: &Volume, path: &Path, opts: &SaveOptions) -> Result<()> {
     let (gzip, suffix) = match FileFormat::from_path(path) {
         Some(FileFormat::Nii) => (false, ".nii"),
         Some(FileFormat::NiiGz) => (true, ".nii.gz"),
@@ -55,63 +87,46 @@ pub(crate) fn save(vol: &Volume, path: &Path, dtype: NiftiDtype) -> Result<()> {
             })
         }
     };
-    let shape = vol.data.shape();
-    if shape.contains(&0) {
-        return Err(ImagingError::Shape(format!(
-            "{}: cannot write an empty volume of shape {shape:?}",
-            path.display()
-        )));
+    let axes = opts
+        .axes
+        .unwrap_or_else(|| StoredAxes::time_series(vol.channels()));
+    let dims = super::super::stored_dims(vol, path, &axes)?;
+    if opts.nifti_version == NiftiVersion::One {
+        if let Some(&n) = dims.iter().find(|&&n| n > i16::MAX as usize) {
+            return Err(ImagingError::TooLarge {
+                path: path.into(),
+                msg: format!(
+                    "dimension {n} of {} exceeds NIfTI-1's limit of {}; write NIfTI-2 instead",
+                    list(&dims),
+                    i16::MAX
+                ),
+            });
+        }
     }
-    if let Some(&n) = shape.iter().find(|&&n| n > i16::MAX as usize) {
-        return Err(ImagingError::TooLarge {
-            path: path.into(),
-            msg: format!(
-                "dimension {n} of shape {shape:?} exceeds NIfTI-1's limit of {}",
-                i16::MAX
-            ),
-        });
+    check_range(vol, path, opts.dtype)?;
+    let header = header_for(vol, path, opts, &axes, &dims)?;
+    // File order: x fastest, then y, z and the channels (time, then components).
+    let ordered = vol.data.view().permuted_axes([0, 3, 2, 1]);
+    let ordered = ordered.as_standard_layout();
+    let mut bytes = Vec::with_capacity(header.len() + 4 + ordered.len() * opts.dtype.size());
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&[0; 4]);
+    for &v in ordered.iter() {
+        opts.dtype.push(&mut bytes, v);
     }
-    check_range(vol, path, dtype)?;
-    let header = header_for(vol, path)?;
-    // NIfTI's fourth dimension is the channel axis: (X, Y, Z) or (X, Y, Z, C).
-    let dims: Vec<usize> = if shape[0] == 1 {
-        shape[1..].to_vec()
-    } else {
-        vec![shape[1], shape[2], shape[3], shape[0]]
-    };
     write_atomic(path, suffix, |tmp| {
-        let opts = WriterOptions::new(tmp)
-            .reference_header(&header)
-            .compress(gzip);
-        let res = match dtype {
-            NiftiDtype::F32 => opts.write_nifti(&file_order(vol, &dims, |v| v)?),
-            // Rounding half to even like numpy's `rint`; values were range-checked before.
-            NiftiDtype::U8 => opts.write_nifti(&file_order(vol, &dims, |v| {
-                (v as f64).round_ties_even() as u8
-            })?),
-            NiftiDtype::I16 => opts.write_nifti(&file_order(vol, &dims, |v| {
-                (v as f64).round_ties_even() as i16
-            })?),
-            NiftiDtype::I32 => opts.write_nifti(&file_order(vol, &dims, |v| {
-                (v as f64).round_ties_even() as i32
-            })?),
+        let file = std::fs::File::create(tmp).map_err(|e| ImagingError::io(tmp, e))?;
+        let res = if gzip {
+            let mut enc = GzEncoder::new(BufWriter::new(file), Compression::new(6));
+            enc.write_all(&bytes)
+                .and_then(|()| enc.finish())
+                .and_then(|mut w| w.flush())
+        } else {
+            let mut w = BufWriter::new(file);
+            w.write_all(&bytes).and_then(|()| w.flush())
         };
-        res.map_err(|e| ImagingError::format(tmp, format!("writing NIfTI failed: {e}")))
+        res.map_err(|e| ImagingError::io(tmp, e))
     })
-}
-
-/// The converted voxels as a Fortran-order array of shape `dims`. The nifti crate writes `data.t()` slice by slice
-/// and flattens each slice in C order; only a Fortran-order input makes every slice C-contiguous for any shape.
-fn file_order<T>(vol: &Volume, dims: &[usize], conv: impl Fn(f32) -> T) -> Result<Array<T, IxDyn>> {
-    // ndarray's layout copy is much faster than iterating the permuted view element by element.
-    let ordered = vol
-        .data
-        .view()
-        .permuted_axes([0, 3, 2, 1])
-        .as_standard_layout()
-        .into_owned();
-    let values: Vec<T> = ordered.into_iter().map(conv).collect();
-    Array::from_shape_vec(IxDyn(dims).f(), values).map_err(|e| ImagingError::Shape(e.to_string()))
 }
 
 /// Reject values an integer type cannot hold (after rounding), naming the first offending voxel.
@@ -126,50 +141,70 @@ fn check_range(vol: &Volume, path: &Path, dtype: NiftiDtype) -> Result<()> {
     match bad {
         Some(((c, x, y, z), v)) => Err(ImagingError::format(
             path,
-            format!("value {v} at (c={c}, x={x}, y={y}, z={z}) cannot be stored as {dtype:?} (range {lo}..={hi})"),
+            format!(
+                "value {v} at (c={c}, x={x}, y={y}, z={z}) cannot be stored as {}; expected {lo}..={hi}",
+                format!("{dtype:?}").to_lowercase()
+            ),
         )),
         None => Ok(()),
     }
 }
 
-/// A header carrying the volume's geometry: sform = affine, qform = its rotation/zoom/offset part, pixdim =
-/// spacing (with qfac), units mm. `dim`, `datatype`, `vox_offset` and scaling are filled by the writer.
-fn header_for(vol: &Volume, path: &Path) -> Result<NiftiHeader> {
+/// The header: sform = affine, qform = its rotation/zoom/offset part, pixdim = spacing (with qfac) and the time
+/// step, units mm plus the time unit, the vector intent for components.
+fn header_for(
+    vol: &Volume,
+    path: &Path,
+    opts: &SaveOptions,
+    axes: &StoredAxes,
+    dims: &[usize],
+) -> Result<Vec<u8>> {
     let a = &vol.affine;
-    let q = affine_to_qform(a)
-        .filter(|_| a.iter().flatten().all(|v| v.is_finite()))
-        .ok_or_else(|| {
-            ImagingError::format(
-                path,
-                format!("cannot write affine {a:?}: it needs finite entries and non-zero columns"),
-            )
-        })?;
-    let mut h = NiftiHeader {
-        sform_code: XFORM_SCANNER,
+    super::super::geometry::check_affine(path, "affine", a)?;
+    let q = affine_to_qform(a).ok_or_else(|| {
+        ImagingError::field(
+            path,
+            "affine",
+            "has no rotation part (a voxel axis of zero length); expected a non-degenerate affine",
+        )
+    })?;
+    let mut dim = [1i64; 8];
+    dim[0] = dims.len() as i64;
+    for (d, &n) in dim[1..].iter_mut().zip(dims) {
+        *d = n as i64;
+    }
+    let mut pixdim = [1.0f64; 8];
+    pixdim[0] = q.qfac;
+    pixdim[1..4].copy_from_slice(&q.zooms);
+    if let Some(step) = axes.time_step {
+        pixdim[4] = step;
+    }
+    let (datatype, bitpix) = opts.dtype.code();
+    let mut srow = [[0.0; 4]; 3];
+    for (s, row) in srow.iter_mut().zip(a) {
+        *s = *row;
+    }
+    Ok(header::encode(&RawHeader {
+        version: opts.nifti_version,
+        order: super::super::dtype::ByteOrder::Little,
+        dim,
+        intent_code: if axes.components > 1 {
+            INTENT_VECTOR
+        } else {
+            0
+        },
+        datatype,
+        bitpix,
+        pixdim,
+        vox_offset: opts.nifti_version.min_vox_offset() as f64,
+        scl_slope: 1.0,
+        scl_inter: 0.0,
+        xyzt_units: UNITS_MM | axes.time_unit.nifti_code(),
         qform_code: XFORM_SCANNER,
-        xyzt_units: UNITS_MM,
-        quatern_b: q.bcd[0] as f32,
-        quatern_c: q.bcd[1] as f32,
-        quatern_d: q.bcd[2] as f32,
-        quatern_x: q.offset[0] as f32,
-        quatern_y: q.offset[1] as f32,
-        quatern_z: q.offset[2] as f32,
-        endianness: nifti::Endianness::Little,
-        ..NiftiHeader::default()
-    };
-    h.pixdim[0] = q.qfac as f32;
-    for (p, z) in h.pixdim[1..4].iter_mut().zip(q.zooms) {
-        *p = z as f32;
-    }
-    for (srow, row) in [&mut h.srow_x, &mut h.srow_y, &mut h.srow_z]
-        .into_iter()
-        .zip(a)
-    {
-        for (s, v) in srow.iter_mut().zip(row) {
-            *s = *v as f32;
-        }
-    }
-    h.set_description(b"medmae".to_vec())
-        .map_err(|e| ImagingError::format(path, e.to_string()))?;
-    Ok(h)
+        sform_code: XFORM_SCANNER,
+        quatern: q.bcd,
+        qoffset: q.offset,
+        srow,
+        descrip: b"medmae".to_vec(),
+    }))
 }

@@ -90,3 +90,40 @@ pub fn assert_same_array(got: &Array4<f32>, want: &Array4<f32>, what: &str) {
         .count();
     assert_eq!(bad, 0, "{what}: {bad} of {} values differ", got.len());
 }
+
+/// The style every message follows: `name` exactly once, no debug values, the message complete on its own.
+pub fn check_style(err: &imaging::ImagingError, name: &str) {
+    let msg = err.to_string();
+    assert_eq!(
+        msg.matches(name).count(),
+        1,
+        "the error must name {name} exactly once: {msg}"
+    );
+    assert!(
+        !msg.contains("Some(") && !msg.contains("None)"),
+        "debug value in: {msg}"
+    );
+    assert!(
+        msg.matches("(os error").count() <= 1,
+        "repeated OS error: {msg}"
+    );
+    // No `source()`: an anyhow chain (`{:#}`) would print the cause a second time.
+    assert!(std::error::Error::source(err).is_none(), "{msg}");
+}
+
+/// Load must fail, with a message naming `path` exactly once; returns the error.
+pub fn fails(path: &Path) -> imaging::ImagingError {
+    let err = imaging::io::load(path).expect_err("malformed input must not load");
+    check_style(&err, &path.display().to_string());
+    err
+}
+
+/// The error message of [`fails`], which must contain every fragment of `want`.
+pub fn fails_with(path: &Path, want: &[&str]) -> imaging::ImagingError {
+    let err = fails(path);
+    let msg = err.to_string();
+    for w in want {
+        assert!(msg.contains(w), "expected {w:?} in: {msg}");
+    }
+    err
+}
