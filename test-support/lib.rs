@@ -59,13 +59,15 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Start `bin` with `args` and `envs` from `cwd`, adding `--listen`/`--metrics-listen` on port 0, and wait for
     /// its `medmae-serve listening grpc=ADDR metrics=ADDR` line (a panic with the log if it exits or takes longer than
-    /// two minutes).
+    /// two minutes). The drain grace defaults to 0 here (`MEDMAE_SERVE_DRAIN_GRACE=0`, so stopping a test server does
+    /// not wait out the production default); `--drain-grace` in `args` or the variable in `envs` overrides it.
     pub fn start(bin: &Path, args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> Self {
         let dir = tempfile::tempdir().expect("temporary log directory");
         let log = dir.path().join("serve.log");
         let mut child = Command::new(bin)
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .env("MEDMAE_SERVE_DRAIN_GRACE", "0")
             .envs(envs.iter().copied())
             .current_dir(cwd)
             .stdout(Stdio::piped())

@@ -2,7 +2,9 @@
 //! tritonclient (Python), a Rust tonic client and `medmae-client`.
 
 mod common;
+mod drain;
 mod kserve;
+mod limits;
 mod ops;
 mod parity;
 mod segment;
