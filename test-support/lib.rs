@@ -158,12 +158,18 @@ impl ServeProcess {
         (get("VmRSS:"), get("VmHWM:"))
     }
 
-    /// GET /metrics.
+    /// GET /metrics (the whole HTTP response).
     pub fn metrics_text(&self) -> String {
+        self.metrics_text_as(None)
+    }
+
+    /// GET /metrics with `authorization: Bearer <token>` if a token is given (servers with `--auth-tokens`).
+    pub fn metrics_text_as(&self, token: Option<&str>) -> String {
         let mut s = std::net::TcpStream::connect(self.metrics).expect("connect to /metrics");
+        let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
         write!(
             s,
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
         )
         .expect("send GET /metrics");
         let mut out = String::new();

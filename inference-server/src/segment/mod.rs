@@ -29,7 +29,7 @@ use crate::proto::medmae_v1::{
 };
 use crate::state::Shared;
 pub use upload::raw_volume;
-use upload::{load_upload, receive, Upload};
+use upload::{load_upload, raw_shape, receive, Upload};
 
 /// Bytes per response chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
@@ -178,13 +178,14 @@ async fn handle(
         overlap: (header.overlap > 0.0).then_some(f64::from(header.overlap)),
         probabilities: header.return_probabilities,
     };
+    // A raw volume declares its shape in the header: its outputs are checked before the upload is even read.
     if let Some(g) = header
         .raw_geometry
         .as_ref()
         .filter(|_| header.format == VolumeFormat::RawF32 as i32)
     {
-        let voxels = g.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-        check_outputs(&model.info, voxels.unwrap_or(u64::MAX), &opts, &limits)?;
+        let (_, shape) = raw_shape(g, limits.max_voxels)?;
+        check_outputs(&model.info, shape.iter().product(), &opts, &limits)?;
     }
     let upload = receive(stream, &header, &limits).await?;
     let metrics = shared.metrics.clone();

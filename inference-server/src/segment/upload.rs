@@ -182,13 +182,12 @@ async fn receive_files(
     Ok(Upload::Dicom(DicomUpload::Files(files)))
 }
 
-/// Build a volume from a `RAW_F32` upload: geometry, voxel limit and byte count are validated first (public so the
-/// fuzzer in `fuzz/` can drive it).
-pub fn raw_volume(
+/// The channels and spatial shape a `RAW_F32` header declares, checked (three positive dims, no overflow, at most
+/// `max_voxels` values over all channels) before any byte of the upload is read.
+pub(super) fn raw_shape(
     g: &pb::RawGeometry,
-    bytes: &[u8],
     max_voxels: u64,
-) -> Result<Volume, ServeError> {
+) -> Result<(u64, [u64; 3]), ServeError> {
     let [x, y, z] = <[u64; 3]>::try_from(g.shape.as_slice()).map_err(|_| {
         ServeError::invalid(format!(
             "raw_geometry.shape needs 3 values (X, Y, Z), got {}",
@@ -206,6 +205,18 @@ pub fn raw_volume(
             "volume of {n} voxels exceeds the server limit of {max_voxels}"
         )));
     }
+    Ok((c, [x, y, z]))
+}
+
+/// Build a volume from a `RAW_F32` upload: geometry, voxel limit and byte count are validated first (public so the
+/// fuzzer in `fuzz/` can drive it).
+pub fn raw_volume(
+    g: &pb::RawGeometry,
+    bytes: &[u8],
+    max_voxels: u64,
+) -> Result<Volume, ServeError> {
+    let (c, [x, y, z]) = raw_shape(g, max_voxels)?;
+    let n = c * x * y * z;
     if bytes.len() as u64 != n * 4 {
         return Err(ServeError::invalid(format!(
             "raw upload is {} bytes; shape {c}x{x}x{y}x{z} float32 needs {}",

@@ -94,7 +94,7 @@ async fn bearer_token_guards_every_rpc() {
     .await
     .unwrap();
     assert_eq!(c.list_models().await.unwrap()[0].name, "demo");
-    let metrics = srv.metrics_text();
+    let metrics = srv.metrics_text_as(Some(TOKEN));
     assert!(
         metrics.contains("medmae_auth_failures_total 2"),
         "{metrics}"
@@ -106,6 +106,17 @@ async fn bearer_token_guards_every_rpc() {
         );
         assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
     }
+    // /metrics takes the same tokens.
+    for bad in [None, Some("wrong-token-0000000000")] {
+        let refused = srv.metrics_text_as(bad);
+        assert!(
+            refused.starts_with("HTTP/1.1 401") && !refused.contains("medmae_requests_total"),
+            "{refused}"
+        );
+    }
+    assert!(srv
+        .metrics_text_as(Some(TOKEN))
+        .contains("medmae_auth_failures_total 4"));
     assert!(!srv.logs().contains(TOKEN), "token leaked into logs");
 }
 
