@@ -136,14 +136,14 @@ def check_kserve(rep, validators, docs):
 def image_defaults():
     """ENV settings and the UID of the Containerfile."""
     text = (DEPLOY / "container" / "Containerfile").read_text()
-    env = dict(re.findall(r"(MEDMAE_SERVE_[A-Z_]+)=(\S+)", text))
+    env = dict(re.findall(r"(MEDMAE_SERVE_[A-Z_]+|MEDMAE_SERVER)=(\S+)", text))
     uid = int(re.search(r"^ARG UID=(\d+)$", text, re.M).group(1))
     return env, uid, text
 
 
 def settings(container, image_env):
     """Effective medmae-serve settings (snake_case) of a container: image ENV < container env < args."""
-    s = {k[len("MEDMAE_SERVE_"):].lower(): v for k, v in image_env.items()}
+    s = {k[len("MEDMAE_SERVE_"):].lower(): v for k, v in image_env.items() if k.startswith("MEDMAE_SERVE_")}
     for e in container.get("env", []):
         if e["name"].startswith("MEDMAE_SERVE_"):
             s[e["name"][len("MEDMAE_SERVE_"):].lower()] = e.get("value", "")
@@ -269,8 +269,10 @@ def check_systemd(rep):
 def check_image(rep, image_env, text):
     port = port_of(image_env["MEDMAE_SERVE_LISTEN"])
     m = re.search(r'^HEALTHCHECK .*?CMD \[(.*?)\]', text, re.M | re.S)
-    rep.check(m is not None and "medmae-client" in m.group(1) and f":{port}" in m.group(1) and '"health"' in m.group(1),
-              f"Containerfile: HEALTHCHECK must run `medmae-client health` on port {port}")
+    rep.check(m is not None and "medmae-client" in m.group(1) and '"health"' in m.group(1),
+              "Containerfile: HEALTHCHECK must run `medmae-client health`")
+    rep.check(port_of(image_env["MEDMAE_SERVER"]) == port,
+              f"Containerfile: MEDMAE_SERVER (the health check's target) is not the listen port {port}")
     rep.check(re.search(r"^USER \$\{UID\}", text, re.M) is not None, "Containerfile: must switch to the non-root UID")
 
 
