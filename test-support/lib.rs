@@ -59,13 +59,15 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Start `bin` with `args` and `envs` from `cwd`, adding `--listen`/`--metrics-listen` on port 0, and wait for
     /// its `medmae-serve listening grpc=ADDR metrics=ADDR` line (a panic with the log if it exits or takes longer than
-    /// two minutes).
+    /// two minutes). The drain grace defaults to 0 here (`MEDMAE_SERVE_DRAIN_GRACE=0`, so stopping a test server does
+    /// not wait out the production default); `--drain-grace` in `args` or the variable in `envs` overrides it.
     pub fn start(bin: &Path, args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> Self {
         let dir = tempfile::tempdir().expect("temporary log directory");
         let log = dir.path().join("serve.log");
         let mut child = Command::new(bin)
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .env("MEDMAE_SERVE_DRAIN_GRACE", "0")
             .envs(envs.iter().copied())
             .current_dir(cwd)
             .stdout(Stdio::piped())
@@ -156,12 +158,18 @@ impl ServeProcess {
         (get("VmRSS:"), get("VmHWM:"))
     }
 
-    /// GET /metrics.
+    /// GET /metrics (the whole HTTP response).
     pub fn metrics_text(&self) -> String {
+        self.metrics_text_as(None)
+    }
+
+    /// GET /metrics with `authorization: Bearer <token>` if a token is given (servers with `--auth-tokens`).
+    pub fn metrics_text_as(&self, token: Option<&str>) -> String {
         let mut s = std::net::TcpStream::connect(self.metrics).expect("connect to /metrics");
+        let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
         write!(
             s,
-            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
         )
         .expect("send GET /metrics");
         let mut out = String::new();

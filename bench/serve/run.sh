@@ -21,7 +21,7 @@ fi
 
 for backend in ort tract; do
   rm -f "$WORK/serve_$backend.out"
-  "$BIN/medmae-serve" --model-repository "$WORK/repo" --listen 127.0.0.1:0 --metrics-listen off --backend "$backend" --request-timeout 7200 \
+  "$BIN/medmae-serve" --model-repository "$WORK/repo" --listen 127.0.0.1:0 --metrics-listen off --backend "$backend" --request-timeout 7200 --drain-grace 0 \
     --threads "$THREADS" > "$WORK/serve_$backend.out" 2> "$WORK/serve_$backend.log" &
   pid=$!
   for _ in $(seq 600); do grep -q listening "$WORK/serve_$backend.out" 2>/dev/null && break; sleep 0.1; done

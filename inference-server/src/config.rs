@@ -81,7 +81,13 @@ pub struct ServeArgs {
     /// Requests waiting beyond those; more get RESOURCE_EXHAUSTED [default: 16].
     #[arg(long, env = "MEDMAE_SERVE_MAX_QUEUE")]
     pub max_queue: Option<usize>,
-    /// On SIGTERM/SIGINT, seconds to let in-flight requests finish [default: 30].
+    /// On SIGTERM/SIGINT, seconds to keep accepting and serving with every health service NOT_SERVING, so probes
+    /// and load balancers take this replica out before connections are refused (0 = stop accepting at once)
+    /// [default: 5].
+    #[arg(long, env = "MEDMAE_SERVE_DRAIN_GRACE")]
+    pub drain_grace: Option<f64>,
+    /// After the grace period, seconds to let in-flight requests finish; requests still running then are abandoned
+    /// and logged, and the exit status is 3 [default: 30].
     #[arg(long, env = "MEDMAE_SERVE_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<f64>,
     /// Log format: text or json [default: text].
@@ -111,6 +117,7 @@ pub struct FileConfig {
     request_timeout: Option<f64>,
     max_concurrent: Option<usize>,
     max_queue: Option<usize>,
+    drain_grace: Option<f64>,
     drain_timeout: Option<f64>,
     log_format: Option<String>,
 }
@@ -162,7 +169,9 @@ pub struct ServerConfig {
     pub auth_tokens: Option<PathBuf>,
     /// Limits.
     pub limits: Limits,
-    /// Drain timeout.
+    /// Accepting and serving after the first signal, health NOT_SERVING.
+    pub drain_grace: Duration,
+    /// Then the longest wait for in-flight requests.
     pub drain_timeout: Duration,
     /// JSON logs.
     pub json_logs: bool,
@@ -195,6 +204,24 @@ fn seconds(field: &str, v: f64) -> Result<Duration, ConfigError> {
         ))
     }
 }
+
+fn non_negative_seconds(field: &str, v: f64) -> Result<Duration, ConfigError> {
+    if v == 0.0 {
+        Ok(Duration::ZERO)
+    } else {
+        seconds(field, v).map_err(|_| {
+            cerr(
+                field,
+                format!("must be zero or a positive number of seconds, got {v}"),
+            )
+        })
+    }
+}
+
+/// Default `drain_grace` in seconds.
+pub const DEFAULT_DRAIN_GRACE: f64 = 5.0;
+/// Default `drain_timeout` in seconds.
+pub const DEFAULT_DRAIN_TIMEOUT: f64 = 30.0;
 
 fn existing(field: &str, p: Option<PathBuf>) -> Result<Option<PathBuf>, ConfigError> {
     match p {
@@ -315,9 +342,17 @@ impl ServerConfig {
             max_concurrent,
             max_queue: a.max_queue.or(f.max_queue).unwrap_or(16),
         };
+        let drain_grace = non_negative_seconds(
+            "drain_grace",
+            a.drain_grace
+                .or(f.drain_grace)
+                .unwrap_or(DEFAULT_DRAIN_GRACE),
+        )?;
         let drain_timeout = seconds(
             "drain_timeout",
-            a.drain_timeout.or(f.drain_timeout).unwrap_or(30.0),
+            a.drain_timeout
+                .or(f.drain_timeout)
+                .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
         )?;
         let json_logs = match a.log_format.or(f.log_format).as_deref() {
             None | Some("text") => false,
@@ -337,6 +372,7 @@ impl ServerConfig {
             tls,
             auth_tokens,
             limits,
+            drain_grace,
             drain_timeout,
             json_logs,
         })
@@ -364,6 +400,7 @@ mod tests {
         assert_eq!(c.limits.max_message_bytes, 256 << 20);
         assert_eq!(c.metrics_listen, None);
         assert_eq!(c.listen.port(), 8001);
+        assert_eq!(c.drain_grace, Duration::from_secs(5));
         let c = ServerConfig::merge(args(&["--backend", "ort", "--listen", "127.0.0.1:0"]), file)
             .unwrap();
         assert_eq!((c.backend.kind, c.listen.port()), (BackendKind::Ort, 0));
@@ -401,7 +438,31 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field, "gpu");
         assert!(e.msg.contains("CPU only"), "{}", e.msg);
+        let e = ServerConfig::merge(
+            args(&["--model-repository", repo, "--drain-grace=-1"]),
+            FileConfig::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "drain_grace");
+        let c = ServerConfig::merge(
+            args(&["--model-repository", repo, "--drain-grace", "0"]),
+            FileConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(c.drain_grace, Duration::ZERO);
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert!(ServeArgs::try_parse_from(["medmae-serve", "--backend", "onnx"]).is_err());
         assert!(toml::from_str::<FileConfig>("listen_addr = \"x\"").is_err());
+    }
+
+    #[test]
+    fn the_systemd_example_settings_are_valid_keys() {
+        let text = include_str!("../../deploy/systemd/medmae-serve.toml");
+        let f: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(
+            (f.drain_grace, f.drain_timeout),
+            (Some(DEFAULT_DRAIN_GRACE), Some(DEFAULT_DRAIN_TIMEOUT))
+        );
+        assert_eq!(f.backend, Some(BackendKind::Ort));
     }
 }

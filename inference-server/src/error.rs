@@ -61,6 +61,9 @@ pub enum ServeError {
         /// Engine message.
         msg: String,
     },
+    /// Reading the request stream failed in the transport (the client cancelled, the connection broke).
+    #[error("the request stream failed: {}", .0.message())]
+    Transport(Status),
     /// The server could not start (bind, TLS files, runtime).
     #[error("start-up: {0}")]
     Startup(String),
@@ -78,6 +81,7 @@ impl ServeError {
             ServeError::TooLarge(_) | ServeError::Busy { .. } => Code::ResourceExhausted,
             ServeError::Deadline(_) => Code::DeadlineExceeded,
             ServeError::Model { .. } => Code::FailedPrecondition,
+            ServeError::Transport(s) => s.code(),
             ServeError::Backend { .. } | ServeError::Internal(_) | ServeError::Startup(_) => {
                 Code::Internal
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::config::Limits;
 use crate::error::{code_label, ServeError};
 use crate::model::Repository;
-use crate::ops::{Admission, Metrics};
+use crate::ops::{accounting, Admission, Metrics};
 
 /// Shared by the gRPC services.
 pub struct Shared {
@@ -43,8 +43,13 @@ impl Shared {
         !self.draining.load(Ordering::SeqCst)
     }
 
-    /// Metrics label for a requested model name: itself if known, "" if none given, "_unknown" otherwise (so
-    /// arbitrary client strings cannot grow the label set).
+    /// Shutdown has started: ServerReady and ModelReady answer false from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Metrics label for a model name (the resolved one where the request left it to the server): itself if known,
+    /// "" if none, "_unknown" otherwise (so arbitrary client strings cannot grow the label set).
     pub fn model_label(&self, name: &str) -> String {
         if name.is_empty() {
             String::new()
@@ -71,7 +76,8 @@ impl Shared {
             .map_err(|e| ServeError::Internal(format!("worker thread failed: {e}")))?
     }
 
-    /// Apply the request deadline to `fut`, log and record the outcome.
+    /// Apply the request deadline to `fut`, log and record the outcome (and tell the edge accounting this call is
+    /// recorded). `model` is the resolved model name.
     pub async fn instrument<T>(
         &self,
         service: &str,
@@ -80,13 +86,15 @@ impl Shared {
         fut: impl Future<Output = Result<T, ServeError>>,
     ) -> Result<T, tonic::Status> {
         let start = Instant::now();
+        let label = self.model_label(model);
+        accounting::label_model(&label);
         let timeout = self.limits.request_timeout;
         let result = match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(ServeError::Deadline(timeout.as_secs_f64())),
         };
         let secs = start.elapsed().as_secs_f64();
-        let label = self.model_label(model);
+        accounting::handled(&label);
         match &result {
             Ok(_) => {
                 self.metrics.record(service, method, &label, "ok", secs);

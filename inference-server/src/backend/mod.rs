@@ -18,6 +18,9 @@ use crate::model::ModelInfo;
 pub trait Backend: Send + Sync {
     /// Engine name for logs and metrics, e.g. "ort-cpu", "ort-cuda", "tract".
     fn name(&self) -> &'static str;
+    /// The KServe/Triton `platform` string reported in model metadata and configuration ("onnxruntime_onnx" for
+    /// ONNX Runtime; "tract_onnx" for tract, which has no Triton name of its own).
+    fn platform(&self) -> &'static str;
     /// Run the model on `[N, C, roi...]` and return its output `[N, K, roi...]`.
     fn run(&self, input: ArrayD<f32>) -> Result<ArrayD<f32>, ServeError>;
 }

@@ -178,6 +178,10 @@ impl Backend for OrtBackend {
         self.name
     }
 
+    fn platform(&self) -> &'static str {
+        "onnxruntime_onnx"
+    }
+
     fn run(&self, input: ArrayD<f32>) -> Result<ArrayD<f32>, ServeError> {
         let n = input.shape().first().copied().unwrap_or(0);
         let parts = self.sessions.len().clamp(1, n.max(1));

@@ -92,6 +92,10 @@ impl Backend for TractBackend {
         "tract"
     }
 
+    fn platform(&self) -> &'static str {
+        "tract_onnx"
+    }
+
     fn run(&self, input: ArrayD<f32>) -> Result<ArrayD<f32>, ServeError> {
         let n = input.shape().first().copied().unwrap_or(0);
         if n == 0 {

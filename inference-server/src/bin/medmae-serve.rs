@@ -1,33 +1,50 @@
 //! `medmae-serve`: the gRPC inference server. Prints one line `medmae-serve listening grpc=ADDR metrics=ADDR` on
 //! stdout once ready; logs go to stderr.
+//!
+//! Exit status: 0 after a complete drain, 1 when the server fails (models, listeners, TLS, ...), 2 for a bad
+//! configuration, 3 when the drain timeout abandoned running requests, 4 when a second signal did.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
 use server::config::{ServeArgs, ServerConfig};
+use tokio::sync::mpsc;
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Forward every SIGTERM and SIGINT to the server (the first starts the drain, a second ends it at once). The
+/// handlers are installed before this returns, so a signal that arrives during model loading is not lost.
+#[cfg(unix)]
+fn forward_signals() -> std::io::Result<mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
+            if tx.send(()).await.is_err() {
+                break;
+            }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    });
+    Ok(rx)
+}
+
+/// Forward every Ctrl-C to the server.
+#[cfg(not(unix))]
+fn forward_signals() -> std::io::Result<mpsc::Receiver<()>> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 fn main() -> ExitCode {
@@ -40,8 +57,10 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEDMAE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only on a terminal: a log file, the journal or a container log stays plain text.
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cfg.json_logs {
         fmt.json().init();
@@ -58,15 +77,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(server::server::run(cfg, shutdown_signal(), |b| {
-        let metrics = b
-            .metrics
-            .map_or_else(|| "off".to_string(), |a| a.to_string());
-        println!("medmae-serve listening grpc={} metrics={metrics}", b.grpc);
-        let _ = std::io::stdout().flush();
-    }));
+    let result = rt.block_on(async {
+        let signals = forward_signals().map_err(|e| {
+            server::ServeError::Startup(format!("installing the signal handlers: {e}"))
+        })?;
+        server::server::run(cfg, signals, |b| {
+            let metrics = b
+                .metrics
+                .map_or_else(|| "off".to_string(), |a| a.to_string());
+            println!("medmae-serve listening grpc={} metrics={metrics}", b.grpc);
+            let _ = std::io::stdout().flush();
+        })
+        .await
+    });
+    // Requests abandoned by a drain timeout or a second signal may still hold worker threads: do not wait for them.
+    rt.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             tracing::error!(error = %e, "medmae-serve stopped");
             eprintln!("medmae-serve: {e}");

@@ -11,8 +11,10 @@ use std::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config::Limits;
 use crate::error::ServeError;
-use crate::model::Model;
+use crate::model::{Model, ModelInfo};
+use crate::ops::accounting;
 use crate::proto::inference as pb;
 use crate::proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use crate::state::Shared;
@@ -29,7 +31,8 @@ impl KServe {
     }
 }
 
-const SERVICE: &str = "kserve";
+/// Metrics label of this service.
+pub(crate) const SERVICE: &str = "kserve";
 
 /// Dims with the batch axis shown as -1 (any).
 fn any_batch(dims: &[usize]) -> Vec<i64> {
@@ -46,6 +49,49 @@ fn tensor_meta(name: &str, shape: Vec<i64>) -> pb::model_metadata_response::Tens
     }
 }
 
+/// Bytes a response message may carry besides the output tensor's raw contents (names, shape, ids, framing): the
+/// check after compute leaves this much room so the streaming wrapper also fits.
+const RESPONSE_FRAMING: usize = 64;
+
+/// The output for a batch of `n` against the limits, from the model's output dims alone (before any compute): its
+/// values against `max_voxels`, its bytes against `max_message_bytes`. Outputs with symbolic dims other than the
+/// batch are checked after compute ([`check_response`]).
+pub fn check_output_size(info: &ModelInfo, n: usize, limits: &Limits) -> Result<(), ServeError> {
+    let dims = info.output_dims(n as i64);
+    let Some(values) = dims.iter().try_fold(1u64, |acc, &d| {
+        u64::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+    }) else {
+        return Ok(());
+    };
+    let name = &info.output.name;
+    if values > limits.max_voxels {
+        return Err(ServeError::TooLarge(format!(
+            "output {name:?} of shape {dims:?} would hold {values} values, over the server limit max_voxels = {}; send fewer windows per request",
+            limits.max_voxels
+        )));
+    }
+    let bytes = values.saturating_mul(4);
+    if bytes > limits.max_message_bytes as u64 {
+        return Err(ServeError::TooLarge(format!(
+            "output {name:?} of shape {dims:?} would be {bytes} bytes, over the server limit max_message_bytes = {} bytes for the response; send fewer windows per request",
+            limits.max_message_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// The encoded response against `max_message_bytes` (for outputs whose size was not known before compute).
+fn check_response(resp: &pb::ModelInferResponse, limits: &Limits) -> Result<(), ServeError> {
+    let len = prost::Message::encoded_len(resp) + RESPONSE_FRAMING;
+    if len > limits.max_message_bytes {
+        return Err(ServeError::TooLarge(format!(
+            "the response of {len} bytes is over the server limit max_message_bytes = {} bytes; send fewer windows per request",
+            limits.max_message_bytes
+        )));
+    }
+    Ok(())
+}
+
 /// Run one inference request end to end (used by the unary and the streaming RPC).
 async fn infer(
     shared: &Shared,
@@ -54,6 +100,7 @@ async fn infer(
     let model = shared.repo.get(&req.model_name, &req.model_version)?;
     tensor::check_requested_outputs(&req, &model.info)?;
     let input = tensor::decode_input(&req, &model.info, shared.limits.max_voxels)?;
+    check_output_size(&model.info, input.shape()[0], &shared.limits)?;
     let metrics = shared.metrics.clone();
     let m = model.clone();
     let output = shared
@@ -76,14 +123,16 @@ async fn infer(
         parameters: HashMap::new(),
         contents: None,
     };
-    Ok(pb::ModelInferResponse {
+    let resp = pb::ModelInferResponse {
         model_name: model.info.name.clone(),
         model_version: model.info.version.clone(),
         id: req.id,
         parameters: HashMap::new(),
         outputs: vec![out_tensor],
         raw_output_contents: vec![raw],
-    })
+    };
+    check_response(&resp, &shared.limits)?;
+    Ok(resp)
 }
 
 fn config_of(m: &Model) -> pb::ModelConfig {
@@ -114,7 +163,7 @@ fn config_of(m: &Model) -> pb::ModelConfig {
     put("medmae_version", i.medmae_version.clone());
     pb::ModelConfig {
         name: i.name.clone(),
-        platform: "onnxruntime_onnx".into(),
+        platform: m.backend.platform().into(),
         max_batch_size: 0,
         input: vec![pb::ModelInput {
             name: i.input.name.clone(),
@@ -204,7 +253,7 @@ impl GrpcInferenceService for KServe {
             Ok(pb::ModelMetadataResponse {
                 name: m.info.name.clone(),
                 versions: vec![m.info.version.clone()],
-                platform: "onnxruntime_onnx".into(),
+                platform: m.backend.platform().into(),
                 inputs: vec![tensor_meta(
                     &m.info.input.name,
                     any_batch(&m.info.input_shape(1)),
@@ -254,7 +303,7 @@ impl GrpcInferenceService for KServe {
         let mut incoming = r.into_inner();
         let shared = self.shared.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
+        tokio::spawn(accounting::within(async move {
             while let Some(item) = incoming.next().await {
                 let reply = match item {
                     Ok(req) => {
@@ -274,7 +323,16 @@ impl GrpcInferenceService for KServe {
                         }
                     }
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        // A transport failure on the stream (e.g. a message over the size limit) ends it; it is
+                        // recorded here like any other outcome.
+                        let e = accounting::stream_error(status, shared.limits.max_message_bytes);
+                        let e = shared
+                            .instrument(SERVICE, "ModelStreamInfer", "", async { Err::<(), _>(e) })
+                            .await
+                            .err();
+                        if let Some(e) = e {
+                            let _ = tx.send(Err(e)).await;
+                        }
                         break;
                     }
                 };
@@ -282,7 +340,7 @@ impl GrpcInferenceService for KServe {
                     break;
                 }
             }
-        });
+        }));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

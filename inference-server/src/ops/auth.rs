@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use subtle::{Choice, ConstantTimeEq};
 use tonic::{Request, Status};
 
 use crate::error::ServeError;
@@ -20,13 +21,6 @@ impl std::fmt::Debug for BearerAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "BearerAuth({} tokens)", self.tokens.len())
     }
-}
-
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl BearerAuth {
@@ -66,14 +60,24 @@ impl BearerAuth {
 
     /// Check the `authorization: Bearer <token>` metadata of a request.
     pub fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        let value = req.metadata().get("authorization").ok_or_else(|| {
+        let value = req
+            .metadata()
+            .get("authorization")
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))
+            })
+            .transpose()?;
+        self.check_value(value)
+    }
+
+    /// Check the value of an `authorization` header or metadata entry (`None` = absent).
+    pub fn check_value(&self, value: Option<&str>) -> Result<(), Status> {
+        let value = value.ok_or_else(|| {
             Status::unauthenticated(
                 "missing bearer token: send metadata `authorization: Bearer <token>`",
             )
         })?;
-        let value = value
-            .to_str()
-            .map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -81,12 +85,13 @@ impl BearerAuth {
                 Status::unauthenticated("authorization metadata must be `Bearer <token>`")
             })?;
         let token = token.trim().as_bytes();
-        // Check every token so the time taken does not depend on which one matched.
+        // Constant-time comparison against every token, so the time taken depends neither on how much of a token
+        // matched nor on which one did (only on the token lengths, which are not secret).
         let ok = self
             .tokens
             .iter()
-            .fold(false, |acc, t| acc | ct_eq(t, token));
-        if ok {
+            .fold(Choice::from(0), |acc, t| acc | t.as_slice().ct_eq(token));
+        if bool::from(ok) {
             Ok(())
         } else {
             tracing::warn!("request rejected: invalid bearer token");

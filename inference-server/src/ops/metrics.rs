@@ -141,18 +141,28 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` on an already bound listener until `shutdown` resolves.
+/// Serve `GET /metrics` on an already bound listener (plain HTTP; with `auth`, the same bearer tokens as gRPC are
+/// required in an `authorization: Bearer <token>` header, as Prometheus sends them with `authorization.credentials_file`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: std::sync::Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    auth: Option<super::BearerAuth>,
 ) -> std::io::Result<()> {
-    use axum::http::header::CONTENT_TYPE;
+    use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
+        axum::routing::get(move |headers: HeaderMap| {
+            let (m, auth) = (metrics.clone(), auth.clone());
             async move {
+                if let Some(a) = &auth {
+                    let value = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+                    if let Err(e) = a.check_value(value) {
+                        m.auth_failures.inc();
+                        return (StatusCode::UNAUTHORIZED, e.message().to_string()).into_response();
+                    }
+                }
                 (
                     [(
                         CONTENT_TYPE,
@@ -160,12 +170,11 @@ pub async fn serve(
                     )],
                     m.render(),
                 )
+                    .into_response()
             }
         }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).await
 }
 
 #[cfg(test)]

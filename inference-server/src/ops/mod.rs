@@ -1,10 +1,14 @@
-//! Operational concerns shared by every RPC: bearer-token auth, admission control (bounded concurrency + queue)
-//! and Prometheus metrics.
+//! Operational concerns shared by every RPC: bearer-token auth, admission control (bounded concurrency + queue),
+//! Prometheus metrics, accounting of every call at the gRPC edge, and the shutdown drain.
 
+pub mod accounting;
 pub mod admission;
 pub mod auth;
+pub mod drain;
 pub mod metrics;
 
+pub use accounting::{Accounting, Calls};
 pub use admission::{Admission, Permit};
 pub use auth::BearerAuth;
+pub use drain::{Drain, Exit};
 pub use metrics::Metrics;

@@ -132,3 +132,84 @@ impl Pki {
         self.dir.path().join(name).to_str().unwrap().to_string()
     }
 }
+
+/// A KServe request of `batch` random 16³ windows to the slow fixture model; the output shape.
+pub async fn slow_request(url: String, batch: usize) -> Result<Vec<i64>, tonic::Status> {
+    let mut c = kserve_client(&url).await;
+    let x = le(&values(batch * 4096, 9));
+    c.model_infer(raw_request(
+        "slow",
+        &[batch as i64, 1, 16, 16, 16],
+        "FP32",
+        x,
+    ))
+    .await
+    .map(|r| r.into_inner().outputs[0].shape.clone())
+}
+
+/// Wait (up to 10 s) until `/metrics` shows `n` requests computing.
+pub fn wait_in_flight(srv: &ServeProcess, n: usize) {
+    let want = format!("medmae_in_flight {n}");
+    for _ in 0..400 {
+        if srv.metrics_text().contains(&want) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("never saw {want}");
+}
+
+/// The messages of a Segment request for a raw float32 volume of `shape` (random values) with model `model`.
+pub fn raw_segment_messages(
+    model: &str,
+    shape: [u64; 3],
+    probabilities: bool,
+) -> Vec<server::proto::medmae_v1::SegmentRequest> {
+    use server::proto::medmae_v1::{
+        segment_request::Payload, RawGeometry, SegmentHeader, SegmentRequest, VolumeFormat,
+    };
+    let n = shape.iter().product::<u64>() as usize;
+    let header = SegmentHeader {
+        model_name: model.into(),
+        format: VolumeFormat::RawF32 as i32,
+        raw_geometry: Some(RawGeometry {
+            channels: 1,
+            shape: shape.to_vec(),
+            ..Default::default()
+        }),
+        return_probabilities: probabilities,
+        ..Default::default()
+    };
+    let mut msgs = vec![SegmentRequest {
+        payload: Some(Payload::Header(header)),
+    }];
+    msgs.extend(le(&values(n, 5)).chunks(256 << 10).map(|c| SegmentRequest {
+        payload: Some(Payload::Chunk(c.to_vec())),
+    }));
+    msgs
+}
+
+/// Read a Segment reply: the summary and the mask bytes.
+pub async fn collect_segment(
+    mut replies: tonic::Streaming<server::proto::medmae_v1::SegmentResponse>,
+) -> Result<(server::proto::medmae_v1::SegmentSummary, Vec<u8>), tonic::Status> {
+    use server::proto::medmae_v1::segment_response::Payload;
+    let (mut summary, mut mask) = (None, Vec::new());
+    while let Some(m) = replies.message().await? {
+        match m.payload {
+            Some(Payload::Summary(s)) => summary = Some(s),
+            Some(Payload::MaskChunk(b)) => mask.extend(b),
+            _ => {}
+        }
+    }
+    let summary = summary.ok_or_else(|| tonic::Status::internal("no summary in the reply"))?;
+    Ok((summary, mask))
+}
+
+/// The value of the metric sample `line` (name and labels exactly as exposed), 0 when absent.
+pub fn sample(metrics: &str, line: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -2,8 +2,10 @@
 //! tritonclient (Python), a Rust tonic client and `medmae-client`.
 
 mod common;
+mod drain;
 mod gpu;
 mod kserve;
+mod limits;
 mod ops;
 mod parity;
 mod segment;

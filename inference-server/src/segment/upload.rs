@@ -1,0 +1,338 @@
+//! Receiving a segmentation upload: chunks of an image file (written under a neutral name in a private temp
+//! directory), a raw float32 volume with its geometry, or a DICOM series (a zip, or one message per file), each
+//! under the server's upload limits; then loading it as a volume.
+
+use imaging::io::{self, LoadOptions};
+use imaging::Volume;
+use ndarray::Array4;
+use tokio::io::AsyncWriteExt;
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+
+use crate::config::Limits;
+use crate::dicom::DicomUpload;
+use crate::error::ServeError;
+use crate::ops::accounting;
+use crate::proto::medmae_v1::{self as pb, segment_request::Payload, VolumeFormat};
+
+/// An upload on disk (or in memory for raw volumes).
+pub(super) enum Upload {
+    File {
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+    },
+    Raw {
+        geometry: pb::RawGeometry,
+        bytes: Vec<u8>,
+    },
+    Dicom(DicomUpload),
+}
+
+fn upload_name(format: VolumeFormat) -> Result<&'static str, ServeError> {
+    match format {
+        VolumeFormat::Nifti => Ok("upload.nii"),
+        VolumeFormat::NiftiGz => Ok("upload.nii.gz"),
+        VolumeFormat::Metaimage => Ok("upload.mha"),
+        VolumeFormat::RawF32 | VolumeFormat::DicomZip | VolumeFormat::DicomFiles => Ok(""),
+        VolumeFormat::Unspecified => Err(ServeError::invalid(
+            "header.format is unspecified; set NIFTI, NIFTI_GZ, METAIMAGE, RAW_F32, DICOM_ZIP or DICOM_FILES",
+        )),
+    }
+}
+
+/// Receive the chunks that follow the header, enforcing the upload limits.
+pub(super) async fn receive(
+    stream: &mut Streaming<pb::SegmentRequest>,
+    header: &pb::SegmentHeader,
+    limits: &Limits,
+) -> Result<Upload, ServeError> {
+    let max_bytes = limits.max_upload_bytes;
+    let max_message = limits.max_message_bytes;
+    let format = VolumeFormat::try_from(header.format).map_err(|_| {
+        ServeError::invalid(format!(
+            "header.format {} is not a known VolumeFormat",
+            header.format
+        ))
+    })?;
+    let name = upload_name(format)?;
+    if header.total_bytes > max_bytes {
+        return Err(ServeError::TooLarge(format!(
+            "upload of {} bytes exceeds the server limit of {max_bytes} bytes",
+            header.total_bytes
+        )));
+    }
+    if format == VolumeFormat::DicomFiles {
+        return receive_files(stream, header, limits).await;
+    }
+    let mut total: u64 = 0;
+    let next = async |stream: &mut Streaming<pb::SegmentRequest>,
+                      total: &mut u64|
+           -> Result<Option<Vec<u8>>, ServeError> {
+        match stream.next().await {
+            None => Ok(None),
+            Some(Err(s)) => Err(accounting::stream_error(s, max_message)),
+            Some(Ok(pb::SegmentRequest {
+                payload: Some(Payload::Chunk(c)),
+            })) => {
+                *total += c.len() as u64;
+                if *total > max_bytes {
+                    return Err(ServeError::TooLarge(format!(
+                        "upload exceeds the server limit of {max_bytes} bytes"
+                    )));
+                }
+                Ok(Some(c))
+            }
+            Some(Ok(pb::SegmentRequest {
+                payload: Some(Payload::File(_)),
+            })) => Err(ServeError::invalid(
+                "`file` messages belong to DICOM_FILES uploads; this format is sent in `chunk` messages",
+            )),
+            Some(Ok(_)) => Err(ServeError::invalid(
+                "only the first message may carry a header; later messages must be chunks",
+            )),
+        }
+    };
+    if format == VolumeFormat::RawF32 {
+        let geometry = header
+            .raw_geometry
+            .clone()
+            .ok_or_else(|| ServeError::invalid("RAW_F32 uploads need header.raw_geometry"))?;
+        let mut bytes = Vec::new();
+        while let Some(c) = next(stream, &mut total).await? {
+            bytes.extend_from_slice(&c);
+        }
+        return Ok(Upload::Raw { geometry, bytes });
+    }
+    if format == VolumeFormat::DicomZip {
+        let mut bytes = Vec::new();
+        while let Some(c) = next(stream, &mut total).await? {
+            bytes.extend_from_slice(&c);
+        }
+        if bytes.is_empty() {
+            return Err(ServeError::invalid("the upload is empty"));
+        }
+        return Ok(Upload::Dicom(DicomUpload::Zip(bytes)));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("medmae-upload-")
+        .tempdir()
+        .map_err(|e| ServeError::Internal(format!("temp dir: {e}")))?;
+    let path = dir.path().join(name);
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
+    while let Some(c) = next(stream, &mut total).await? {
+        file.write_all(&c)
+            .await
+            .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
+    if total == 0 {
+        return Err(ServeError::invalid("the upload is empty"));
+    }
+    Ok(Upload::File { _dir: dir, path })
+}
+
+/// Receive a DICOM series sent as one `file` message per file, enforcing the file-count and byte limits.
+async fn receive_files(
+    stream: &mut Streaming<pb::SegmentRequest>,
+    header: &pb::SegmentHeader,
+    limits: &Limits,
+) -> Result<Upload, ServeError> {
+    let (max_bytes, max_files) = (limits.max_upload_bytes, limits.max_dicom_files);
+    let too_many = |n: usize| {
+        ServeError::TooLarge(format!(
+            "DICOM upload of {n} files exceeds the server limit of {max_files} files"
+        ))
+    };
+    if header.file_count as usize > max_files {
+        return Err(too_many(header.file_count as usize));
+    }
+    let (mut files, mut total) = (Vec::new(), 0u64);
+    while let Some(msg) = stream.next().await {
+        let msg = msg.map_err(|s| accounting::stream_error(s, limits.max_message_bytes))?;
+        match msg.payload {
+            Some(Payload::File(f)) => {
+                total += f.len() as u64;
+                if total > max_bytes {
+                    return Err(ServeError::TooLarge(format!(
+                        "DICOM upload exceeds the server limit of {max_bytes} bytes"
+                    )));
+                }
+                if files.len() == max_files {
+                    return Err(too_many(max_files + 1));
+                }
+                files.push(f);
+            }
+            Some(Payload::Chunk(_)) => return Err(ServeError::invalid(
+                "DICOM_FILES uploads send one whole file per `file` message, not `chunk` messages",
+            )),
+            _ => {
+                return Err(ServeError::invalid(
+                    "only the first message may carry a header; later messages must be files",
+                ))
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(ServeError::invalid("the DICOM upload holds no files"));
+    }
+    Ok(Upload::Dicom(DicomUpload::Files(files)))
+}
+
+/// The channels and spatial shape a `RAW_F32` header declares, checked (three positive dims, no overflow, at most
+/// `max_voxels` values over all channels) before any byte of the upload is read.
+pub(super) fn raw_shape(
+    g: &pb::RawGeometry,
+    max_voxels: u64,
+) -> Result<(u64, [u64; 3]), ServeError> {
+    let [x, y, z] = <[u64; 3]>::try_from(g.shape.as_slice()).map_err(|_| {
+        ServeError::invalid(format!(
+            "raw_geometry.shape needs 3 values (X, Y, Z), got {}",
+            g.shape.len()
+        ))
+    })?;
+    let c = u64::from(g.channels);
+    let n = [c, x, y, z]
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| ServeError::invalid("raw_geometry has a zero or overflowing dimension"))?;
+    if n > max_voxels {
+        return Err(ServeError::TooLarge(format!(
+            "volume of {n} voxels exceeds the server limit of {max_voxels}"
+        )));
+    }
+    Ok((c, [x, y, z]))
+}
+
+/// Build a volume from a `RAW_F32` upload: geometry, voxel limit and byte count are validated first (public so the
+/// fuzzer in `fuzz/` can drive it).
+pub fn raw_volume(
+    g: &pb::RawGeometry,
+    bytes: &[u8],
+    max_voxels: u64,
+) -> Result<Volume, ServeError> {
+    let (c, [x, y, z]) = raw_shape(g, max_voxels)?;
+    let n = c * x * y * z;
+    if bytes.len() as u64 != n * 4 {
+        return Err(ServeError::invalid(format!(
+            "raw upload is {} bytes; shape {c}x{x}x{y}x{z} float32 needs {}",
+            bytes.len(),
+            n * 4
+        )));
+    }
+    let three = |v: &[f64], default: f64, field: &str| -> Result<[f64; 3], ServeError> {
+        match v.len() {
+            0 => Ok([default; 3]),
+            3 => Ok([v[0], v[1], v[2]]),
+            k => Err(ServeError::invalid(format!(
+                "raw_geometry.{field} needs 3 values, got {k}"
+            ))),
+        }
+    };
+    let spacing = three(&g.spacing, 1.0, "spacing")?;
+    if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(ServeError::invalid(format!(
+            "raw_geometry.spacing must be positive, got {spacing:?}"
+        )));
+    }
+    let origin = three(&g.origin, 0.0, "origin")?;
+    let direction = match g.direction.len() {
+        0 => [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        9 => [
+            [g.direction[0], g.direction[1], g.direction[2]],
+            [g.direction[3], g.direction[4], g.direction[5]],
+            [g.direction[6], g.direction[7], g.direction[8]],
+        ],
+        k => {
+            return Err(ServeError::invalid(format!(
+                "raw_geometry.direction needs 9 values (row-major 3x3), got {k}"
+            )))
+        }
+    };
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let shape = (c as usize, x as usize, y as usize, z as usize);
+    let data =
+        Array4::from_shape_vec(shape, data).map_err(|e| ServeError::Internal(e.to_string()))?;
+    Ok(Volume::new(
+        data,
+        Volume::affine_from(spacing, origin, direction),
+    ))
+}
+
+/// Load the uploaded file; errors name "the uploaded volume", never the temp path.
+pub(super) fn load_upload(upload: &Upload, max_voxels: u64) -> Result<Volume, ServeError> {
+    match upload {
+        Upload::Raw { geometry, bytes } => raw_volume(geometry, bytes, max_voxels),
+        Upload::Dicom(_) => Err(ServeError::Internal(
+            "a DICOM upload reached the volume loader".into(),
+        )),
+        Upload::File { path, .. } => {
+            let opts = LoadOptions {
+                max_voxels,
+                ..LoadOptions::default()
+            };
+            io::load_with(path, &opts).map_err(|e| {
+                let msg = e
+                    .to_string()
+                    .replace(&path.display().to_string(), "uploaded volume");
+                if msg.contains("exceeds") || msg.contains("max_voxels") || msg.contains("limit") {
+                    ServeError::TooLarge(msg)
+                } else {
+                    ServeError::invalid(msg)
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_volume_checks_geometry_and_size() {
+        let g = pb::RawGeometry {
+            channels: 1,
+            shape: vec![2, 3, 4],
+            spacing: vec![1.0, 2.0, 3.0],
+            origin: vec![],
+            direction: vec![],
+        };
+        let bytes: Vec<u8> = (0..24).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let v = raw_volume(&g, &bytes, 100).unwrap();
+        assert_eq!(v.spatial_shape(), [2, 3, 4]);
+        assert_eq!(v.spacing(), [1.0, 2.0, 3.0]);
+        assert_eq!(v.data[[0, 1, 2, 3]], 23.0);
+        assert!(raw_volume(&g, &bytes[..90], 100)
+            .unwrap_err()
+            .to_string()
+            .contains("90 bytes"));
+        assert!(matches!(
+            raw_volume(&g, &bytes, 10).unwrap_err(),
+            ServeError::TooLarge(_)
+        ));
+        let bad = pb::RawGeometry {
+            shape: vec![2, 3],
+            ..g.clone()
+        };
+        assert!(raw_volume(&bad, &bytes, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("3 values"));
+        let bad = pb::RawGeometry {
+            spacing: vec![1.0, 0.0, 1.0],
+            ..g
+        };
+        assert!(raw_volume(&bad, &bytes, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("spacing"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Limits checked before compute: a response that would exceed `max_message_bytes` or `max_voxels` is refused from
+//! the request's shape alone, with the limit named, in a fraction of one window's inference; refusals by the
+//! transport are reported as RESOURCE_EXHAUSTED too; all of them are counted in `medmae_requests_total` under the
+//! model that serves the request; each backend reports its own platform.
+
+use std::time::{Duration, Instant};
+
+use server::proto::inference::ModelMetadataRequest;
+use server::proto::medmae_v1::segmentation_client::SegmentationClient;
+use tonic::Code;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_outputs_are_refused_before_compute_with_the_limit_named_and_counted() {
+    let srv = start_server(
+        "slow_repo",
+        &[
+            "--backend",
+            "ort",
+            "--max-message-bytes",
+            "1048576",
+            "--max-voxels",
+            "400000",
+        ],
+    );
+    let url = srv.url();
+    // One window's inference, for scale.
+    let start = Instant::now();
+    assert_eq!(
+        slow_request(url.clone(), 1).await.unwrap(),
+        vec![1, 2, 16, 16, 16]
+    );
+    let window = start.elapsed();
+
+    // 40 windows: the input (640 KiB) fits the 1 MiB message limit, the output (2 classes, 1.25 MiB) does not.
+    let start = Instant::now();
+    let e = slow_request(url.clone(), 40).await.unwrap_err();
+    let refused = start.elapsed();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().contains("max_message_bytes = 1048576")
+            && e.message().contains("[40, 2, 16, 16, 16]"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        refused < window / 2 && refused < Duration::from_secs(1),
+        "refusal took {refused:?}; one window takes {window:?}"
+    );
+
+    // A request message over the limit is refused by the transport: RESOURCE_EXHAUSTED, limit named, counted.
+    let e = slow_request(url.clone(), 80).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().contains("max_message_bytes = 1048576"),
+        "{}",
+        e.message()
+    );
+
+    // Segment with the default model: probabilities of 2 classes x 64³ voxels exceed max_voxels (the input fits).
+    let mut c = SegmentationClient::connect(url.clone()).await.unwrap();
+    let start = Instant::now();
+    let e = match c
+        .segment(tokio_stream::iter(raw_segment_messages(
+            "",
+            [64, 64, 64],
+            true,
+        )))
+        .await
+    {
+        Ok(r) => collect_segment(r.into_inner()).await.unwrap_err(),
+        Err(e) => e,
+    };
+    let refused = start.elapsed();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().contains("probabilities") && e.message().contains("max_voxels = 400000"),
+        "{}",
+        e.message()
+    );
+    assert!(refused < Duration::from_secs(2), "refusal took {refused:?}");
+
+    let m = srv.metrics_text();
+    let count = |labels: &str| sample(&m, &format!("medmae_requests_total{{{labels}}}"));
+    assert_eq!(
+        count(r#"service="kserve",method="ModelInfer",model="slow",status="resource_exhausted""#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        count(r#"service="kserve",method="ModelInfer",model="",status="resource_exhausted""#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        count(
+            r#"service="segmentation",method="Segment",model="slow",status="resource_exhausted""#
+        ),
+        1.0,
+        "{m}"
+    );
+    // Only the one-window request reached the engine.
+    assert_eq!(
+        sample(
+            &m,
+            r#"medmae_inference_duration_seconds_count{model="slow",backend="ort-cpu"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    let logs = srv.logs();
+    assert!(
+        !logs.contains(r#"model="""#) && !logs.contains("model= "),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_backend_reports_its_own_platform() {
+    for (backend, platform) in [("tract", "tract_onnx"), ("ort", "onnxruntime_onnx")] {
+        let srv = start_server("repo", &["--backend", backend]);
+        let mut k = kserve_client(&srv.url()).await;
+        let meta = k
+            .model_metadata(ModelMetadataRequest {
+                name: "demo".into(),
+                version: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(meta.platform, platform, "{backend}");
+        let cfg = k
+            .model_config(server::proto::inference::ModelConfigRequest {
+                name: "demo".into(),
+                version: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .config
+            .unwrap();
+        assert_eq!(cfg.platform, platform, "{backend}");
+    }
+}
