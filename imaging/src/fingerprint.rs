@@ -268,6 +268,10 @@ fn codes(affine: &[[f64; 4]; 4]) -> String {
     orient::axcodes(affine).iter().collect()
 }
 
+fn is_class_id(v: f32) -> bool {
+    v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f32
+}
+
 /// Load a case (image channels and label) and fingerprint it; I/O and format errors are errors, data problems are
 /// listed in [`CaseFingerprint::problems`].
 pub fn scan_case(case: &Case, opts: &FingerprintOptions) -> Result<CaseScan> {
@@ -300,8 +304,8 @@ pub fn scan_volumes(
     let shape = image.spatial_shape();
     let (ras_shape, ras_spacing) = ras_geometry(image);
     let mut labels = BTreeMap::new();
-    // The foreground mask in C order, when the label map is usable.
-    let mut mask: Option<Vec<bool>> = None;
+    // The label values in C order, when the label map is usable (on the grid, one channel).
+    let mut usable: Option<&Volume> = None;
     if let Some(l) = label {
         if let Some(why) = grid_mismatch(image, l) {
             problems.push(format!("label map is not on the image grid: {why}"));
@@ -312,14 +316,11 @@ pub fn scan_volumes(
             ));
         } else {
             let mut bad = None;
-            let mut m = Vec::with_capacity(l.data.len());
             for &v in l.data.iter() {
-                if v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f32 {
+                if is_class_id(v) {
                     *labels.entry(v as u32).or_insert(0u64) += 1;
-                    m.push(v > 0.0);
                 } else {
                     bad.get_or_insert(v);
-                    m.push(false);
                 }
             }
             if let Some(v) = bad {
@@ -327,9 +328,22 @@ pub fn scan_volumes(
                     "label value {v} is not a non-negative integer class id"
                 ));
             }
-            mask = Some(m);
+            usable = Some(l);
         }
     }
+    let fg_count: usize = labels
+        .iter()
+        .filter(|(&k, _)| k > 0)
+        .map(|(_, &n)| n as usize)
+        .sum();
+    let max = opts.max_samples_per_case;
+    let stride = |n: usize| {
+        if n > max && max > 0 {
+            n.div_ceil(max)
+        } else {
+            1
+        }
+    };
     let mut foreground = Vec::new();
     let mut all = Vec::new();
     let mut range = Vec::new();
@@ -341,20 +355,19 @@ pub fn scan_volumes(
                 (a.min(v), b.max(v))
             });
         range.push([f64::from(lo), f64::from(hi)]);
-        all.push(strided_sample(
-            ch.iter().copied().collect(),
-            opts.max_samples_per_case,
-        ));
-        let fg: Vec<f32> = match &mask {
-            Some(m) => ch
+        // Every k-th value, as `strided_sample` of the full list, without materialising the list.
+        all.push(ch.iter().step_by(stride(ch.len())).copied().collect());
+        let fg: Vec<f32> = match usable {
+            Some(l) => ch
                 .iter()
-                .zip(m)
-                .filter(|(_, &f)| f)
+                .zip(l.data.iter())
+                .filter(|(_, &v)| v > 0.0 && is_class_id(v))
+                .step_by(stride(fg_count))
                 .map(|(&v, _)| v)
                 .collect(),
             None => Vec::new(),
         };
-        foreground.push(strided_sample(fg, opts.max_samples_per_case));
+        foreground.push(fg);
     }
     CaseScan {
         fingerprint: CaseFingerprint {

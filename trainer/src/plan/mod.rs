@@ -387,8 +387,8 @@ fn decide(
                 n - 1,
                 format!("{n} cases are too few for 5 folds: case {} is held out for validation (datalist.json)", src.labelled[i].id),
             ),
-            SplitPlan::SameCase => (
-                SplitPlan::SameCase,
+            s @ (SplitPlan::SameCase | SplitPlan::Given) => (
+                s,
                 1,
                 "a single labelled case trains and validates: the Dice measures fit, not generalisation".into(),
             ),
