@@ -92,7 +92,7 @@ fn compare_and_trainer_overlays_agree_and_are_radiological() {
         .flat_map(|y| (0..w).map(move |x| (x, y)))
         .filter(|&(x, y)| {
             let p = pic.get_pixel(x0 + x, y0 + y).0;
-            p[0] > p[1] + 60 // class 1 red blended with grey (the yellow edge letters differ by ≤ 45)
+            i32::from(p[0]) - i32::from(p[1]) > 60 // class 1 red on grey (yellow edge letters: ≤ 45)
         })
         .collect();
     assert!(!coloured.is_empty(), "the lesion is drawn");

@@ -74,6 +74,8 @@ pub struct Planned {
     pub mae_batch: usize,
     /// MAE visits per volume and epoch.
     pub mae_spv: usize,
+    /// UNETR visits per volume and epoch.
+    pub unetr_spv: usize,
     /// Target spacing (mm, RAS axes).
     pub spacing: [f64; 3],
     /// Why that spacing.
@@ -394,14 +396,14 @@ fn decide(
             ),
         }
     };
-    let mae_spv = if train_cases < arch.mae_batch {
-        arch.mae_batch.div_ceil(train_cases)
-    } else {
-        1
-    };
-    let mae_batch = rules::mae_batch(&arch, roi.roi, budget, train_cases * mae_spv);
+    // An epoch visits every volume `samples_per_volume` times, sized for about a tenth of the run (nnU-Net's fixed-
+    // length epochs): few cases do not mean thousands of tiny epochs, each with its checkpoint.
+    let mae_batch = rules::mae_batch(&arch, roi.roi, budget, usize::MAX);
+    let mae_spv = rules::visits_per_epoch(arch.steps[0], train_cases, mae_batch);
+    let mae_batch = mae_batch.min(train_cases * mae_spv);
     let mae_sched = rules::schedule(arch.steps[0], train_cases * mae_spv / mae_batch);
-    let unetr_sched = rules::schedule(arch.steps[1], train_cases);
+    let unetr_spv = rules::visits_per_epoch(arch.steps[1], train_cases, 1);
+    let unetr_sched = rules::schedule(arch.steps[1], train_cases * unetr_spv);
     let cuda = dev.is_cuda();
     let threads = if cuda {
         0
@@ -448,6 +450,7 @@ fn decide(
         crops: roi.crops,
         mae_batch,
         mae_spv,
+        unetr_spv,
         spacing,
         spacing_note,
         norm,

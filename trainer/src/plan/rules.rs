@@ -412,6 +412,14 @@ pub fn classes(
     Ok((max as usize + 1, names))
 }
 
+/// Visits per volume and epoch (`data.samples_per_volume`) so that an epoch of `cases` volumes in batches of
+/// `batch` has about a tenth of `steps` optimiser steps (at least one visit; at most 250 steps per epoch, nnU-Net's
+/// epoch length).
+pub fn visits_per_epoch(steps: usize, cases: usize, batch: usize) -> usize {
+    let per_epoch = (steps / 10).clamp(1, 250);
+    (per_epoch * batch.max(1)).div_ceil(cases.max(1)).max(1)
+}
+
 /// Epochs and the epoch cadences derived from a step target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -611,6 +619,18 @@ mod tests {
         assert_eq!(names, ["bg", "tumour", "class2", "cyst"]);
         let only_bg: BTreeMap<u32, LabelStat> = [(0, stat)].into();
         assert!(classes(&only_bg, &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn epochs_have_a_tenth_of_the_steps() {
+        // tiny UNETR: 300 steps, 4 cases, batch 1 → 30 steps per epoch → 8 visits (32 steps).
+        assert_eq!(visits_per_epoch(300, 4, 1), 8);
+        // tiny MAE: 120 steps, 4 cases, batch 4 → 12 steps of 4 → 12 visits.
+        assert_eq!(visits_per_epoch(120, 4, 4), 12);
+        // Many cases: one visit; epochs never exceed 250 steps.
+        assert_eq!(visits_per_epoch(30000, 500, 4), 2);
+        assert_eq!(visits_per_epoch(30000, 5000, 1), 1);
+        assert_eq!(visits_per_epoch(5, 10, 1), 1);
     }
 
     #[test]

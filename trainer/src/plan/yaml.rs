@@ -13,7 +13,18 @@ fn flow(v: &serde_yaml::Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
+        // Values that came from f32 (spacings, windows) print as their shortest f32 form (0.8, not 0.800000011920929).
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f64::from(f as f32) == f && f.is_finite() => {
+                let s = (f as f32).to_string();
+                if s.contains(['.', 'e', 'E']) {
+                    s
+                } else {
+                    format!("{s}.0")
+                }
+            }
+            _ => n.to_string(),
+        },
         Value::String(s) => {
             let plain = !s.is_empty()
                 && s.chars()
@@ -216,7 +227,11 @@ pub fn mae(p: &Planned) -> String {
     );
     let _ = writeln!(out, "  workers: {}", p.workers);
     let _ = writeln!(out, "  batch_size: {}", p.mae_batch);
-    let _ = writeln!(out, "  samples_per_volume: {}", p.mae_spv);
+    let _ = writeln!(
+        out,
+        "  samples_per_volume: {}        # visits per volume and epoch",
+        p.mae_spv
+    );
     optim(
         &mut out,
         p.mae_base_lr,
@@ -329,6 +344,11 @@ pub fn unetr(p: &Planned) -> String {
         out,
         "  batch_size: 1              # volumes per step; each gives num_samples crops"
     );
+    let _ = writeln!(
+        out,
+        "  samples_per_volume: {}        # visits per volume and epoch",
+        p.unetr_spv
+    );
     optim(
         &mut out,
         p.unetr_base_lr,
@@ -373,5 +393,12 @@ mod tests {
         assert_eq!(string("/data/x_1"), "/data/x_1");
         assert_eq!(string("1e3"), "\"1e3\"");
         assert_eq!(string("yes"), "\"yes\"");
+        let f32_origin = TransformSpec::Spacing {
+            pixdim: vec![f64::from(0.8f32), 3.0, 1.25],
+        };
+        assert_eq!(
+            transform(&f32_origin),
+            "{name: Spacing, pixdim: [0.8, 3.0, 1.25]}"
+        );
     }
 }
