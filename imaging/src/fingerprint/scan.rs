@@ -76,7 +76,7 @@ pub fn grid_mismatch_parts(
     if sa
         .iter()
         .zip(&sb)
-        .any(|(x, y)| !((x - y).abs() <= GRID_TOLERANCE * x.abs().max(y.abs())))
+        .any(|(x, y)| !within(x - y, GRID_TOLERANCE * x.abs().max(y.abs())))
     {
         return Some(format!(
             "spacing {} differs from the image's {}",
@@ -88,7 +88,7 @@ pub fn grid_mismatch_parts(
     if oa
         .iter()
         .zip(&ob)
-        .any(|(x, y)| !((x - y).abs() <= GRID_TOLERANCE))
+        .any(|(x, y)| !within(x - y, GRID_TOLERANCE))
     {
         return Some(format!(
             "origin {} mm differs from the image's {} mm",
@@ -114,6 +114,11 @@ pub fn grid_mismatch_parts(
         ));
     }
     None
+}
+
+/// `|d| <= tol`, false for NaN (so a NaN difference counts as a mismatch).
+fn within(d: f64, tol: f64) -> bool {
+    d.abs() <= tol
 }
 
 fn fmt3(v: [f64; 3]) -> String {
