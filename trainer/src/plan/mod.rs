@@ -300,11 +300,15 @@ pub fn run(opts: &PlanOptions) -> Result<PlanOutput> {
         (SplitPlan::Folds { .. } | SplitPlan::Given, Some(_)) => {}
         (SplitPlan::Folds { .. }, None) => write_list(&src.labelled, &[])?,
         (SplitPlan::HeldOut(i), _) => {
-            let (val, train): (Vec<(usize, &Case)>, Vec<(usize, &Case)>) =
-                src.labelled.iter().enumerate().partition(|(j, _)| j == i);
-            let strip =
-                |v: Vec<(usize, &Case)>| v.into_iter().map(|(_, c)| c.clone()).collect::<Vec<_>>();
-            write_list(&strip(train), &strip(val))?;
+            let val: Vec<Case> = src.labelled.get(*i).cloned().into_iter().collect();
+            let train: Vec<Case> = src
+                .labelled
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| j != i)
+                .map(|(_, c)| c.clone())
+                .collect();
+            write_list(&train, &val)?;
         }
         (SplitPlan::SameCase, _) => write_list(&all[..1], &all[..1])?,
         (SplitPlan::Given, None) => write_list(&src.labelled, &src.validation)?,
