@@ -1,33 +1,34 @@
 //! `medmae compare`: agreement of two label maps (voxels that differ, Dice per class, geometry), and an optional
-//! overlay PNG of the middle axial slice of an image with the first label map drawn on it.
+//! overlay PNG drawn by `imaging::draw` (the trainer's pictures use the same code): the image with the reference and
+//! the prediction, in radiological orientation, on a chosen or the most-foreground slice, with a legend.
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use imaging::draw::{OverlayCase, OverlayView, ViewAxis};
 use imaging::io::LoadOptions;
 use imaging::metrics::{dice_labels, DiceOptions};
 use imaging::Volume;
 
 use crate::load::{describe, grid};
 
-/// Distinct colours for classes 1.. (class 0 is not drawn).
-const PALETTE: [[u8; 3]; 6] = [
-    [230, 25, 75],
-    [60, 180, 75],
-    [255, 225, 25],
-    [0, 130, 200],
-    [245, 130, 48],
-    [145, 30, 180],
-];
+/// How to draw the overlay.
+#[derive(Debug, Clone, Default)]
+pub struct OverlayArgs {
+    /// Image to draw the label maps on.
+    pub image: Option<std::path::PathBuf>,
+    /// PNG to write.
+    pub overlay: Option<std::path::PathBuf>,
+    /// The plane.
+    pub axis: ViewAxis,
+    /// Slice index along the plane's RAS axis (default: most reference foreground).
+    pub slice: Option<usize>,
+    /// Class names for the legend, index = label value.
+    pub names: Vec<String>,
+}
 
 /// Compare `prediction` with `reference`; print the report; write the overlay when asked.
-pub fn run(
-    prediction: &Path,
-    reference: &Path,
-    image: Option<&Path>,
-    overlay: Option<&Path>,
-    opts: &LoadOptions,
-) -> Result<()> {
+pub fn run(prediction: &Path, reference: &Path, o: &OverlayArgs, opts: &LoadOptions) -> Result<()> {
     let load = |p: &Path| imaging::io::load_with(p, opts);
     let a = load(prediction)?;
     let b = load(reference)?;
@@ -70,53 +71,32 @@ pub fn run(
     for (i, d) in dice.iter().enumerate() {
         println!("Dice class {}: {d:.4}", i + 1);
     }
-    if let Some(out) = overlay {
-        let img = match image {
-            Some(p) => imaging::io::load_with(p, opts)?,
+    if let Some(out) = &o.overlay {
+        let img = match &o.image {
+            Some(p) => load(p)?,
             None => bail!("--overlay needs --image"),
         };
-        write_overlay(&img, &a, out)?;
-        println!("overlay: {}", out.display());
-    }
-    Ok(())
-}
-
-/// Middle axial (k) slice of channel 0 in grey (min/max scaled), labels blended at 50 %; rows run along j, flipped
-/// so anterior is up.
-fn write_overlay(img: &Volume, labels: &Volume, out: &Path) -> Result<()> {
-    let [x, y, z] = img.spatial_shape();
-    if labels.spatial_shape() != [x, y, z] {
-        bail!(
-            "--image grid {} differs from the label grid {}; expected the same grid",
-            grid([x, y, z]),
-            grid(labels.spatial_shape())
+        let title = imaging::datasets::case_id(o.image.as_deref().unwrap_or(prediction));
+        let case = OverlayCase {
+            title: &title,
+            image: &img,
+            reference: Some(&b),
+            prediction: Some(&a),
+        };
+        let view = OverlayView {
+            axis: o.axis,
+            slice: o.slice,
+        };
+        let (fig, shown) = imaging::draw::overlay_figure(&[case], &o.names, &view)
+            .with_context(|| format!("cannot draw {}", out.display()))?;
+        imaging::draw::save_png(&imaging::draw::encode_png(&fig)?, out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!(
+            "overlay: {} ({} slice {} of the RAS-reoriented image)",
+            out.display(),
+            o.axis,
+            shown.first().copied().unwrap_or_default()
         );
     }
-    let k = z / 2;
-    let (lo, hi) = img
-        .data
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
-        });
-    let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
-    let mut png = image::RgbImage::new(x as u32, y as u32);
-    for i in 0..x {
-        for j in 0..y {
-            let g = ((img.data[[0, i, j, k]] - lo) * scale).clamp(0.0, 255.0);
-            let class = labels.data[[0, i, j, k]] as usize;
-            let px = if class == 0 {
-                [g as u8; 3]
-            } else {
-                let c = PALETTE[(class - 1) % PALETTE.len()];
-                [0, 1, 2].map(|n| (0.5 * g + 0.5 * c[n] as f32) as u8)
-            };
-            png.put_pixel(i as u32, (y - 1 - j) as u32, image::Rgb(px));
-        }
-    }
-    let tmp = out.with_extension("png.tmp");
-    png.save_with_format(&tmp, image::ImageFormat::Png)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, out).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     Ok(())
 }

@@ -1,9 +1,11 @@
-//! `medmae`: inspect and convert medical images (NIfTI, MetaImage, DICOM series).
+//! `medmae`: inspect and convert medical images (NIfTI, MetaImage, DICOM series), compare label maps, and make and
+//! check dataset folders.
 //!
 //! Never prints patient-identifying DICOM attributes: the imaging crate does not even read them.
 
 mod compare;
 mod convert;
+mod dataset;
 mod info;
 mod listing;
 mod load;
@@ -86,8 +88,8 @@ enum Command {
         /// Output file.
         output: PathBuf,
     },
-    /// Compare two label maps on the same grid (differing voxels, Dice per class, geometry); optionally draw the
-    /// first on the middle axial slice of an image as a PNG.
+    /// Compare two label maps on the same grid (differing voxels, Dice per class, geometry); optionally draw both
+    /// on a slice of an image as a PNG (radiological orientation, reference and prediction panels, legend).
     Compare {
         /// Label map to check.
         prediction: PathBuf,
@@ -99,6 +101,21 @@ enum Command {
         /// Overlay PNG to write (needs --image).
         #[arg(long)]
         overlay: Option<PathBuf>,
+        /// Overlay plane: axial, coronal or sagittal.
+        #[arg(long, default_value = "axial")]
+        axis: imaging::draw::ViewAxis,
+        /// Overlay slice: index along the plane's axis of the RAS-reoriented image (0 = right / posterior /
+        /// inferior end); default: the slice with the most reference foreground.
+        #[arg(long)]
+        slice: Option<usize>,
+        /// Class names for the overlay legend, comma-separated, index = label value (0 = background).
+        #[arg(long, value_delimiter = ',')]
+        names: Vec<String>,
+    },
+    /// Make and check MSD-style dataset folders (`dataset.json` + imagesTr/labelsTr/imagesTs).
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
     },
     /// Write a label map as DICOM SEG (one binary segment per label) referencing its source DICOM series.
     Seg {
@@ -120,6 +137,44 @@ enum Command {
         /// Output DICOM SEG file.
         #[arg(short, long)]
         output: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetCommand {
+    /// Match images with label maps by file name and write an MSD-style folder with dataset.json (label maps must
+    /// lie on their image's grid; label values found are listed).
+    Create {
+        /// Folder of images (.nii, .nii.gz, .mha, .mhd; nnU-Net `_0000` channel files are grouped).
+        #[arg(long)]
+        images: PathBuf,
+        /// Folder of label maps, named like their images (optionally with _seg, _label, _mask, _gt).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Modality per image channel, comma-separated (e.g. CT, or T1,T2); recorded in dataset.json.
+        #[arg(long, value_delimiter = ',')]
+        modality: Vec<String>,
+        /// Class names, comma-separated, index = label value (default background, class1, ...).
+        #[arg(long, value_delimiter = ',')]
+        label_names: Vec<String>,
+        /// Dataset name (default: the output folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Symlink the files instead of copying them.
+        #[arg(long)]
+        link: bool,
+        /// Dataset folder to create.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Report what is wrong with a dataset folder: missing or unreadable files, label maps off their image's grid,
+    /// label values outside the declared set, channel counts, mixed orientations and spacings.
+    Check {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Dataset folder (with dataset.json) or a dataset.json / datalist file.
+        dir: PathBuf,
     },
 }
 
@@ -156,13 +211,41 @@ fn run(cli: Cli) -> Result<()> {
             reference,
             image,
             overlay,
+            axis,
+            slice,
+            names,
         } => compare::run(
             &prediction,
             &reference,
-            image.as_deref(),
-            overlay.as_deref(),
+            &compare::OverlayArgs {
+                image,
+                overlay,
+                axis,
+                slice,
+                names,
+            },
             &opts,
         ),
+        Command::Dataset { command } => match command {
+            DatasetCommand::Create {
+                images,
+                labels,
+                modality,
+                label_names,
+                name,
+                link,
+                output,
+            } => dataset::create(&dataset::CreateArgs {
+                images,
+                labels,
+                modality,
+                label_names,
+                name,
+                link,
+                output,
+            }),
+            DatasetCommand::Check { json, dir } => dataset::check(&dir, json),
+        },
         Command::Series { json, input } => {
             let list = imaging::dicom::list_series(&input)?;
             if json {

@@ -146,9 +146,16 @@ pub fn write_model(model: &ModelProto, path: &Path) -> Result<u64> {
     };
     // Like `mkdir -p` for the output's folder (e.g. a new `<repo>/<model>/` of a model repository).
     std::fs::create_dir_all(&dir).map_err(|e| ExportError::io(&dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".medmae-export-")
-        .suffix(".onnx.tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".medmae-export-").suffix(".onnx.tmp");
+    // tempfile creates 0600 files; model.onnx is read by servers running as other users, so it gets the usual
+    // 0666 & !umask (0644 under a 0022 umask), like the checkpoint files and any file written with std::fs.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder
         .tempfile_in(&dir)
         .map_err(|e| ExportError::io(&dir, e))?;
     {

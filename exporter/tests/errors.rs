@@ -312,3 +312,26 @@ fn cli_exports_checks_and_reports_errors() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("16"));
 }
+
+/// A server running as another user must be able to read the export: under a 0022 umask model.onnx is 0644, like
+/// the checkpoint files (and unlike tempfile's 0600 default).
+#[cfg(unix)]
+#[test]
+fn cli_export_is_readable_by_group_and_others_under_umask_0022() {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = env!("CARGO_BIN_EXE_medmae-export");
+    let dir = checkpoint("unetr3d_timm", |_| {});
+    let script = format!(
+        "umask 0022 && exec '{exe}' --checkpoint '{}'",
+        dir.path().display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let onnx = dir.path().join("model.onnx");
+    let mode = std::fs::metadata(&onnx).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "model.onnx mode {mode:o}");
+}

@@ -2,7 +2,9 @@
 
 pub mod datasets;
 pub mod dicom;
+pub mod draw;
 pub mod error;
+pub mod fingerprint;
 pub mod inference;
 pub mod io;
 pub mod loader;

@@ -21,6 +21,8 @@ pub struct Split {
     pub train: Vec<Case>,
     /// Validation cases (the dataset's validation list, or a fold of its training list).
     pub val: Vec<Case>,
+    /// The dataset's label names by class id (`dataset.json` `labels`; empty when it declares none).
+    pub labels: std::collections::BTreeMap<u32, String>,
 }
 
 /// Load (and for synthetic data, first generate) the dataset of a config.
@@ -49,6 +51,7 @@ pub fn split(cfg: &ExperimentConfig) -> Result<Split> {
         name: ds.name,
         train,
         val,
+        labels: ds.labels,
     })
 }
 

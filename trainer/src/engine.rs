@@ -402,7 +402,7 @@ pub fn train<T: Task>(
             }
         }
         if let Some(score) = report.score.filter(|s| s.is_finite()) {
-            if state.best.is_none_or(|(b, _)| score > b) {
+            if is_new_best(score, state.best) {
                 state.best = Some((score, state.step));
                 if main {
                     save(&ckpt_root, "best", &vs, &task, &opt, &state)?;
@@ -437,6 +437,12 @@ pub fn train<T: Task>(
         best: state.best,
         last_checkpoint: ckpt_root.join("last"),
     })
+}
+
+/// Whether a finite validation score replaces the best so far: a higher score wins, and a tie goes to the later
+/// evaluation (same score after more training), so `best` does not stay at the first evaluation when all tie.
+pub fn is_new_best(score: f64, best: Option<(f64, u64)>) -> bool {
+    best.is_none_or(|(b, _)| score >= b)
 }
 
 fn save<T: Task>(
@@ -490,5 +496,21 @@ fn write_wandb(cfg: &ExperimentConfig, out: &Path, name: &str) {
             out.join("wandb").display()
         ),
         Err(e) => tracing::warn!("--wandb: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_new_best;
+
+    #[test]
+    fn ties_prefer_the_later_checkpoint() {
+        assert!(is_new_best(0.5, None));
+        assert!(is_new_best(0.6, Some((0.5, 10))));
+        assert!(
+            is_new_best(0.5, Some((0.5, 10))),
+            "a tie moves `best` to the later step"
+        );
+        assert!(!is_new_best(0.4, Some((0.5, 10))));
     }
 }

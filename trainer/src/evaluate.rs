@@ -16,9 +16,9 @@ use crate::checkpoint::{load_weights, read_card};
 use crate::config::ExperimentConfig;
 use crate::data::{check_labels, label_name, load_val_case};
 use crate::error::{Result, TrainError};
-use crate::finetune::{aggregate, dice_names, evaluate_case, overlay_row};
+use crate::finetune::{aggregate, dice_names, evaluate_case, overlay_picture, overlay_row};
 use crate::infer::{inference_error, TchPredictor};
-use crate::tracking::images::{encode_png, overlay_grid, save_png};
+use crate::tracking::images::{encode_png, save_png};
 
 /// A UNETR loaded from a checkpoint directory.
 pub struct LoadedUnetr {
@@ -108,7 +108,7 @@ pub fn evaluate(cfg: &ExperimentConfig, checkpoint: &Path, out: &Path) -> Result
         check_labels(label, activation, m.cfg.out_channels, &|| label_name(case))?;
         let (d, pred) = evaluate_case(&m.net, &m.segmenter, &case.id, &sample, device)?;
         if rows.len() < 4 {
-            rows.extend(overlay_row(&sample, &pred));
+            rows.extend(overlay_row(&case.id, &sample, &pred));
         }
         tracing::info!(
             "{}: mean Dice {:.4}",
@@ -135,7 +135,11 @@ pub fn evaluate(cfg: &ExperimentConfig, checkpoint: &Path, out: &Path) -> Result
     std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
     if !rows.is_empty() {
         save_png(
-            &encode_png(&overlay_grid(&rows)?)?,
+            &encode_png(&overlay_picture(
+                &rows,
+                &m.card.labels,
+                m.inference.activation,
+            )?)?,
             &out.join("eval_overlay.png"),
         )?;
     }

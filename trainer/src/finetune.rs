@@ -24,7 +24,6 @@ use crate::dist::Dist;
 use crate::engine::{train, EpochReport, RunOptions, RunSummary, Task};
 use crate::error::{Result, TrainError};
 use crate::infer::{dice, display_labels, inference_error, TchPredictor};
-use crate::tracking::images::overlay_grid;
 
 /// The label names of a config (defaults: `background`, `class1`… for softmax, `channel0`… for sigmoid).
 pub fn label_names(cfg: &ExperimentConfig, k: usize) -> Vec<String> {
@@ -91,29 +90,70 @@ pub fn evaluate_case(
     ))
 }
 
-/// Overlay row for a case: the Z slice with the most ground-truth foreground.
-pub fn overlay_row(
-    sample: &Sample,
-    pred: &Array4<f32>,
-) -> Option<(
-    ndarray::Array2<f32>,
-    ndarray::Array2<u8>,
-    ndarray::Array2<u8>,
-)> {
-    let gt = display_labels(&sample.label.as_ref()?.data);
-    let pr = display_labels(pred);
-    let z = (0..gt.shape()[2])
-        .max_by_key(|&z| gt.index_axis(Axis(2), z).iter().filter(|&&v| v > 0).count())?;
-    Some((
-        sample
-            .image
-            .data
-            .index_axis(Axis(0), 0)
-            .index_axis(Axis(2), z)
-            .to_owned(),
-        gt.index_axis(Axis(2), z).to_owned(),
-        pr.index_axis(Axis(2), z).to_owned(),
-    ))
+/// One row of an overlay picture: a validation image (channel 0), its reference and the predicted class ids, on the
+/// grid (and affine) of the preprocessed sample.
+pub struct OverlayRow {
+    /// Case id (the row's title).
+    pub id: String,
+    /// The preprocessed image, channel 0.
+    pub image: imaging::Volume,
+    /// Reference class ids (sigmoid channels c become class c + 1).
+    pub reference: imaging::Volume,
+    /// Predicted class ids.
+    pub prediction: imaging::Volume,
+}
+
+/// The overlay row of a case, or `None` when it has no label map.
+pub fn overlay_row(id: &str, sample: &Sample, pred: &Array4<f32>) -> Option<OverlayRow> {
+    let affine = sample.image.affine;
+    let ids = |a: &Array4<f32>| {
+        imaging::Volume::new(
+            display_labels(a).mapv(f32::from).insert_axis(Axis(0)),
+            affine,
+        )
+    };
+    Some(OverlayRow {
+        id: id.to_string(),
+        image: imaging::Volume::new(
+            sample
+                .image
+                .data
+                .index_axis(Axis(0), 0)
+                .to_owned()
+                .insert_axis(Axis(0)),
+            affine,
+        ),
+        reference: ids(&sample.label.as_ref()?.data),
+        prediction: ids(pred),
+    })
+}
+
+/// The overlay picture of some rows (`imaging::draw::overlay_figure`: radiological axial slices with the most
+/// reference foreground, image | reference | prediction, legend with the output names `labels`).
+pub fn overlay_picture(
+    rows: &[OverlayRow],
+    labels: &[String],
+    activation: OutputActivation,
+) -> Result<image::RgbImage> {
+    let labels: Vec<String> = match activation {
+        OutputActivation::Softmax => labels.to_vec(),
+        // Sigmoid channel c is drawn as class c + 1.
+        OutputActivation::Sigmoid => std::iter::once(String::new())
+            .chain(labels.iter().cloned())
+            .collect(),
+    };
+    let cases: Vec<imaging::draw::OverlayCase<'_>> = rows
+        .iter()
+        .map(|r| imaging::draw::OverlayCase {
+            title: &r.id,
+            image: &r.image,
+            reference: Some(&r.reference),
+            prediction: Some(&r.prediction),
+        })
+        .collect();
+    let (img, _) =
+        imaging::draw::overlay_figure(&cases, &labels, &imaging::draw::OverlayView::default())?;
+    Ok(img)
 }
 
 /// Mean over cases of per-class Dice (NaN entries skipped), and the mean over classes.
@@ -268,7 +308,7 @@ impl Task for UnetrTask {
                 )));
             }
             if pictures && rows.len() < 3 && dist.is_main() {
-                rows.extend(overlay_row(sample, &pred));
+                rows.extend(overlay_row(&case.id, sample, &pred));
             }
             let at = (self.val_start + i) * k;
             if let Some(dst) = table.get_mut(at..at + k) {
@@ -284,7 +324,8 @@ impl Task for UnetrTask {
         }
         report.score = Some(mean);
         if !rows.is_empty() {
-            report.images.push(("overlay".into(), overlay_grid(&rows)?));
+            let pic = overlay_picture(&rows, &self.labels, self.inference.activation)?;
+            report.images.push(("overlay".into(), pic));
         }
         Ok(report)
     }
@@ -319,6 +360,7 @@ pub fn run(cfg: &ExperimentConfig, opts: &RunOptions, dist: &Dist) -> Result<Run
     };
     let device = crate::engine::setup_device(cfg, dist)?;
     let split = crate::data::split_ranked(cfg, dist)?;
+    crate::checks::at_start(cfg, &split, dist.is_main())?;
     if split.val.is_empty() {
         return Err(TrainError::config(
             "data.dataset",

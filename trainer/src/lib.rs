@@ -1,7 +1,9 @@
 //! medmae's training library behind `medmae-train`: experiment config, data, optimisation, schedules, the training
-//! engine, checkpoints, run tracking, and the pretrain / finetune / evaluate / predict / import commands.
+//! engine, checkpoints, run tracking, the start-of-training checks, and the plan / pretrain / finetune / evaluate /
+//! predict / import commands.
 
 pub mod checkpoint;
+pub mod checks;
 pub mod data;
 pub mod device;
 pub mod dist;
@@ -12,6 +14,7 @@ pub mod finetune;
 pub mod import;
 pub mod infer;
 pub mod optim;
+pub mod plan;
 pub mod pretrain;
 pub mod schedule;
 pub mod threads;

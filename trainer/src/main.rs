@@ -1,4 +1,4 @@
-//! `medmae-train` command line: prepare | pretrain | finetune | evaluate | predict | import.
+//! `medmae-train` command line: plan | prepare | pretrain | finetune | evaluate | predict | import.
 //!
 //! `pretrain` and `finetune` train data-parallel when launched by torchrun (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 //! `MASTER_ADDR`, `MASTER_PORT`) or srun (`SLURM_PROCID`, …), or with `--nproc-per-node N`, which re-executes this
@@ -26,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fingerprint a dataset and write a commented MAE + UNETR config pair for a device and memory budget.
+    Plan(PlanArgs),
     /// Prepare a dataset: preprocess volumes into the cache, write 2-D slices + manifest (imaging::prepare).
     Prepare {
         /// Prepare config (YAML), e.g. configs/data/demo.yaml.
@@ -138,6 +140,37 @@ struct ImportArgs {
 fn parse_activation(s: &str) -> Result<spec::OutputActivation, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .map_err(|_| format!("expected softmax or sigmoid, got `{s}`"))
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// MSD/decathlon dataset folder (with dataset.json), or a dataset.json / datalist file.
+    #[arg(long, conflicts_with = "images", required_unless_present = "images")]
+    dataset: Option<PathBuf>,
+    /// Folder of images, matched by file name with the label maps of --labels.
+    #[arg(long, requires = "labels")]
+    images: Option<PathBuf>,
+    /// Folder of label maps (with --images).
+    #[arg(long, requires = "images")]
+    labels: Option<PathBuf>,
+    /// Output folder: mae.yaml, unetr.yaml, fingerprint.json (and datalist.json); the planned runs go under it.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// `cpu` or `cuda[:N]`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Model size: tiny (quick CPU check, roi 32³), small, base (ViT-B, GPU). Default: tiny on cpu, base on cuda.
+    #[arg(long, value_name = "tiny|small|base")]
+    preset: Option<trainer::plan::rules::Preset>,
+    /// Training memory budget in GiB (default 4 on cpu, 16 on cuda): the roi and crops are sized to fit it.
+    #[arg(long, value_name = "GIB")]
+    budget_gib: Option<f64>,
+    /// Modality per image channel, comma-separated (e.g. CT), overriding dataset.json.
+    #[arg(long, value_delimiter = ',')]
+    modality: Vec<String>,
+    /// Seed written into the configs (also seeds the fold split).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -347,6 +380,32 @@ fn main() -> ExitCode {
 
 fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Plan(a) => {
+            let p = trainer::plan::run(&trainer::plan::PlanOptions {
+                dataset: a.dataset,
+                images: a.images,
+                labels: a.labels,
+                out: a.out,
+                device: a.device,
+                preset: a.preset,
+                budget_gib: a.budget_gib,
+                modality: a.modality,
+                seed: a.seed,
+            })
+            .context("plan")?;
+            print!("{}", p.fingerprint.table());
+            for line in &p.planned.notes {
+                println!("{line}");
+            }
+            println!(
+                "wrote {}, {} and {}\nnext: medmae-train pretrain --config {}\n      medmae-train finetune --config {}",
+                p.mae_config.display(),
+                p.unetr_config.display(),
+                p.fingerprint_json.display(),
+                p.mae_config.display(),
+                p.unetr_config.display()
+            );
+        }
         Command::Prepare { path, config, set } => {
             let file = path.or(config).context("prepare needs a config file")?;
             let cfg: imaging::prepare::PrepareConfig =

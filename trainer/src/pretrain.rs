@@ -13,7 +13,6 @@ use crate::dist::Dist;
 use crate::engine::{train, EpochReport, RunOptions, RunSummary, Task};
 use crate::error::{Result, TrainError};
 use crate::infer::tensor_to_array;
-use crate::tracking::images::mae_grid;
 
 /// Rows shown in reconstruction grids.
 const PICTURE_ROWS: i64 = 4;
@@ -157,7 +156,7 @@ impl Task for MaeTask {
                 .collect();
             report
                 .images
-                .push(("reconstruction".into(), mae_grid(&rows)?));
+                .push(("reconstruction".into(), imaging::draw::mae_figure(&rows)?));
         }
         Ok(report)
     }
@@ -176,6 +175,7 @@ impl Task for MaeTask {
 pub fn run(cfg: &ExperimentConfig, opts: &RunOptions, dist: &Dist) -> Result<RunSummary> {
     let device = crate::engine::setup_device(cfg, dist)?;
     let split = crate::data::split_ranked(cfg, dist)?;
+    crate::checks::at_start(cfg, &split, dist.is_main())?;
     tracing::info!(
         "pretraining on {} volumes of `{}` ({} held out for fine-tuning validation)",
         split.train.len(),

@@ -2,9 +2,11 @@
 //! ([`btcv`]), BraTS / Task01_BrainTumour ([`brats`]), deterministic k-fold splits, and loading a case into a
 //! [`Sample`].
 
+pub mod audit;
 pub mod brats;
 pub mod btcv;
 pub mod decathlon;
+pub mod folders;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
