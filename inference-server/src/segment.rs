@@ -421,20 +421,18 @@ async fn handle(
     let (series, anonymize) = (header.series.clone(), header.anonymize);
     let (seg, mask, probs, facts) = shared
         .compute(move || {
-            let (volume, source) = match upload {
+            let (seg, source, seconds) = match upload {
                 Upload::Dicom(d) => {
-                    let mut s = dicom::decode(d, &series, &limits)?;
-                    // The pipeline consumes the voxels; the SEG needs only the grid (shape and affine), so the
-                    // series keeps a zero-channel volume instead of a copy.
-                    let [x, y, z] = s.volume.spatial_shape();
-                    let grid = Volume::new(Array4::zeros((0, x, y, z)), s.volume.affine);
-                    (std::mem::replace(&mut s.volume, grid), Some(s))
+                    let r = dicom::segment_series(&m, d, &series, &limits, &opts, Some(&metrics))?;
+                    (r.seg, Some(r.source), r.seconds)
                 }
-                other => (load_upload(&other, limits.max_voxels)?, None),
+                other => {
+                    let volume = load_upload(&other, limits.max_voxels)?;
+                    let start = Instant::now();
+                    let seg = segment_volume(&m, volume, &opts, Some(&metrics))?;
+                    (seg, None, start.elapsed().as_secs_f64())
+                }
             };
-            let start = Instant::now();
-            let seg = segment_volume(&m, volume, &opts, Some(&metrics))?;
-            let seconds = start.elapsed().as_secs_f64();
             let mask = match (&source, output) {
                 (Some(src), OutputFormat::DicomSeg) => {
                     dicom::seg_bytes(&m, &seg.mask, src, anonymize)?

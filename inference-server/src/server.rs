@@ -1,5 +1,5 @@
 //! Wiring: load the repository, build the gRPC services (KServe v2, segmentation, health, reflection) with TLS,
-//! auth and message limits, serve `/metrics`, and drain gracefully on shutdown.
+//! auth and message limits, serve `/metrics`, start the optional DICOM node, and drain gracefully on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +28,8 @@ pub struct Bound {
     pub grpc: SocketAddr,
     /// `/metrics` HTTP, if enabled.
     pub metrics: Option<SocketAddr>,
+    /// DICOM listener, if enabled.
+    pub dicom: Option<SocketAddr>,
 }
 
 fn startup(what: &str, e: impl std::fmt::Display) -> ServeError {
@@ -137,6 +139,17 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let dicom_addr = match cfg.dicom.clone() {
+        Some(d) => {
+            let addr = crate::dicom_node::start(d, shared.clone(), stop_rx.clone()).await?;
+            health_names.push(crate::dicom_node::HEALTH_NAME.into());
+            health
+                .set_service_status(crate::dicom_node::HEALTH_NAME, ServingStatus::Serving)
+                .await;
+            Some(addr)
+        }
+        None => None,
+    };
     {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -177,6 +190,7 @@ pub async fn run(
     on_bound(Bound {
         grpc: grpc_addr,
         metrics: metrics_addr,
+        dicom: dicom_addr,
     });
 
     let serve =

@@ -1,11 +1,12 @@
-//! `medmae-serve`: the gRPC inference server. Prints one line `medmae-serve listening grpc=ADDR metrics=ADDR` on
-//! stdout once ready; logs go to stderr.
+//! `medmae-serve`: the gRPC inference server (and optional DICOM node). Prints one line
+//! `medmae-serve listening grpc=ADDR metrics=ADDR [dicom=ADDR]` on stdout once ready; logs go to stderr.
+//! `medmae-serve queue …` manages the DICOM node's spool instead.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use server::config::{ServeArgs, ServerConfig};
+use server::config::{ServeArgs, ServeCommand, ServerConfig};
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -30,8 +31,31 @@ async fn shutdown_signal() {
     }
 }
 
+/// `medmae-serve queue …`: act on the spool and exit.
+fn queue(args: &ServeArgs, q: &server::dicom_node::cli::QueueArgs) -> ExitCode {
+    let result = ServerConfig::queue_spool(args)
+        .map_err(|e| e.to_string())
+        .and_then(|spool| {
+            server::dicom_node::cli::run(&spool, &q.action).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("medmae-serve queue: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cfg = match ServerConfig::resolve(ServeArgs::parse()) {
+    let args = ServeArgs::parse();
+    if let Some(ServeCommand::Queue(q)) = &args.command {
+        return queue(&args, q);
+    }
+    let cfg = match ServerConfig::resolve(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("medmae-serve: {e}");
@@ -62,7 +86,11 @@ fn main() -> ExitCode {
         let metrics = b
             .metrics
             .map_or_else(|| "off".to_string(), |a| a.to_string());
-        println!("medmae-serve listening grpc={} metrics={metrics}", b.grpc);
+        let dicom = b.dicom.map(|a| format!(" dicom={a}")).unwrap_or_default();
+        println!(
+            "medmae-serve listening grpc={} metrics={metrics}{dicom}",
+            b.grpc
+        );
         let _ = std::io::stdout().flush();
     }));
     match result {

@@ -1,0 +1,41 @@
+//! The DICOM series fixture shared by `dicom_serve.rs` and `dicom_node.rs`: a real NIfTI volume written as a CT
+//! series by SimpleITK (`tests/support/make_dicom_series.py`), made once per test binary.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use medmae_test_support::python;
+
+/// The source volume (ITK's `KmeansTest_T1UCharRaw.nii.gz`, Debian `insighttoolkit5-examples`).
+pub const NIFTI: &str =
+    "/usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz";
+
+/// The generated DICOM fixtures (see `tests/support/make_dicom_series.py`).
+pub fn dicom_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        assert!(
+            Path::new(NIFTI).is_file(),
+            "{NIFTI} is missing: install insighttoolkit5-examples (scripts/setup)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("dicomserve-")
+            .tempdir()
+            .unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_dicom_series.py");
+        let out = std::process::Command::new(python())
+            .arg(&script)
+            .arg(NIFTI)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "make_dicom_series.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .path()
+}
