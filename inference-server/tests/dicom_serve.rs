@@ -16,7 +16,6 @@ use std::process::Command;
 
 use common::{fixtures, python, start_server, ServeProcess};
 use dicom_series::dicom_dir;
-use ndarray_npy::ReadNpyExt;
 use server::backend::{BackendKind, BackendOptions};
 use server::client::{Client, ClientError, ClientOptions, SegmentParams};
 use server::model::Repository;
@@ -58,28 +57,9 @@ fn client_ok(srv: &ServeProcess, args: &[&str]) -> String {
     out
 }
 
-/// Read a SEG back with highdicom: per-segment masks `(slices, rows, columns, segments)` and the facts JSON.
+/// Read a SEG back with highdicom against the fixture series.
 fn read_seg(seg: &Path) -> (ndarray::Array4<u8>, serde_json::Value) {
-    let out = seg.with_extension("read");
-    std::fs::create_dir_all(&out).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/read_seg.py");
-    let run = Command::new(python())
-        .arg(&script)
-        .arg(seg)
-        .arg(dicom_dir().join("series"))
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "read_seg.py failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let masks =
-        ndarray::Array4::<u8>::read_npy(std::fs::File::open(out.join("segments.npy")).unwrap())
-            .unwrap();
-    let j = serde_json::from_str(&std::fs::read_to_string(out.join("seg.json")).unwrap()).unwrap();
-    (masks, j)
+    dicom_series::read_seg(seg, &dicom_dir().join("series"))
 }
 
 /// The secrets of the fixtures plus the series' file names: none may appear in server logs or messages.

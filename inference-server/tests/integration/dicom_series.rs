@@ -2,9 +2,11 @@
 //! series by SimpleITK (`tests/support/make_dicom_series.py`), made once per test binary.
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 
 use medmae_test_support::python;
+use ndarray_npy::ReadNpyExt;
 
 /// The source volume (ITK's `KmeansTest_T1UCharRaw.nii.gz`, Debian `insighttoolkit5-examples`).
 pub const NIFTI: &str =
@@ -24,7 +26,7 @@ pub fn dicom_dir() -> &'static Path {
             .unwrap();
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_dicom_series.py");
-        let out = std::process::Command::new(python())
+        let out = Command::new(python())
             .arg(&script)
             .arg(NIFTI)
             .arg(dir.path())
@@ -38,4 +40,29 @@ pub fn dicom_dir() -> &'static Path {
         dir
     })
     .path()
+}
+
+/// Read a SEG with highdicom (`tests/support/read_seg.py`): per-segment masks `(slices, rows, columns, segments)` for
+/// the instances of `source` in SimpleITK's order, and the facts JSON.
+pub fn read_seg(seg: &Path, source: &Path) -> (ndarray::Array4<u8>, serde_json::Value) {
+    let out = seg.with_extension("read");
+    std::fs::create_dir_all(&out).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/read_seg.py");
+    let run = Command::new(python())
+        .arg(&script)
+        .arg(seg)
+        .arg(source)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "read_seg.py failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let masks =
+        ndarray::Array4::<u8>::read_npy(std::fs::File::open(out.join("segments.npy")).unwrap())
+            .unwrap();
+    let j = serde_json::from_str(&std::fs::read_to_string(out.join("seg.json")).unwrap()).unwrap();
+    (masks, j)
 }

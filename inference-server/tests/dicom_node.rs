@@ -1,0 +1,373 @@
+//! The DICOM node of the real `medmae-serve` against real DICOM software: Orthanc (a PACS, with its DICOMweb
+//! plugin), dcmtk's `echoscu`/`storescu` and dicom3tools' `dciodvfy`, all installed by `scripts/setup`.
+//!
+//! - Round trip: a CT series uploaded to Orthanc is C-STOREd by Orthanc to the node, which segments it and sends the
+//!   SEG back to Orthanc (C-STORE) and to a second Orthanc (STOW-RS); both SEGs reference the source series, hold the
+//!   gRPC path's mask voxel for voxel, and `dciodvfy` finds no error.
+//! - dcmtk interoperates (C-ECHO, C-STORE); a calling AE off the allow-list is rejected; refusals (transfer syntax,
+//!   SOP class, no pixel data, over the series limit) get the right result and a clear log line, and the node keeps
+//!   running.
+//! - kill -9 during reception, during inference and between a delivery and its record, then restart: every series
+//!   is delivered exactly once (SEGs counted in Orthanc).
+
+#[allow(dead_code)]
+#[path = "integration/common.rs"]
+mod common;
+#[path = "integration/dicom_series.rs"]
+mod dicom_series;
+#[path = "integration/orthanc.rs"]
+mod orthanc;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{python, start_server, ServeProcess};
+use dicom_series::{dicom_dir, read_seg};
+use orthanc::Orthanc;
+
+/// Node fixtures: copies s1..s4 of the CT series and the refusal files (see `tests/support/make_node_series.py`).
+fn node_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("dicomnode-").tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_node_series.py");
+        let out = Command::new(python())
+            .arg(&script)
+            .arg(dicom_dir().join("series"))
+            .arg(dicom_dir().join("report.dcm"))
+            .arg(dir.path())
+            .arg("4")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "make_node_series.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    })
+    .path()
+}
+
+fn series_uid(name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(node_dir().join("series.json")).unwrap()).unwrap();
+    v[name].as_str().unwrap().to_string()
+}
+
+/// A server config with a `[dicom]` section: spool under `dir`, completion on release, fast retries, plus `extra`.
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let text = format!(
+        "[dicom]\nspool = {:?}\nae_title = \"MEDMAE\"\ncomplete_on_release = true\nseries_idle_seconds = 60\n\
+         retry_initial_seconds = 0.5\nretry_max_seconds = 2\n{extra}",
+        dir.join("spool")
+    );
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Start `medmae-serve` (ort backend) with `config` and a DICOM listener on a free port.
+fn start_node(config: &Path, extra: &[&str]) -> ServeProcess {
+    let mut args = vec![
+        "--backend",
+        "ort",
+        "--config",
+        config.to_str().unwrap(),
+        "--dicom-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let srv = start_server("repo", &args);
+    assert!(srv.dicom.is_some(), "no dicom= address; log:\n{}", srv.logs());
+    srv
+}
+
+fn dicom_port(srv: &ServeProcess) -> String {
+    srv.dicom.map(|a| a.port().to_string()).unwrap_or_default()
+}
+
+/// Wait for `text` in the server log.
+fn wait_log(srv: &ServeProcess, text: &str, limit: Duration) {
+    let start = Instant::now();
+    while !srv.logs().contains(text) {
+        assert!(start.elapsed() < limit, "{text:?} not logged within {limit:?}; log:\n{}", srv.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait until the count of a metric sample (exact text before the value) reaches `want`.
+fn wait_metric(srv: &ServeProcess, sample: &str, want: f64, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let text = srv.metrics_text();
+        let got = text
+            .lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or(0.0);
+        if got >= want {
+            assert_eq!(got, want, "{sample} overshot");
+            return;
+        }
+        assert!(start.elapsed() < limit, "{sample} = {got}, want {want}; log:\n{}", srv.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// No patient attribute, fixture UID or file name in the log.
+fn assert_log_clean(log: &str) {
+    for s in ["Doe", "PAT-SECRET", "ACC-SECRET", "19700101", "1.2.826.0.1.3680043.8.498", "dicomnode-", "dicomserve-"] {
+        assert!(!log.contains(s), "server log contains {s:?}:\n{log}");
+    }
+}
+
+/// The `Error` lines dciodvfy prints for `file` (its exit status is no verdict).
+fn dciodvfy_errors(file: &Path) -> Vec<String> {
+    let out = Command::new("dciodvfy")
+        .arg(file)
+        .output()
+        .expect("dciodvfy is missing: install dicom3tools (scripts/setup)");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.lines().filter(|l| l.starts_with("Error")).map(str::to_string).collect()
+}
+
+/// Run a dcmtk tool; returns (success, stdout + stderr).
+fn dcmtk(tool: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} is missing ({e}): install dcmtk (scripts/setup)"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn files_of(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().to_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn orthanc_round_trip_matches_the_grpc_path_and_validates() {
+    let n = node_dir();
+    let pacs = Orthanc::start("ORTHANC", false);
+    let web = Orthanc::start("WEBPACS", true);
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        &format!(
+            "allowed_calling_aes = [\"ORTHANC\"]\n\
+             [[dicom.destination]]\nname = \"pacs\"\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {}\nae_title = \"ORTHANC\"\n\
+             [[dicom.destination]]\nname = \"web\"\nkind = \"stow\"\nurl = \"http://127.0.0.1:{}/dicom-web\"\n\
+             [[dicom.route]]\nmodel = \"demo\"\nmodality = [\"CT\"]\ncalling_ae = [\"ORTHANC\"]\n",
+            pacs.dicom, web.http
+        ),
+    );
+    let srv = start_node(&cfg, &[]);
+    pacs.register("medmae", "MEDMAE", srv.dicom.unwrap().port());
+    let id = pacs.upload_series(&n.join("s1"));
+    let (code, body) = pacs.store_to("medmae", &id);
+    assert_eq!(code, 200, "Orthanc store: {body}\n{}", srv.logs());
+    let limit = Duration::from_secs(120);
+    let segs = pacs.wait_segs(1, limit, || srv.logs());
+    let web_segs = web.wait_segs(1, limit, || srv.logs() + &web.log());
+    assert_eq!((segs.len(), web_segs.len()), (1, 1));
+
+    let out = tempfile::tempdir().unwrap();
+    let (via_dimse, via_stow, via_grpc) =
+        (out.path().join("pacs.dcm"), out.path().join("web.dcm"), out.path().join("grpc.dcm"));
+    pacs.download(&segs[0], &via_dimse);
+    web.download(&web_segs[0], &via_stow);
+    let uid = |o: &Orthanc, id: &str| o.json(&format!("/instances/{id}"))["MainDicomTags"]["SOPInstanceUID"].clone();
+    assert_eq!(uid(&pacs, &segs[0]), uid(&web, &web_segs[0]), "one SEG, delivered to both destinations");
+
+    // The gRPC Segmentation service on the same series, through medmae-client.
+    let run = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
+        .args(["--server", &srv.url(), "segment", n.join("s1").to_str().unwrap(), "-o"])
+        .arg(&via_grpc)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "medmae-client: {}", String::from_utf8_lossy(&run.stderr));
+    let (grpc_masks, _) = read_seg(&via_grpc, &n.join("s1"));
+    assert!(grpc_masks.iter().any(|&v| v == 1), "the gRPC mask is empty");
+    for seg in [&via_dimse, &via_stow] {
+        let (masks, j) = read_seg(seg, &n.join("s1"));
+        assert_eq!(j["referenced_series"][0], series_uid("s1"), "{}", seg.display());
+        assert_eq!(j["referenced_instances"], j["source_instances"]);
+        assert_eq!(j["referenced_instances"].as_array().unwrap().len(), 24);
+        assert_eq!(masks, grpc_masks, "{} differs from the gRPC path's mask", seg.display());
+    }
+    let errors = dciodvfy_errors(&via_dimse);
+    assert!(errors.is_empty(), "dciodvfy errors on the delivered SEG:\n{}", errors.join("\n"));
+
+    wait_metric(&srv, "medmae_dicom_segs_sent_total{destination=\"pacs\"}", 1.0, limit);
+    wait_metric(&srv, "medmae_dicom_segs_sent_total{destination=\"web\"}", 1.0, limit);
+    wait_metric(&srv, "medmae_dicom_instances_received_total{outcome=\"stored\"}", 24.0, limit);
+    wait_metric(&srv, "medmae_dicom_series_completed_total{outcome=\"queued\"}", 1.0, limit);
+    wait_metric(&srv, "medmae_dicom_jobs_done_total", 1.0, limit);
+    let logs = srv.logs();
+    assert!(logs.contains("series complete: job queued") && logs.contains("job done"), "{logs}");
+    assert_log_clean(&logs);
+}
+
+#[test]
+fn dcmtk_interoperates_and_refusals_are_clear() {
+    let n = node_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        "allowed_calling_aes = [\"STORESCU\"]\nmax_instances_per_series = 24\n[[dicom.route]]\nmodel = \"demo\"\n",
+    );
+    let srv = start_node(&cfg, &[]);
+    let port = dicom_port(&srv);
+    let scu = |tool: &str, aet: &str, files: &[String]| {
+        let mut args = vec!["-aet", aet, "-aec", "MEDMAE", "127.0.0.1", port.as_str()];
+        args.extend(files.iter().map(String::as_str));
+        dcmtk(tool, &args)
+    };
+    let limit = Duration::from_secs(60);
+
+    // C-ECHO: accepted for an allowed AE, rejected otherwise (and a wrong called AE title).
+    let (ok, text) = scu("echoscu", "STORESCU", &[]);
+    assert!(ok, "echoscu: {text}\n{}", srv.logs());
+    let (ok, text) = scu("echoscu", "INTRUDER", &[]);
+    assert!(!ok && text.contains("Association Rejected"), "echoscu INTRUDER: {text}");
+    wait_log(&srv, "calling AE title not on the allow-list", limit);
+    let (ok, text) = dcmtk("echoscu", &["-aet", "STORESCU", "-aec", "OTHER", "127.0.0.1", &port]);
+    assert!(!ok && text.contains("Association Rejected"), "echoscu -aec OTHER: {text}");
+    wait_log(&srv, "the called AE title is not this node's", limit);
+
+    // C-STORE of a whole series: stored, completed on release, segmented (no destination configured).
+    let (ok, text) = scu("storescu", "STORESCU", &files_of(&n.join("s2")));
+    assert!(ok, "storescu: {text}\n{}", srv.logs());
+    wait_metric(&srv, "medmae_dicom_jobs_done_total", 1.0, limit);
+
+    // Unsupported transfer syntax: refused at negotiation.
+    let (_, text) = scu("storescu", "STORESCU", &[n.join("rle.dcm").to_str().unwrap().to_string()]);
+    assert!(text.contains("No presentation context") || text.contains("no acceptable presentation context"), "storescu rle: {text}");
+    wait_log(&srv, "none of the proposed transfer syntaxes is supported", limit);
+
+    // A SOP class the node does not store: refused at negotiation.
+    let (_, text) = scu("storescu", "STORESCU", &[n.join("sr.dcm").to_str().unwrap().to_string()]);
+    assert!(text.contains("No presentation context") || text.contains("no acceptable presentation context"), "storescu sr: {text}");
+    wait_log(&srv, "presentation context refused: SOP class not accepted", limit);
+
+    // CT Image Storage without pixel data: A900.
+    let (_, text) = scu("storescu", "STORESCU", &[n.join("nopixels.dcm").to_str().unwrap().to_string()]);
+    assert!(text.contains("A900") || text.contains("DataSetDoesNotMatchSOPClass"), "storescu nopixels: {text}");
+    wait_log(&srv, "C-STORE refused: the data set holds no pixel data", limit);
+
+    // Over the series limit: the 25th instance of a 24-instance limit is refused with A700.
+    let mut over = files_of(&n.join("s1"));
+    over.push(n.join("extra.dcm").to_str().unwrap().to_string());
+    let (_, text) = scu("storescu", "STORESCU", &over);
+    assert!(text.contains("A700") || text.contains("OutOfResources"), "storescu over limit: {text}");
+    wait_log(&srv, "already holds 24 instances (dicom.max_instances_per_series)", limit);
+    wait_metric(&srv, "medmae_dicom_instances_received_total{outcome=\"refused\"}", 2.0, limit);
+
+    // Still serving.
+    let (ok, text) = scu("echoscu", "STORESCU", &[]);
+    assert!(ok, "echoscu after the refusals: {text}");
+    wait_metric(&srv, "medmae_dicom_jobs_done_total", 2.0, limit);
+    assert!(srv.metrics_text().contains("medmae_dicom_associations_total{outcome=\"rejected\"} 2"));
+    assert_log_clean(&srv.logs());
+}
+
+/// `medmae-serve queue list --json` of the spool.
+fn queue_list(spool: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_medmae-serve"))
+        .args(["queue", "--dicom-spool", spool.to_str().unwrap(), "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "queue list: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+/// A server paused at `point` and killed with SIGKILL once the pause is logged.
+fn run_until_killed(cfg: &Path, pacs: &Orthanc, point: &str, work: impl FnOnce(&ServeProcess)) -> String {
+    let mut srv = start_node(cfg, &["--dicom-fault-pause", point]);
+    pacs.register("medmae", "MEDMAE", srv.dicom.unwrap().port());
+    work(&srv);
+    wait_log(&srv, "fault pause reached", Duration::from_secs(120));
+    srv.kill9();
+    srv.logs()
+}
+
+#[test]
+fn kill_9_at_any_stage_delivers_every_series_exactly_once() {
+    let n = node_dir();
+    let pacs = Orthanc::start("ORTHANC", false);
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        &format!(
+            "allowed_calling_aes = [\"ORTHANC\"]\n\
+             [[dicom.destination]]\nname = \"pacs\"\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {}\nae_title = \"ORTHANC\"\n\
+             [[dicom.route]]\nmodel = \"demo\"\n",
+            pacs.dicom
+        ),
+    );
+    let ids: Vec<String> = ["s1", "s2", "s3"].iter().map(|s| pacs.upload_series(&n.join(s))).collect();
+    let mut logs = Vec::new();
+
+    // 1. Killed during reception: paused before answering the 10th C-STORE of s1; Orthanc's store fails.
+    let mut srv = start_node(&cfg, &["--dicom-fault-pause", "store:10"]);
+    pacs.register("medmae", "MEDMAE", srv.dicom.unwrap().port());
+    let (pacs_port, id) = (pacs.http, ids[0].clone());
+    let sending = std::thread::spawn(move || {
+        let body = serde_json::json!({"Resources": [id], "Synchronous": true}).to_string();
+        orthanc::http(pacs_port, "POST", "/modalities/medmae/store", body.as_bytes(), "application/json")
+    });
+    wait_log(&srv, "fault pause reached", Duration::from_secs(120));
+    srv.kill9();
+    let (code, _) = sending.join().unwrap();
+    assert_ne!(code, 200, "Orthanc reported success for an interrupted store");
+    logs.push(srv.logs());
+    // 2. The PACS sends s1 again, then s2; killed during s1's inference (s2 waits in the queue).
+    logs.push(run_until_killed(&cfg, &pacs, "inference", |srv| {
+        for id in &ids[..2] {
+            let (code, body) = pacs.store_to("medmae", id);
+            assert_eq!(code, 200, "Orthanc store: {body}\n{}", srv.logs());
+        }
+    }));
+    // 3. Restarted: s1 is segmented again and delivered; killed before the delivery is recorded.
+    logs.push(run_until_killed(&cfg, &pacs, "sent", |_| {}));
+    assert_eq!(pacs.seg_instances().len(), 1, "s1's SEG reached Orthanc before the kill");
+
+    // 4. Restarted without faults: s1 is re-sent (the same SEG instance), s2 processed, then s3 arrives.
+    let srv = start_node(&cfg, &[]);
+    pacs.register("medmae", "MEDMAE", srv.dicom.unwrap().port());
+    let (code, body) = pacs.store_to("medmae", &ids[2]);
+    assert_eq!(code, 200, "Orthanc store: {body}\n{}", srv.logs());
+    let limit = Duration::from_secs(120);
+    wait_metric(&srv, "medmae_dicom_jobs_done_total", 3.0, limit);
+    let segs = pacs.wait_segs(3, limit, || srv.logs());
+    std::thread::sleep(Duration::from_secs(2));
+    let segs_after = pacs.seg_instances();
+    assert_eq!(segs_after.len(), 3, "exactly one SEG per series: {segs:?} then {segs_after:?}");
+    let mut referenced: Vec<String> = segs_after
+        .iter()
+        .map(|id| {
+            let tags = pacs.json(&format!("/instances/{id}/tags?simplify"));
+            tags["ReferencedSeriesSequence"][0]["SeriesInstanceUID"].as_str().unwrap().to_string()
+        })
+        .collect();
+    referenced.sort();
+    let mut want: Vec<String> = ["s1", "s2", "s3"].iter().map(|s| series_uid(s)).collect();
+    want.sort();
+    assert_eq!(referenced, want);
+
+    let spool = tmp.path().join("spool");
+    let entries = queue_list(&spool);
+    let done: Vec<&serde_json::Value> = entries.iter().filter(|e| e["kind"] == "done").collect();
+    assert_eq!(done.len(), 3, "{entries:?}");
+    assert!(done.iter().all(|e| e["delivered"] == "1/1"), "{entries:?}");
+    assert_eq!(entries.len(), 3, "nothing left open, queued, failed or held: {entries:?}");
+    logs.push(srv.logs());
+    assert!(logs[1].contains("job started"), "{}", logs[1]);
+    for l in &logs {
+        assert_log_clean(l);
+    }
+}
