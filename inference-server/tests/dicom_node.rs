@@ -31,8 +31,12 @@ use orthanc::Orthanc;
 fn node_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("dicomnode-").tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_node_series.py");
+        let dir = tempfile::Builder::new()
+            .prefix("dicomnode-")
+            .tempdir()
+            .unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_node_series.py");
         let out = Command::new(python())
             .arg(&script)
             .arg(dicom_dir().join("series"))
@@ -41,7 +45,11 @@ fn node_dir() -> &'static Path {
             .arg("4")
             .output()
             .unwrap();
-        assert!(out.status.success(), "make_node_series.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "make_node_series.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
     .path()
@@ -49,7 +57,8 @@ fn node_dir() -> &'static Path {
 
 fn series_uid(name: &str) -> String {
     let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(node_dir().join("series.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(node_dir().join("series.json")).unwrap())
+            .unwrap();
     v[name].as_str().unwrap().to_string()
 }
 
@@ -77,7 +86,11 @@ fn start_node(config: &Path, extra: &[&str]) -> ServeProcess {
     ];
     args.extend_from_slice(extra);
     let srv = start_server("repo", &args);
-    assert!(srv.dicom.is_some(), "no dicom= address; log:\n{}", srv.logs());
+    assert!(
+        srv.dicom.is_some(),
+        "no dicom= address; log:\n{}",
+        srv.logs()
+    );
     srv
 }
 
@@ -89,7 +102,11 @@ fn dicom_port(srv: &ServeProcess) -> String {
 fn wait_log(srv: &ServeProcess, text: &str, limit: Duration) {
     let start = Instant::now();
     while !srv.logs().contains(text) {
-        assert!(start.elapsed() < limit, "{text:?} not logged within {limit:?}; log:\n{}", srv.logs());
+        assert!(
+            start.elapsed() < limit,
+            "{text:?} not logged within {limit:?}; log:\n{}",
+            srv.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -101,20 +118,35 @@ fn wait_metric(srv: &ServeProcess, sample: &str, want: f64, limit: Duration) {
         let text = srv.metrics_text();
         let got = text
             .lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse::<f64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix(sample)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
             .unwrap_or(0.0);
         if got >= want {
             assert_eq!(got, want, "{sample} overshot");
             return;
         }
-        assert!(start.elapsed() < limit, "{sample} = {got}, want {want}; log:\n{}", srv.logs());
+        assert!(
+            start.elapsed() < limit,
+            "{sample} = {got}, want {want}; log:\n{}",
+            srv.logs()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// No patient attribute, fixture UID or file name in the log.
 fn assert_log_clean(log: &str) {
-    for s in ["Doe", "PAT-SECRET", "ACC-SECRET", "19700101", "1.2.826.0.1.3680043.8.498", "dicomnode-", "dicomserve-"] {
+    for s in [
+        "Doe",
+        "PAT-SECRET",
+        "ACC-SECRET",
+        "19700101",
+        "1.2.826.0.1.3680043.8.498",
+        "dicomnode-",
+        "dicomserve-",
+    ] {
         assert!(!log.contains(s), "server log contains {s:?}:\n{log}");
     }
 }
@@ -125,8 +157,12 @@ fn dciodvfy_errors(file: &Path) -> Vec<String> {
         .arg(file)
         .output()
         .expect("dciodvfy is missing: install dicom3tools (scripts/setup)");
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    text.lines().filter(|l| l.starts_with("Error")).map(str::to_string).collect()
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.starts_with("Error"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Run a dcmtk tool; returns (success, stdout + stderr).
@@ -135,7 +171,8 @@ fn dcmtk(tool: &str, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{tool} is missing ({e}): install dcmtk (scripts/setup)"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -175,40 +212,96 @@ fn orthanc_round_trip_matches_the_grpc_path_and_validates() {
     assert_eq!((segs.len(), web_segs.len()), (1, 1));
 
     let out = tempfile::tempdir().unwrap();
-    let (via_dimse, via_stow, via_grpc) =
-        (out.path().join("pacs.dcm"), out.path().join("web.dcm"), out.path().join("grpc.dcm"));
+    let (via_dimse, via_stow, via_grpc) = (
+        out.path().join("pacs.dcm"),
+        out.path().join("web.dcm"),
+        out.path().join("grpc.dcm"),
+    );
     pacs.download(&segs[0], &via_dimse);
     web.download(&web_segs[0], &via_stow);
-    let uid = |o: &Orthanc, id: &str| o.json(&format!("/instances/{id}"))["MainDicomTags"]["SOPInstanceUID"].clone();
-    assert_eq!(uid(&pacs, &segs[0]), uid(&web, &web_segs[0]), "one SEG, delivered to both destinations");
+    let uid = |o: &Orthanc, id: &str| {
+        o.json(&format!("/instances/{id}"))["MainDicomTags"]["SOPInstanceUID"].clone()
+    };
+    assert_eq!(
+        uid(&pacs, &segs[0]),
+        uid(&web, &web_segs[0]),
+        "one SEG, delivered to both destinations"
+    );
 
     // The gRPC Segmentation service on the same series, through medmae-client.
     let run = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
-        .args(["--server", &srv.url(), "segment", n.join("s1").to_str().unwrap(), "-o"])
+        .args([
+            "--server",
+            &srv.url(),
+            "segment",
+            n.join("s1").to_str().unwrap(),
+            "-o",
+        ])
         .arg(&via_grpc)
         .arg("--quiet")
         .output()
         .unwrap();
-    assert!(run.status.success(), "medmae-client: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "medmae-client: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let (grpc_masks, _) = read_seg(&via_grpc, &n.join("s1"));
     assert!(grpc_masks.iter().any(|&v| v == 1), "the gRPC mask is empty");
     for seg in [&via_dimse, &via_stow] {
         let (masks, j) = read_seg(seg, &n.join("s1"));
-        assert_eq!(j["referenced_series"][0], series_uid("s1"), "{}", seg.display());
+        assert_eq!(
+            j["referenced_series"][0],
+            series_uid("s1"),
+            "{}",
+            seg.display()
+        );
         assert_eq!(j["referenced_instances"], j["source_instances"]);
         assert_eq!(j["referenced_instances"].as_array().unwrap().len(), 24);
-        assert_eq!(masks, grpc_masks, "{} differs from the gRPC path's mask", seg.display());
+        assert_eq!(
+            masks,
+            grpc_masks,
+            "{} differs from the gRPC path's mask",
+            seg.display()
+        );
     }
     let errors = dciodvfy_errors(&via_dimse);
-    assert!(errors.is_empty(), "dciodvfy errors on the delivered SEG:\n{}", errors.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "dciodvfy errors on the delivered SEG:\n{}",
+        errors.join("\n")
+    );
 
-    wait_metric(&srv, "medmae_dicom_segs_sent_total{destination=\"pacs\"}", 1.0, limit);
-    wait_metric(&srv, "medmae_dicom_segs_sent_total{destination=\"web\"}", 1.0, limit);
-    wait_metric(&srv, "medmae_dicom_instances_received_total{outcome=\"stored\"}", 24.0, limit);
-    wait_metric(&srv, "medmae_dicom_series_completed_total{outcome=\"queued\"}", 1.0, limit);
+    wait_metric(
+        &srv,
+        "medmae_dicom_segs_sent_total{destination=\"pacs\"}",
+        1.0,
+        limit,
+    );
+    wait_metric(
+        &srv,
+        "medmae_dicom_segs_sent_total{destination=\"web\"}",
+        1.0,
+        limit,
+    );
+    wait_metric(
+        &srv,
+        "medmae_dicom_instances_received_total{outcome=\"stored\"}",
+        24.0,
+        limit,
+    );
+    wait_metric(
+        &srv,
+        "medmae_dicom_series_completed_total{outcome=\"queued\"}",
+        1.0,
+        limit,
+    );
     wait_metric(&srv, "medmae_dicom_jobs_done_total", 1.0, limit);
     let logs = srv.logs();
-    assert!(logs.contains("series complete: job queued") && logs.contains("job done"), "{logs}");
+    assert!(
+        logs.contains("series complete: job queued") && logs.contains("job done"),
+        "{logs}"
+    );
     assert_log_clean(&logs);
 }
 
@@ -222,10 +315,14 @@ fn dcmtk_interoperates_and_refusals_are_clear() {
     );
     let srv = start_node(&cfg, &[]);
     let port = dicom_port(&srv);
-    let scu = |tool: &str, aet: &str, files: &[String]| {
-        let mut args = vec!["-aet", aet, "-aec", "MEDMAE", "127.0.0.1", port.as_str()];
-        args.extend(files.iter().map(String::as_str));
-        dcmtk(tool, &args)
+    // `tool [options] -aet AET -aec MEDMAE host port [files]`: entries of `args` starting with '-' are options.
+    let scu = |tool: &str, aet: &str, args: &[String]| {
+        let (opts, files): (Vec<&String>, Vec<&String>) =
+            args.iter().partition(|a| a.starts_with('-'));
+        let mut all: Vec<&str> = opts.iter().map(|s| s.as_str()).collect();
+        all.extend(["-aet", aet, "-aec", "MEDMAE", "127.0.0.1", port.as_str()]);
+        all.extend(files.iter().map(|s| s.as_str()));
+        dcmtk(tool, &all)
     };
     let limit = Duration::from_secs(60);
 
@@ -233,10 +330,19 @@ fn dcmtk_interoperates_and_refusals_are_clear() {
     let (ok, text) = scu("echoscu", "STORESCU", &[]);
     assert!(ok, "echoscu: {text}\n{}", srv.logs());
     let (ok, text) = scu("echoscu", "INTRUDER", &[]);
-    assert!(!ok && text.contains("Association Rejected"), "echoscu INTRUDER: {text}");
+    assert!(
+        !ok && text.contains("Association Rejected"),
+        "echoscu INTRUDER: {text}"
+    );
     wait_log(&srv, "calling AE title not on the allow-list", limit);
-    let (ok, text) = dcmtk("echoscu", &["-aet", "STORESCU", "-aec", "OTHER", "127.0.0.1", &port]);
-    assert!(!ok && text.contains("Association Rejected"), "echoscu -aec OTHER: {text}");
+    let (ok, text) = dcmtk(
+        "echoscu",
+        &["-aet", "STORESCU", "-aec", "OTHER", "127.0.0.1", &port],
+    );
+    assert!(
+        !ok && text.contains("Association Rejected"),
+        "echoscu -aec OTHER: {text}"
+    );
     wait_log(&srv, "the called AE title is not this node's", limit);
 
     // C-STORE of a whole series: stored, completed on release, segmented (no destination configured).
@@ -244,49 +350,138 @@ fn dcmtk_interoperates_and_refusals_are_clear() {
     assert!(ok, "storescu: {text}\n{}", srv.logs());
     wait_metric(&srv, "medmae_dicom_jobs_done_total", 1.0, limit);
 
-    // Unsupported transfer syntax: refused at negotiation.
-    let (_, text) = scu("storescu", "STORESCU", &[n.join("rle.dcm").to_str().unwrap().to_string()]);
-    assert!(text.contains("No presentation context") || text.contains("no acceptable presentation context"), "storescu rle: {text}");
-    wait_log(&srv, "none of the proposed transfer syntaxes is supported", limit);
+    // Unsupported transfer syntax: a presentation context proposing only RLE Lossless (a storescu association
+    // profile; by default storescu adds the uncompressed syntaxes) is refused at negotiation.
+    let profile = tmp.path().join("rle.cfg");
+    std::fs::write(
+        &profile,
+        "[[TransferSyntaxes]]\n[RLE]\nTransferSyntax1 = RLELossless\n\n[[PresentationContexts]]\n[RLEOnly]\n\
+         PresentationContext1 = CTImageStorage\\RLE\n\n[[Profiles]]\n[RLEOnly]\nPresentationContexts = RLEOnly\n",
+    )
+    .unwrap();
+    let rle = n.join("rle.dcm");
+    let (ok, text) = dcmtk(
+        "storescu",
+        &[
+            "-xf",
+            profile.to_str().unwrap(),
+            "RLEOnly",
+            "-aet",
+            "STORESCU",
+            "-aec",
+            "MEDMAE",
+            "127.0.0.1",
+            &port,
+            rle.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && text.contains("No Acceptable Presentation Contexts"),
+        "storescu rle: {text}"
+    );
+    wait_log(
+        &srv,
+        "none of the proposed transfer syntaxes is supported",
+        limit,
+    );
 
-    // A SOP class the node does not store: refused at negotiation.
-    let (_, text) = scu("storescu", "STORESCU", &[n.join("sr.dcm").to_str().unwrap().to_string()]);
-    assert!(text.contains("No presentation context") || text.contains("no acceptable presentation context"), "storescu sr: {text}");
-    wait_log(&srv, "presentation context refused: SOP class not accepted", limit);
+    // A SOP class the node does not store (Basic Text SR): refused at negotiation.
+    let (ok, text) = scu(
+        "storescu",
+        "STORESCU",
+        &[n.join("sr.dcm").to_str().unwrap().to_string()],
+    );
+    assert!(
+        !ok && text.to_lowercase().contains("presentation context"),
+        "storescu sr: {text}"
+    );
+    wait_log(
+        &srv,
+        "presentation context refused: SOP class not accepted",
+        limit,
+    );
 
-    // CT Image Storage without pixel data: A900.
-    let (_, text) = scu("storescu", "STORESCU", &[n.join("nopixels.dcm").to_str().unwrap().to_string()]);
-    assert!(text.contains("A900") || text.contains("DataSetDoesNotMatchSOPClass"), "storescu nopixels: {text}");
-    wait_log(&srv, "C-STORE refused: the data set holds no pixel data", limit);
+    // CT Image Storage without pixel data: A900 (data set does not match SOP class).
+    let (_, text) = scu(
+        "storescu",
+        "STORESCU",
+        &[
+            "-v".into(),
+            n.join("nopixels.dcm").to_str().unwrap().to_string(),
+        ],
+    );
+    assert!(
+        text.contains("DataSetDoesNotMatchSOPClass"),
+        "storescu nopixels: {text}"
+    );
+    wait_log(
+        &srv,
+        "C-STORE refused: the data set holds no pixel data",
+        limit,
+    );
 
-    // Over the series limit: the 25th instance of a 24-instance limit is refused with A700.
-    let mut over = files_of(&n.join("s1"));
+    // Over the series limit: the 25th instance of a 24-instance limit is refused with A700 (out of resources).
+    let mut over = vec!["-v".to_string()];
+    over.extend(files_of(&n.join("s1")));
     over.push(n.join("extra.dcm").to_str().unwrap().to_string());
     let (_, text) = scu("storescu", "STORESCU", &over);
-    assert!(text.contains("A700") || text.contains("OutOfResources"), "storescu over limit: {text}");
-    wait_log(&srv, "already holds 24 instances (dicom.max_instances_per_series)", limit);
-    wait_metric(&srv, "medmae_dicom_instances_received_total{outcome=\"refused\"}", 2.0, limit);
+    assert!(
+        text.contains("OutOfResources"),
+        "storescu over limit: {text}"
+    );
+    wait_log(
+        &srv,
+        "already holds 24 instances (dicom.max_instances_per_series)",
+        limit,
+    );
+    wait_metric(
+        &srv,
+        "medmae_dicom_instances_received_total{outcome=\"refused\"}",
+        2.0,
+        limit,
+    );
 
     // Still serving.
     let (ok, text) = scu("echoscu", "STORESCU", &[]);
     assert!(ok, "echoscu after the refusals: {text}");
     wait_metric(&srv, "medmae_dicom_jobs_done_total", 2.0, limit);
-    assert!(srv.metrics_text().contains("medmae_dicom_associations_total{outcome=\"rejected\"} 2"));
+    assert!(srv
+        .metrics_text()
+        .contains("medmae_dicom_associations_total{outcome=\"rejected\"} 2"));
     assert_log_clean(&srv.logs());
 }
 
 /// `medmae-serve queue list --json` of the spool.
 fn queue_list(spool: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_medmae-serve"))
-        .args(["queue", "--dicom-spool", spool.to_str().unwrap(), "list", "--json"])
+        .args([
+            "queue",
+            "--dicom-spool",
+            spool.to_str().unwrap(),
+            "list",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "queue list: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    assert!(
+        out.status.success(),
+        "queue list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// A server paused at `point` and killed with SIGKILL once the pause is logged.
-fn run_until_killed(cfg: &Path, pacs: &Orthanc, point: &str, work: impl FnOnce(&ServeProcess)) -> String {
+fn run_until_killed(
+    cfg: &Path,
+    pacs: &Orthanc,
+    point: &str,
+    work: impl FnOnce(&ServeProcess),
+) -> String {
     let mut srv = start_node(cfg, &["--dicom-fault-pause", point]);
     pacs.register("medmae", "MEDMAE", srv.dicom.unwrap().port());
     work(&srv);
@@ -309,7 +504,10 @@ fn kill_9_at_any_stage_delivers_every_series_exactly_once() {
             pacs.dicom
         ),
     );
-    let ids: Vec<String> = ["s1", "s2", "s3"].iter().map(|s| pacs.upload_series(&n.join(s))).collect();
+    let ids: Vec<String> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|s| pacs.upload_series(&n.join(s)))
+        .collect();
     let mut logs = Vec::new();
 
     // 1. Killed during reception: paused before answering the 10th C-STORE of s1; Orthanc's store fails.
@@ -318,12 +516,21 @@ fn kill_9_at_any_stage_delivers_every_series_exactly_once() {
     let (pacs_port, id) = (pacs.http, ids[0].clone());
     let sending = std::thread::spawn(move || {
         let body = serde_json::json!({"Resources": [id], "Synchronous": true}).to_string();
-        orthanc::http(pacs_port, "POST", "/modalities/medmae/store", body.as_bytes(), "application/json")
+        orthanc::http(
+            pacs_port,
+            "POST",
+            "/modalities/medmae/store",
+            body.as_bytes(),
+            "application/json",
+        )
     });
     wait_log(&srv, "fault pause reached", Duration::from_secs(120));
     srv.kill9();
     let (code, _) = sending.join().unwrap();
-    assert_ne!(code, 200, "Orthanc reported success for an interrupted store");
+    assert_ne!(
+        code, 200,
+        "Orthanc reported success for an interrupted store"
+    );
     logs.push(srv.logs());
     // 2. The PACS sends s1 again, then s2; killed during s1's inference (s2 waits in the queue).
     logs.push(run_until_killed(&cfg, &pacs, "inference", |srv| {
@@ -334,7 +541,11 @@ fn kill_9_at_any_stage_delivers_every_series_exactly_once() {
     }));
     // 3. Restarted: s1 is segmented again and delivered; killed before the delivery is recorded.
     logs.push(run_until_killed(&cfg, &pacs, "sent", |_| {}));
-    assert_eq!(pacs.seg_instances().len(), 1, "s1's SEG reached Orthanc before the kill");
+    assert_eq!(
+        pacs.seg_instances().len(),
+        1,
+        "s1's SEG reached Orthanc before the kill"
+    );
 
     // 4. Restarted without faults: s1 is re-sent (the same SEG instance), s2 processed, then s3 arrives.
     let srv = start_node(&cfg, &[]);
@@ -346,12 +557,19 @@ fn kill_9_at_any_stage_delivers_every_series_exactly_once() {
     let segs = pacs.wait_segs(3, limit, || srv.logs());
     std::thread::sleep(Duration::from_secs(2));
     let segs_after = pacs.seg_instances();
-    assert_eq!(segs_after.len(), 3, "exactly one SEG per series: {segs:?} then {segs_after:?}");
+    assert_eq!(
+        segs_after.len(),
+        3,
+        "exactly one SEG per series: {segs:?} then {segs_after:?}"
+    );
     let mut referenced: Vec<String> = segs_after
         .iter()
         .map(|id| {
             let tags = pacs.json(&format!("/instances/{id}/tags?simplify"));
-            tags["ReferencedSeriesSequence"][0]["SeriesInstanceUID"].as_str().unwrap().to_string()
+            tags["ReferencedSeriesSequence"][0]["SeriesInstanceUID"]
+                .as_str()
+                .unwrap()
+                .to_string()
         })
         .collect();
     referenced.sort();
@@ -364,7 +582,11 @@ fn kill_9_at_any_stage_delivers_every_series_exactly_once() {
     let done: Vec<&serde_json::Value> = entries.iter().filter(|e| e["kind"] == "done").collect();
     assert_eq!(done.len(), 3, "{entries:?}");
     assert!(done.iter().all(|e| e["delivered"] == "1/1"), "{entries:?}");
-    assert_eq!(entries.len(), 3, "nothing left open, queued, failed or held: {entries:?}");
+    assert_eq!(
+        entries.len(),
+        3,
+        "nothing left open, queued, failed or held: {entries:?}"
+    );
     logs.push(srv.logs());
     assert!(logs[1].contains("job started"), "{}", logs[1]);
     for l in &logs {

@@ -186,3 +186,110 @@ pub fn complete_all(layout: &Layout, cfg: &DicomConfig, metrics: &DicomMetrics) 
     }
     freed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{DicomConfig, DicomFlags, Route};
+    use super::super::spool::{Spool, SpoolLimits};
+    use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+    /// A minimal Part 10 file with the routing attributes (what the spool holds after the reception checks).
+    fn instance(modality: &str, sop: &str) -> Vec<u8> {
+        let mut obj = InMemDicomObject::new_empty();
+        let s = |t, vr, v: &str| DataElement::new(t, vr, PrimitiveValue::from(v));
+        obj.put(s(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"));
+        obj.put(s(tags::SOP_INSTANCE_UID, VR::UI, sop));
+        obj.put(s(tags::MODALITY, VR::CS, modality));
+        obj.put(s(tags::BODY_PART_EXAMINED, VR::CS, "HEAD"));
+        obj.put(s(tags::SERIES_DESCRIPTION, VR::LO, "axial"));
+        let file = obj
+            .with_meta(
+                FileMetaTableBuilder::new()
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+                    .media_storage_sop_instance_uid(sop)
+                    .transfer_syntax("1.2.840.10008.1.2.1"),
+            )
+            .unwrap();
+        let mut out = Vec::new();
+        file.write_all(&mut out).unwrap();
+        out
+    }
+
+    fn config(dir: &Path, unmatched: &str) -> DicomConfig {
+        let text = format!(
+            "[dicom]\nlisten = \"127.0.0.1:0\"\nspool = {:?}\nunmatched = \"{unmatched}\"\n",
+            dir
+        );
+        #[derive(serde::Deserialize)]
+        struct Wrap {
+            dicom: super::super::config::DicomFile,
+        }
+        let f = toml::from_str::<Wrap>(&text).unwrap().dicom;
+        let mut c = DicomConfig::resolve(DicomFlags::default(), Some(f))
+            .unwrap()
+            .unwrap();
+        c.routes = vec![Route {
+            model: "demo".into(),
+            modality: vec!["CT".into()],
+            body_part: vec![],
+            series_description: None,
+            calling_ae: vec!["PACS".into()],
+            destinations: vec![],
+        }];
+        c
+    }
+
+    fn seal(s: &Spool, series: &str, sops: &[&str], modality: &str) -> std::path::PathBuf {
+        for sop in sops {
+            s.store(series, sop, "PACS", &instance(modality, sop))
+                .unwrap();
+        }
+        let id = fsutil::series_id(series);
+        s.seal(&id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn routes_queue_once_and_drop_or_hold_resends() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path(), "keep");
+        let limits = SpoolLimits {
+            max_instances: 10,
+            max_series_bytes: 1 << 20,
+            quota_bytes: 1 << 30,
+        };
+        let s = Spool::open(Layout::new(d.path()), limits).unwrap();
+        let l = s.layout().clone();
+        let (c, _) = complete(&l, &cfg, &seal(&s, "1.2.3", &["1.2.3.1", "1.2.3.2"], "CT")).unwrap();
+        let job = queue::job_id(&fsutil::series_id("1.2.3"), "demo");
+        assert_eq!(
+            c,
+            Completed::Queued {
+                job: job.clone(),
+                instances: 2
+            }
+        );
+        let (_, rec) = queue::find_job(&l, &job).unwrap();
+        assert_eq!(
+            (rec.state, rec.calling_ae.as_str(), rec.modality.as_str()),
+            (JobState::Queued, "PACS", "CT")
+        );
+        // The same instances again: a duplicate; one new instance: held.
+        let (c, freed) = complete(&l, &cfg, &seal(&s, "1.2.3", &["1.2.3.2"], "CT")).unwrap();
+        assert_eq!(c, Completed::Duplicate { job: job.clone() });
+        assert!(freed > 0);
+        let (c, _) = complete(&l, &cfg, &seal(&s, "1.2.3", &["1.2.3.2", "1.2.3.3"], "CT")).unwrap();
+        assert_eq!(c, Completed::Held { job, new: 1 });
+        assert_eq!(fsutil::subdirs(&l.held()).len(), 1);
+        // No route for MR: kept (this config) or discarded.
+        let (c, _) = complete(&l, &cfg, &seal(&s, "4.5.6", &["4.5.6.1"], "MR")).unwrap();
+        assert_eq!(c, Completed::UnmatchedKept);
+        let cfg = config(d.path(), "discard");
+        let (c, _) = complete(&l, &cfg, &seal(&s, "7.8.9", &["7.8.9.1"], "MR")).unwrap();
+        assert_eq!(c, Completed::UnmatchedDiscarded);
+        assert!(fsutil::subdirs(&l.sealed()).is_empty());
+        assert_eq!(fsutil::subdirs(&l.unmatched()).len(), 1);
+    }
+}

@@ -3,7 +3,7 @@
 //! Segmentation service and deliver the DICOM SEG by C-STORE SCU or STOW-RS — exactly once per (series, model)
 //! across crashes.
 //!
-//! Layout: `config` (the `[dicom]` section), `dimse` (command sets), `scp` (listener and associations), `spool`
+//! Layout: `config` and `rules` (the `[dicom]` section), `dimse` (command sets), `scp` (listener and associations), `spool`
 //! (durable reception), `complete` and `routing` (series → job), `queue` (the durable job queue), `worker` (segment
 //! and deliver), `scu` (C-STORE SCU and STOW-RS), `tls`, `metrics`, `fsutil`, `cli` (`medmae-serve queue …`).
 
@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod metrics;
 pub mod queue;
 pub mod routing;
+pub mod rules;
 pub mod scp;
 pub mod scu;
 pub mod spool;

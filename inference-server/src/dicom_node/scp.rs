@@ -32,6 +32,10 @@ pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 /// Implicit VR Little Endian.
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 
+/// Largest single instance held in memory while it arrives (a CT or MR slice is well under 1 MiB; the per-series
+/// byte limit applies too).
+pub const MAX_INSTANCE_BYTES: u64 = 256 << 20;
+
 /// The storage SOP classes accepted (single-frame images the series reader decodes), with their names.
 pub const STORAGE_CLASSES: [(&str, &str); 2] = [
     (uids::CT_IMAGE_STORAGE, "CT Image Storage"),
@@ -377,7 +381,9 @@ async fn step(
                 return Err("data set fragments switched presentation context".into());
             }
             if !*overflow {
-                if (buf.len() + pdv.data.len()) as u64 > ctx.cfg.max_series_bytes {
+                if (buf.len() + pdv.data.len()) as u64
+                    > ctx.cfg.max_series_bytes.min(MAX_INSTANCE_BYTES)
+                {
                     *overflow = true;
                     *buf = Vec::new();
                 } else {
@@ -448,8 +454,8 @@ async fn store(
         return refuse(
             status::OUT_OF_RESOURCES,
             &format!(
-                "the instance is larger than dicom.max_series_bytes ({} bytes)",
-                ctx.cfg.max_series_bytes
+                "the instance is larger than {} bytes (dicom.max_series_bytes; at most {MAX_INSTANCE_BYTES} per instance)",
+                ctx.cfg.max_series_bytes.min(MAX_INSTANCE_BYTES)
             ),
         );
     }

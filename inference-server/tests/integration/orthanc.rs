@@ -20,8 +20,15 @@ pub fn free_port() -> u16 {
 }
 
 /// One HTTP/1.1 exchange on 127.0.0.1:`port` (Connection: close); returns the status and the body.
-pub fn http(port: u16, method: &str, path: &str, body: &[u8], content_type: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect :{port}: {e}"));
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    content_type: &str,
+) -> (u16, Vec<u8>) {
+    let mut s =
+        TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connect :{port}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
     write!(
         s,
@@ -53,9 +60,12 @@ pub fn http(port: u16, method: &str, path: &str, body: &[u8], content_type: &str
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
         let size_text = String::from_utf8_lossy(&b[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
         if size == 0 {
             return out;
         }
@@ -80,17 +90,28 @@ impl Orthanc {
     /// Start Orthanc with AE title `aet` (and the DICOMweb plugin when `dicomweb`); waits until REST answers.
     pub fn start(aet: &str, dicomweb: bool) -> Self {
         let exe = Path::new("/usr/sbin/Orthanc");
-        assert!(exe.is_file(), "{} is missing: install orthanc (scripts/setup)", exe.display());
+        assert!(
+            exe.is_file(),
+            "{} is missing: install orthanc (scripts/setup)",
+            exe.display()
+        );
         if dicomweb {
             assert!(
                 Path::new(DICOMWEB_PLUGIN).is_file(),
                 "{DICOMWEB_PLUGIN} is missing: install orthanc-dicomweb (scripts/setup)"
             );
         }
-        let dir = tempfile::Builder::new().prefix("orthanc-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("orthanc-")
+            .tempdir()
+            .unwrap();
         let (http, dicom) = (free_port(), free_port());
         let db = dir.path().join("db");
-        let plugins: Vec<&str> = if dicomweb { vec![DICOMWEB_PLUGIN] } else { vec![] };
+        let plugins: Vec<&str> = if dicomweb {
+            vec![DICOMWEB_PLUGIN]
+        } else {
+            vec![]
+        };
         let config = serde_json::json!({
             "Name": aet,
             "StorageDirectory": db,
@@ -129,7 +150,11 @@ impl Orthanc {
             if let Ok(Some(s)) = o.child.try_wait() {
                 panic!("Orthanc exited ({s}); log:\n{}", o.log());
             }
-            assert!(Instant::now() < deadline, "Orthanc did not answer; log:\n{}", o.log());
+            assert!(
+                Instant::now() < deadline,
+                "Orthanc did not answer; log:\n{}",
+                o.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -153,25 +178,57 @@ impl Orthanc {
 
     /// POST a JSON body; returns the status and the body as text.
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
-        let (c, b) = http(self.http, "POST", path, body.to_string().as_bytes(), "application/json");
+        let (c, b) = http(
+            self.http,
+            "POST",
+            path,
+            body.to_string().as_bytes(),
+            "application/json",
+        );
         (c, String::from_utf8_lossy(&b).into_owned())
     }
 
     /// Register (or move) the DICOM modality `name` = `aet`@127.0.0.1:`port`.
     pub fn register(&self, name: &str, aet: &str, port: u16) {
         let body = serde_json::json!({"AET": aet, "Host": "127.0.0.1", "Port": port});
-        let (c, b) = http(self.http, "PUT", &format!("/modalities/{name}"), body.to_string().as_bytes(), "application/json");
-        assert_eq!(c, 200, "PUT /modalities/{name}: {}", String::from_utf8_lossy(&b));
+        let (c, b) = http(
+            self.http,
+            "PUT",
+            &format!("/modalities/{name}"),
+            body.to_string().as_bytes(),
+            "application/json",
+        );
+        assert_eq!(
+            c,
+            200,
+            "PUT /modalities/{name}: {}",
+            String::from_utf8_lossy(&b)
+        );
     }
 
     /// Upload the files of `dir` (`POST /instances`); returns the Orthanc id of their series.
     pub fn upload_series(&self, dir: &Path) -> String {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         let mut series = String::new();
         for f in files {
-            let (c, b) = http(self.http, "POST", "/instances", &std::fs::read(&f).unwrap(), "application/dicom");
-            assert_eq!(c, 200, "POST /instances {}: {}", f.display(), String::from_utf8_lossy(&b));
+            let (c, b) = http(
+                self.http,
+                "POST",
+                "/instances",
+                &std::fs::read(&f).unwrap(),
+                "application/dicom",
+            );
+            assert_eq!(
+                c,
+                200,
+                "POST /instances {}: {}",
+                f.display(),
+                String::from_utf8_lossy(&b)
+            );
             let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
             series = v["ParentSeries"].as_str().unwrap().to_string();
         }
@@ -193,12 +250,23 @@ impl Orthanc {
             .unwrap()
             .iter()
             .filter(|s| s["MainDicomTags"]["Modality"] == "SEG")
-            .flat_map(|s| s["Instances"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()))
+            .flat_map(|s| {
+                s["Instances"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_str().unwrap().to_string())
+            })
             .collect()
     }
 
     /// Wait until at least `n` SEG instances are stored (panics after `limit`); returns their ids.
-    pub fn wait_segs(&self, n: usize, limit: Duration, context: impl Fn() -> String) -> Vec<String> {
+    pub fn wait_segs(
+        &self,
+        n: usize,
+        limit: Duration,
+        context: impl Fn() -> String,
+    ) -> Vec<String> {
         let deadline = Instant::now() + limit;
         loop {
             let segs = self.seg_instances();
