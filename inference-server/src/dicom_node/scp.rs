@@ -237,22 +237,54 @@ struct Peer {
     contexts: Vec<PresentationContextNegotiated>,
 }
 
+/// Log refused presentation contexts: one line per reason, naming a few SOP classes (SCUs such as storescu propose
+/// a hundred storage classes at once).
 fn log_contexts(peer: &Peer) {
-    for pc in &peer.contexts {
-        match pc.reason {
-            PresentationContextResultReason::Acceptance => {}
-            PresentationContextResultReason::TransferSyntaxesNotSupported => tracing::warn!(
-                calling_ae = ?peer.ae, sop_class = %pc.abstract_syntax, name = class_name(&pc.abstract_syntax),
-                "presentation context refused: none of the proposed transfer syntaxes is supported (this node \
-                 accepts Explicit VR Little Endian and Implicit VR Little Endian only)"
-            ),
-            ref r => tracing::warn!(
-                calling_ae = ?peer.ae, sop_class = %pc.abstract_syntax, name = class_name(&pc.abstract_syntax),
-                reason = %r,
-                "presentation context refused: SOP class not accepted (this node stores CT and MR Image Storage \
-                 and answers Verification)"
-            ),
+    let refused = |r: PresentationContextResultReason| -> Vec<String> {
+        let mut v: Vec<String> = peer
+            .contexts
+            .iter()
+            .filter(|p| p.reason == r)
+            .map(|p| format!("{} ({})", p.abstract_syntax, class_name(&p.abstract_syntax)))
+            .collect();
+        v.dedup();
+        v
+    };
+    let shown = |v: &[String]| {
+        let mut s = v.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 4 {
+            s.push_str(&format!(" and {} more", v.len() - 4));
         }
+        s
+    };
+    let ts = refused(PresentationContextResultReason::TransferSyntaxesNotSupported);
+    if !ts.is_empty() {
+        tracing::warn!(
+            calling_ae = ?peer.ae, contexts = ts.len(), sop_classes = %shown(&ts),
+            "presentation context refused: none of the proposed transfer syntaxes is supported (this node accepts \
+             Explicit VR Little Endian and Implicit VR Little Endian only)"
+        );
+    }
+    let other: Vec<String> = peer
+        .contexts
+        .iter()
+        .filter(|p| {
+            !matches!(
+                p.reason,
+                PresentationContextResultReason::Acceptance
+                    | PresentationContextResultReason::TransferSyntaxesNotSupported
+            )
+        })
+        .map(|p| format!("{} ({})", p.abstract_syntax, class_name(&p.abstract_syntax)))
+        .collect();
+    if !other.is_empty() {
+        let mut distinct = other.clone();
+        distinct.dedup();
+        tracing::warn!(
+            calling_ae = ?peer.ae, contexts = other.len(), sop_classes = %shown(&distinct),
+            "presentation context refused: SOP class not accepted (this node stores CT and MR Image Storage and \
+             answers Verification)"
+        );
     }
 }
 
@@ -518,6 +550,7 @@ fn part10(cmd: &Command, ts: &str, calling_ae: &str, data: &[u8]) -> Result<Vec<
         .build()
         .map_err(|e| format!("file meta: {e}"))?;
     let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
     meta.write(&mut out)
         .map_err(|e| format!("file meta: {e}"))?;
     out.extend_from_slice(data);
