@@ -237,51 +237,50 @@ struct Peer {
     contexts: Vec<PresentationContextNegotiated>,
 }
 
-/// Log refused presentation contexts: one line per reason, naming a few SOP classes (SCUs such as storescu propose
-/// a hundred storage classes at once).
+/// Log refused presentation contexts, one line per reason naming a few SOP classes. SCUs such as Orthanc and
+/// storescu propose every storage class, and several contexts per class with different transfer syntaxes, so a
+/// refusal is a warning only when no context of that SOP class was accepted.
 fn log_contexts(peer: &Peer) {
-    let refused = |r: PresentationContextResultReason| -> Vec<String> {
+    use PresentationContextResultReason as R;
+    let accepted = |uid: &str| {
+        peer.contexts
+            .iter()
+            .any(|p| p.reason == R::Acceptance && p.abstract_syntax == uid)
+    };
+    let list = |ts_refusal: bool| -> Vec<String> {
         let mut v: Vec<String> = peer
             .contexts
             .iter()
-            .filter(|p| p.reason == r)
+            .filter(|p| {
+                p.reason != R::Acceptance
+                    && (p.reason == R::TransferSyntaxesNotSupported) == ts_refusal
+            })
+            .filter(|p| !accepted(&p.abstract_syntax))
             .map(|p| format!("{} ({})", p.abstract_syntax, class_name(&p.abstract_syntax)))
             .collect();
+        v.sort();
         v.dedup();
         v
     };
     let shown = |v: &[String]| {
-        let mut s = v.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
-        if v.len() > 4 {
-            s.push_str(&format!(" and {} more", v.len() - 4));
+        let mut s = v.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 3 {
+            s.push_str(&format!(" and {} more", v.len() - 3));
         }
         s
     };
-    let ts = refused(PresentationContextResultReason::TransferSyntaxesNotSupported);
+    let ts = list(true);
     if !ts.is_empty() {
         tracing::warn!(
-            calling_ae = ?peer.ae, contexts = ts.len(), sop_classes = %shown(&ts),
+            calling_ae = ?peer.ae, sop_classes = %shown(&ts),
             "presentation context refused: none of the proposed transfer syntaxes is supported (this node accepts \
              Explicit VR Little Endian and Implicit VR Little Endian only)"
         );
     }
-    let other: Vec<String> = peer
-        .contexts
-        .iter()
-        .filter(|p| {
-            !matches!(
-                p.reason,
-                PresentationContextResultReason::Acceptance
-                    | PresentationContextResultReason::TransferSyntaxesNotSupported
-            )
-        })
-        .map(|p| format!("{} ({})", p.abstract_syntax, class_name(&p.abstract_syntax)))
-        .collect();
-    if !other.is_empty() {
-        let mut distinct = other.clone();
-        distinct.dedup();
-        tracing::warn!(
-            calling_ae = ?peer.ae, contexts = other.len(), sop_classes = %shown(&distinct),
+    let classes = list(false);
+    if !classes.is_empty() {
+        tracing::info!(
+            calling_ae = ?peer.ae, count = classes.len(), sop_classes = %shown(&classes),
             "presentation context refused: SOP class not accepted (this node stores CT and MR Image Storage and \
              answers Verification)"
         );

@@ -115,7 +115,7 @@ fn finish(ctx: &NodeCtx, dir: &Path, rec: &mut JobRecord) -> Result<(), QueueErr
     let freed = queue::finish(ctx.spool.layout(), dir, rec)?;
     ctx.spool.freed(freed);
     ctx.metrics.jobs_done.inc();
-    tracing::info!(job = %rec.id, destinations = rec.delivered.len(), "job done: SEG delivered");
+    tracing::info!(job = %rec.id, destinations = rec.delivered.len(), "job done");
     Ok(())
 }
 
