@@ -14,7 +14,7 @@ mod dicom_series;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{fixtures, python, start_server, ServeProcess};
+use common::{fixtures, start_server, ServeProcess};
 use dicom_series::dicom_dir;
 use server::backend::{BackendKind, BackendOptions};
 use server::client::{Client, ClientError, ClientOptions, SegmentParams};

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use medmae_test_support::python;
+use crate::common::python;
 use ndarray_npy::ReadNpyExt;
 
 /// The source volume (ITK's `KmeansTest_T1UCharRaw.nii.gz`, Debian `insighttoolkit5-examples`).
