@@ -7,6 +7,7 @@
 //! - dcmtk interoperates (C-ECHO, C-STORE); a calling AE off the allow-list is rejected; refusals (transfer syntax,
 //!   SOP class, no pixel data, over the series limit) get the right result and a clear log line, and the node keeps
 //!   running.
+//! - DICOM TLS both ways (dcmtk with client certificates in, Orthanc with DICOM TLS out) and the association limit.
 //! - kill -9 during reception, during inference and between a delivery and its record, then restart: every series
 //!   is delivered exactly once (SEGs counted in Orthanc).
 
@@ -23,7 +24,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{python, start_server, ServeProcess};
+use common::{python, start_server, Pki, ServeProcess};
 use dicom_series::{dicom_dir, read_seg};
 use orthanc::Orthanc;
 
@@ -69,6 +70,7 @@ fn write_config(dir: &Path, extra: &str) -> PathBuf {
          retry_initial_seconds = 0.5\nretry_max_seconds = 2\n{extra}",
         dir.join("spool")
     );
+    std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("serve.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -595,4 +597,124 @@ fn kill_9_at_any_stage_delivers_every_series_exactly_once() {
     for l in &logs {
         assert_log_clean(l);
     }
+}
+
+#[test]
+fn dicom_tls_both_ways_and_the_association_limit() {
+    let n = node_dir();
+    let pki = Pki::new();
+    let pacs = Orthanc::start_with(
+        "ORTHANC",
+        false,
+        serde_json::json!({
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": pki.path("server.pem"),
+            "DicomTlsPrivateKey": pki.path("server.key"),
+            "DicomTlsTrustedCertificates": pki.path("ca.pem"),
+            "DicomTlsRemoteCertificateRequired": false,
+        }),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        tmp.path(),
+        &format!(
+            "allowed_calling_aes = [\"STORESCU\"]\n\
+             [dicom.tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n\
+             [[dicom.destination]]\nname = \"pacs\"\nkind = \"dimse\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             ae_title = \"ORTHANC\"\ntls = true\nca = {:?}\n\
+             [[dicom.route]]\nmodel = \"demo\"\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+            pki.path("ca.pem"),
+            pacs.dicom,
+            pki.path("ca.pem")
+        ),
+    );
+    let srv = start_node(&cfg, &[]);
+    let port = dicom_port(&srv);
+    let tls = |key: &str, cert: &str| {
+        vec![
+            "+tls".to_string(),
+            pki.path(key),
+            pki.path(cert),
+            "+cf".into(),
+            pki.path("ca.pem"),
+            "-aet".into(),
+            "STORESCU".into(),
+            "-aec".into(),
+            "MEDMAE".into(),
+            "127.0.0.1".into(),
+            port.clone(),
+        ]
+    };
+    let run = |tool: &str, args: &[String]| {
+        dcmtk(tool, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let limit = Duration::from_secs(60);
+
+    // Mutual TLS: a client certificate from the configured CA is accepted, a rogue one and plain TCP are not.
+    let (ok, text) = run("echoscu", &tls("client.key", "client.pem"));
+    assert!(ok, "echoscu over TLS: {text}\n{}", srv.logs());
+    let (ok, text) = run("echoscu", &tls("rogue.key", "rogue.pem"));
+    assert!(!ok, "echoscu with a rogue certificate: {text}");
+    let (ok, _) = dcmtk(
+        "echoscu",
+        &["-aet", "STORESCU", "-aec", "MEDMAE", "127.0.0.1", &port],
+    );
+    assert!(!ok, "plain echoscu reached a TLS listener");
+    wait_log(&srv, "DICOM TLS association not established", limit);
+
+    // A series over TLS in, the SEG over TLS out to Orthanc.
+    let mut store = tls("client.key", "client.pem");
+    store.extend(files_of(&n.join("s3")));
+    let (ok, text) = run("storescu", &store);
+    assert!(ok, "storescu over TLS: {text}\n{}", srv.logs());
+    pacs.wait_segs(1, Duration::from_secs(120), || srv.logs() + &pacs.log());
+    wait_metric(
+        &srv,
+        "medmae_dicom_segs_sent_total{destination=\"pacs\"}",
+        1.0,
+        limit,
+    );
+    assert_log_clean(&srv.logs());
+
+    // At most one association: a second one is rejected (transient, local limit exceeded) while the first is open.
+    let cfg = write_config(
+        &tmp.path().join("limit"),
+        "allowed_calling_aes = [\"STORESCU\"]\nmax_associations = 1\n",
+    );
+    let srv = start_node(&cfg, &[]);
+    let addr = srv.dicom.unwrap().to_string();
+    let held = dicom_ul::ClientAssociationOptions::new()
+        .with_abstract_syntax("1.2.840.10008.1.1")
+        .calling_ae_title("STORESCU")
+        .called_ae_title("MEDMAE")
+        .establish(addr.as_str())
+        .expect("first association");
+    wait_log(&srv, "association accepted", limit);
+    let port = dicom_port(&srv);
+    let echo = || {
+        dcmtk(
+            "echoscu",
+            &["-aet", "STORESCU", "-aec", "MEDMAE", "127.0.0.1", &port],
+        )
+    };
+    let (ok, text) = echo();
+    assert!(
+        !ok && text.contains("Association Rejected"),
+        "second association: {text}"
+    );
+    wait_log(&srv, "association rejected: too many associations", limit);
+    held.release().expect("release");
+    let start = Instant::now();
+    while !echo().0 {
+        assert!(
+            start.elapsed() < limit,
+            "no association accepted after the first was released"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(srv
+        .metrics_text()
+        .contains("medmae_dicom_associations_total{outcome=\"busy\"} 1"));
 }

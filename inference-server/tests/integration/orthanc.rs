@@ -89,6 +89,11 @@ pub struct Orthanc {
 impl Orthanc {
     /// Start Orthanc with AE title `aet` (and the DICOMweb plugin when `dicomweb`); waits until REST answers.
     pub fn start(aet: &str, dicomweb: bool) -> Self {
+        Self::start_with(aet, dicomweb, serde_json::json!({}))
+    }
+
+    /// [`Orthanc::start`] with extra configuration keys (e.g. DICOM TLS).
+    pub fn start_with(aet: &str, dicomweb: bool, extra: serde_json::Value) -> Self {
         let exe = Path::new("/usr/sbin/Orthanc");
         assert!(
             exe.is_file(),
@@ -126,6 +131,10 @@ impl Orthanc {
             "DicomModalities": {},
             "DicomScuTimeout": 30,
         });
+        let mut config = config;
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         let cfg = dir.path().join("orthanc.json");
         std::fs::write(&cfg, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         let log = std::fs::File::create(dir.path().join("orthanc.log")).unwrap();
