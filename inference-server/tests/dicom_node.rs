@@ -16,175 +16,63 @@
 mod common;
 #[path = "integration/dicom_series.rs"]
 mod dicom_series;
+#[path = "integration/node_support.rs"]
+mod node_support;
 #[path = "integration/orthanc.rs"]
 mod orthanc;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{python, start_server, Pki, ServeProcess};
-use dicom_series::{dicom_dir, read_seg};
+use common::{Pki, ServeProcess};
+use dicom_series::read_seg;
+use node_support::{
+    assert_log_clean, dciodvfy_errors, dcmtk, dicom_port, files_of, node_dir, queue_list,
+    series_uid, start_node, wait_log, wait_metric, write_config,
+};
 use orthanc::Orthanc;
 
-/// Node fixtures: copies s1..s4 of the CT series and the refusal files (see `tests/support/make_node_series.py`).
-fn node_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("dicomnode-")
-            .tempdir()
-            .unwrap();
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_node_series.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(dicom_dir().join("series"))
-            .arg(dicom_dir().join("report.dcm"))
-            .arg(dir.path())
-            .arg("4")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "make_node_series.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .path()
-}
-
-fn series_uid(name: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(node_dir().join("series.json")).unwrap())
-            .unwrap();
-    v[name].as_str().unwrap().to_string()
-}
-
-/// A server config with a `[dicom]` section: spool under `dir`, completion on release, fast retries, plus `extra`.
-fn write_config(dir: &Path, extra: &str) -> PathBuf {
-    let text = format!(
-        "[dicom]\nspool = {:?}\nae_title = \"MEDMAE\"\ncomplete_on_release = true\nseries_idle_seconds = 60\n\
-         retry_initial_seconds = 0.5\nretry_max_seconds = 2\n{extra}",
-        dir.join("spool")
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("serve.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Start `medmae-serve` (ort backend) with `config` and a DICOM listener on a free port.
-fn start_node(config: &Path, extra: &[&str]) -> ServeProcess {
-    let mut args = vec![
-        "--backend",
-        "ort",
-        "--config",
-        config.to_str().unwrap(),
-        "--dicom-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let srv = start_server("repo", &args);
+/// Each SEG in `segs` references the series in `source` (every instance) and holds, voxel for voxel, the mask of
+/// the gRPC Segmentation service on the same series (run through medmae-client into `via_grpc`).
+fn assert_same_as_grpc(srv: &ServeProcess, source: &Path, segs: &[&Path], via_grpc: &Path) {
+    // The gRPC Segmentation service on the same series, through medmae-client.
+    let run = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
+        .args([
+            "--server",
+            &srv.url(),
+            "segment",
+            source.to_str().unwrap(),
+            "-o",
+        ])
+        .arg(via_grpc)
+        .arg("--quiet")
+        .output()
+        .unwrap();
     assert!(
-        srv.dicom.is_some(),
-        "no dicom= address; log:\n{}",
-        srv.logs()
+        run.status.success(),
+        "medmae-client: {}",
+        String::from_utf8_lossy(&run.stderr)
     );
-    srv
-}
-
-fn dicom_port(srv: &ServeProcess) -> String {
-    srv.dicom.map(|a| a.port().to_string()).unwrap_or_default()
-}
-
-/// Wait for `text` in the server log.
-fn wait_log(srv: &ServeProcess, text: &str, limit: Duration) {
-    let start = Instant::now();
-    while !srv.logs().contains(text) {
-        assert!(
-            start.elapsed() < limit,
-            "{text:?} not logged within {limit:?}; log:\n{}",
-            srv.logs()
+    let (grpc_masks, _) = read_seg(via_grpc, source);
+    assert!(grpc_masks.iter().any(|&v| v == 1), "the gRPC mask is empty");
+    for seg in segs {
+        let (masks, j) = read_seg(seg, source);
+        assert_eq!(
+            j["referenced_series"][0],
+            series_uid(source.file_name().unwrap().to_str().unwrap()),
+            "{}",
+            seg.display()
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Wait until the count of a metric sample (exact text before the value) reaches `want`.
-fn wait_metric(srv: &ServeProcess, sample: &str, want: f64, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        let text = srv.metrics_text();
-        let got = text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
-        if got >= want {
-            assert_eq!(got, want, "{sample} overshot");
-            return;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{sample} = {got}, want {want}; log:\n{}",
-            srv.logs()
+        assert_eq!(j["referenced_instances"], j["source_instances"]);
+        assert_eq!(j["referenced_instances"].as_array().unwrap().len(), 24);
+        assert_eq!(
+            masks,
+            grpc_masks,
+            "{} differs from the gRPC path's mask",
+            seg.display()
         );
-        std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// No patient attribute, fixture UID or file name in the log.
-fn assert_log_clean(log: &str) {
-    for s in [
-        "Doe",
-        "PAT-SECRET",
-        "ACC-SECRET",
-        "19700101",
-        "1.2.826.0.1.3680043.8.498",
-        "dicomnode-",
-        "dicomserve-",
-    ] {
-        assert!(!log.contains(s), "server log contains {s:?}:\n{log}");
-    }
-}
-
-/// The `Error` lines dciodvfy prints for `file` (its exit status is no verdict).
-fn dciodvfy_errors(file: &Path) -> Vec<String> {
-    let out = Command::new("dciodvfy")
-        .arg(file)
-        .output()
-        .expect("dciodvfy is missing: install dicom3tools (scripts/setup)");
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter(|l| l.starts_with("Error"))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Run a dcmtk tool; returns (success, stdout + stderr).
-fn dcmtk(tool: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool} is missing ({e}): install dcmtk (scripts/setup)"));
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
-}
-
-fn files_of(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path().to_str().unwrap().to_string())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -230,43 +118,7 @@ fn orthanc_round_trip_matches_the_grpc_path_and_validates() {
         "one SEG, delivered to both destinations"
     );
 
-    // The gRPC Segmentation service on the same series, through medmae-client.
-    let run = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
-        .args([
-            "--server",
-            &srv.url(),
-            "segment",
-            n.join("s1").to_str().unwrap(),
-            "-o",
-        ])
-        .arg(&via_grpc)
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "medmae-client: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let (grpc_masks, _) = read_seg(&via_grpc, &n.join("s1"));
-    assert!(grpc_masks.iter().any(|&v| v == 1), "the gRPC mask is empty");
-    for seg in [&via_dimse, &via_stow] {
-        let (masks, j) = read_seg(seg, &n.join("s1"));
-        assert_eq!(
-            j["referenced_series"][0],
-            series_uid("s1"),
-            "{}",
-            seg.display()
-        );
-        assert_eq!(j["referenced_instances"], j["source_instances"]);
-        assert_eq!(j["referenced_instances"].as_array().unwrap().len(), 24);
-        assert_eq!(
-            masks,
-            grpc_masks,
-            "{} differs from the gRPC path's mask",
-            seg.display()
-        );
-    }
+    assert_same_as_grpc(&srv, &n.join("s1"), &[&via_dimse, &via_stow], &via_grpc);
     let errors = dciodvfy_errors(&via_dimse);
     assert!(
         errors.is_empty(),
@@ -299,6 +151,44 @@ fn orthanc_round_trip_matches_the_grpc_path_and_validates() {
         limit,
     );
     wait_metric(&srv, "medmae_dicom_jobs_done_total", 1.0, limit);
+    // Health reports the DICOM side; the queue CLI shows the delivered job and purges it.
+    let health = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
+        .args([
+            "--server",
+            &srv.url(),
+            "health",
+            "--service",
+            "medmae.DicomNode",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "SERVING");
+    let spool = tmp.path().join("spool");
+    let entries = queue_list(&spool);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        (
+            entries[0]["kind"].as_str(),
+            entries[0]["delivered"].as_str()
+        ),
+        (Some("done"), Some("2/2"))
+    );
+    let purge = Command::new(env!("CARGO_BIN_EXE_medmae-serve"))
+        .args([
+            "queue",
+            "--config",
+            cfg.to_str().unwrap(),
+            "purge",
+            "--done",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        purge.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purge.stderr)
+    );
+    assert!(queue_list(&spool).is_empty());
     let logs = srv.logs();
     assert!(
         logs.contains("series complete: job queued") && logs.contains("job done"),
@@ -451,30 +341,6 @@ fn dcmtk_interoperates_and_refusals_are_clear() {
         .metrics_text()
         .contains("medmae_dicom_associations_total{outcome=\"rejected\"} 2"));
     assert_log_clean(&srv.logs());
-}
-
-/// `medmae-serve queue list --json` of the spool.
-fn queue_list(spool: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_medmae-serve"))
-        .args([
-            "queue",
-            "--dicom-spool",
-            spool.to_str().unwrap(),
-            "list",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "queue list: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 /// A server paused at `point` and killed with SIGKILL once the pause is logged.

@@ -3,7 +3,7 @@
 //! Segmentation service and deliver the DICOM SEG by C-STORE SCU or STOW-RS — exactly once per (series, model)
 //! across crashes.
 //!
-//! Layout: `config` and `rules` (the `[dicom]` section), `dimse` (command sets), `scp` (listener and associations), `spool`
+//! Layout: `config` and `rules` (the `[dicom]` section), `dimse` (command sets), `scp` (listener and associations), `store` (C-STORE SCP checks), `spool`
 //! (durable reception), `complete` and `routing` (series → job), `queue` (the durable job queue), `worker` (segment
 //! and deliver), `scu` (C-STORE SCU and STOW-RS), `tls`, `metrics`, `fsutil`, `cli` (`medmae-serve queue …`).
 
@@ -19,6 +19,7 @@ pub mod rules;
 pub mod scp;
 pub mod scu;
 pub mod spool;
+pub mod store;
 pub mod tls;
 pub mod worker;
 
@@ -93,6 +94,12 @@ pub async fn start(
             .repo
             .segmentation_model(&r.model)
             .map_err(|e| startup("dicom.route", e))?;
+    }
+    if cfg.allowed_calling_aes.is_none() {
+        tracing::warn!(
+            "DICOM node: no dicom.allowed_calling_aes: any calling AE title is accepted (set the list of your PACS \
+             and scanners)"
+        );
     }
     if cfg.routes.is_empty() {
         tracing::warn!("DICOM node: no [[dicom.route]] rules: every series is unmatched");
