@@ -141,11 +141,9 @@ pub async fn run(
     };
     let dicom_addr = match cfg.dicom.clone() {
         Some(d) => {
-            let addr = crate::dicom_node::start(d, shared.clone(), stop_rx.clone()).await?;
+            let addr = crate::dicom_node::start(d, shared.clone(), stop_rx.clone(), health.clone())
+                .await?;
             health_names.push(crate::dicom_node::HEALTH_NAME.into());
-            health
-                .set_service_status(crate::dicom_node::HEALTH_NAME, ServingStatus::Serving)
-                .await;
             Some(addr)
         }
         None => None,

@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
 pub use config::DicomConfig;
 
@@ -88,6 +90,7 @@ pub async fn start(
     cfg: DicomConfig,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
+    health: HealthReporter,
 ) -> Result<SocketAddr, ServeError> {
     for r in &cfg.routes {
         shared
@@ -146,16 +149,37 @@ pub async fn start(
         wake: Notify::new(),
         wake_worker: Notify::new(),
     });
+    ctx.metrics.up.set(1);
     tokio::spawn(scp::serve(listener, ctx.clone(), tls, stop.clone()));
-    tokio::spawn(ticker(ctx.clone(), stop.clone()));
+    health
+        .set_service_status(HEALTH_NAME, ServingStatus::Serving)
+        .await;
+    tokio::spawn(ticker(ctx.clone(), stop.clone(), health));
     tokio::spawn(worker::run(ctx, stop));
     Ok(addr)
 }
 
-/// Seal series that are due, turn sealed series into jobs, keep the gauges current.
-async fn ticker(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>) {
+/// Seal series that are due, turn sealed series into jobs, keep the gauges and the health status current (NOT_SERVING
+/// while the listener is down or the spool is full).
+async fn ticker(ctx: Arc<NodeCtx>, mut stop: watch::Receiver<bool>, health: HealthReporter) {
     let mut last_recount = Instant::now();
+    let mut serving = true;
     loop {
+        let ok = ctx.metrics.up.get() == 1 && ctx.spool.used() < ctx.cfg.spool_quota_bytes;
+        if ok != serving && !*stop.borrow() {
+            serving = ok;
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            tracing::warn!(
+                serving = ok,
+                spool_bytes = ctx.spool.used(),
+                "DICOM node health changed"
+            );
+            health.set_service_status(HEALTH_NAME, status).await;
+        }
         let c = ctx.clone();
         let recount = last_recount.elapsed() >= RECOUNT;
         if recount {

@@ -125,7 +125,6 @@ pub async fn serve(
     let is_tls = tls.is_some();
     let opts = Arc::new(options(&ctx, tls));
     let slots = Arc::new(tokio::sync::Semaphore::new(ctx.cfg.max_associations));
-    ctx.metrics.up.set(1);
     loop {
         let (socket, peer) = tokio::select! {
             r = listener.accept() => match r {
