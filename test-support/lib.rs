@@ -52,6 +52,8 @@ pub struct ServeProcess {
     pub grpc: SocketAddr,
     /// Metrics (`/metrics`, `/healthz`) address.
     pub metrics: SocketAddr,
+    /// DICOM listener, when the server was started with one (`dicom=ADDR` on its listening line).
+    pub dicom: Option<SocketAddr>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -118,6 +120,7 @@ impl ServeProcess {
             child,
             grpc,
             metrics,
+            dicom: field("dicom="),
             log,
             _dir: dir,
         }
@@ -188,6 +191,12 @@ impl ServeProcess {
                     .then(|| v.parse().ok())
                     .flatten()
             })
+    }
+
+    /// SIGKILL this child (a crash: no drain, no cleanup) and reap it.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9 medmae-serve");
+        let _ = self.child.wait();
     }
 
     /// Send SIGTERM (graceful drain) to this child only.

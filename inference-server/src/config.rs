@@ -9,6 +9,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::backend::{BackendKind, BackendOptions};
+use crate::dicom_node::config::{DicomConfig, DicomFile, DicomFlags};
 
 /// Default gRPC message limit: 256 MiB (gRPC's own default of 4 MiB is smaller than one 128³ float volume).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -23,8 +24,9 @@ pub const DEFAULT_MAX_VOXELS: u64 = 1 << 28;
     about = "gRPC segmentation server: KServe v2 + medmae.v1.Segmentation on ONNX Runtime or tract"
 )]
 pub struct ServeArgs {
-    /// TOML file with any of the settings below (snake_case keys, e.g. `model_repository = "models"`).
-    #[arg(long, env = "MEDMAE_SERVE_CONFIG")]
+    /// TOML file with any of the settings below (snake_case keys, e.g. `model_repository = "models"`) and a
+    /// `[dicom]` section for the DICOM node.
+    #[arg(long, env = "MEDMAE_SERVE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Model repository: one folder per model holding `model.onnx` or `<version>/model.onnx`.
     #[arg(long, env = "MEDMAE_SERVE_MODEL_REPOSITORY")]
@@ -93,6 +95,28 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "MEDMAE_SERVE_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// DICOM listen address; enables the DICOM node (C-ECHO/C-STORE SCP, see the `[dicom]` config section).
+    #[arg(long, env = "MEDMAE_SERVE_DICOM_LISTEN")]
+    pub dicom_listen: Option<SocketAddr>,
+    /// AE title of the DICOM node [default: MEDMAE].
+    #[arg(long, env = "MEDMAE_SERVE_DICOM_AE_TITLE")]
+    pub dicom_ae_title: Option<String>,
+    /// Spool directory of the DICOM node (received series and the job queue).
+    #[arg(long, env = "MEDMAE_SERVE_DICOM_SPOOL", global = true)]
+    pub dicom_spool: Option<PathBuf>,
+    /// Crash tests only: stop at store:N, inference or sent and wait to be killed.
+    #[arg(long, hide = true)]
+    pub dicom_fault_pause: Option<String>,
+    /// Run a maintenance command instead of the server.
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
+}
+
+/// Maintenance commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServeCommand {
+    /// Inspect and manage the DICOM node's spool and job queue (uses --dicom-spool or the config's [dicom] spool).
+    Queue(crate::dicom_node::cli::QueueArgs),
 }
 
 /// The same settings as read from the TOML file.
@@ -120,6 +144,7 @@ pub struct FileConfig {
     drain_grace: Option<f64>,
     drain_timeout: Option<f64>,
     log_format: Option<String>,
+    dicom: Option<DicomFile>,
 }
 
 /// TLS files.
@@ -175,6 +200,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// JSON logs.
     pub json_logs: bool,
+    /// The DICOM node (None = off).
+    pub dicom: Option<DicomConfig>,
 }
 
 /// A setting that is missing, unreadable or out of range.
@@ -238,6 +265,26 @@ impl ServerConfig {
             None => FileConfig::default(),
         };
         Self::merge(args, file)
+    }
+
+    /// The spool directory for `medmae-serve queue`: `--dicom-spool`, else the config file's `[dicom] spool`.
+    pub fn queue_spool(args: &ServeArgs) -> Result<PathBuf, ConfigError> {
+        if let Some(s) = &args.dicom_spool {
+            return Ok(s.clone());
+        }
+        let file = match &args.config {
+            Some(p) => Self::read_file(p)?,
+            None => FileConfig::default(),
+        };
+        file.dicom
+            .as_ref()
+            .and_then(|d| d.spool().cloned())
+            .ok_or_else(|| {
+                cerr(
+                    "dicom.spool",
+                    "give --dicom-spool DIR or --config with a [dicom] spool",
+                )
+            })
     }
 
     fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -364,7 +411,17 @@ impl ServerConfig {
                 ))
             }
         };
+        let dicom = DicomConfig::resolve(
+            DicomFlags {
+                listen: a.dicom_listen,
+                ae_title: a.dicom_ae_title,
+                spool: a.dicom_spool,
+                fault_pause: a.dicom_fault_pause,
+            },
+            f.dicom,
+        )?;
         Ok(Self {
+            dicom,
             model_repository,
             listen,
             metrics_listen,

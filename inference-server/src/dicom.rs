@@ -13,6 +13,8 @@ use spec::OutputActivation;
 use crate::config::Limits;
 use crate::error::ServeError;
 use crate::model::Model;
+use crate::ops::Metrics;
+use crate::pipeline::{segment_volume, SegmentOptions, Segmentation};
 
 /// A DICOM series as received: one zip archive, or the Part 10 files in upload order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,45 @@ pub fn decode(
     };
     let series = (!series.is_empty()).then_some(series);
     dicom::read_series_memory(files, series, &options(limits)).map_err(upload_error)
+}
+
+/// A DICOM series segmented: the result on the series grid and the source identifiers a SEG references.
+pub struct SeriesSegmentation {
+    /// The pipeline's result.
+    pub seg: Segmentation,
+    /// The decoded series; its volume keeps only the grid (zero channels): the voxels went to the pipeline.
+    pub source: DicomSeries,
+    /// Seconds spent in the pipeline.
+    pub seconds: f64,
+}
+
+/// Decode an uploaded series and segment it: the one path from a DICOM series to a mask, shared by the gRPC
+/// Segmentation service and the DICOM node (which then encode it with [`seg_bytes`]).
+pub fn segment_series(
+    model: &Model,
+    upload: DicomUpload,
+    series: &str,
+    limits: &Limits,
+    opts: &SegmentOptions,
+    metrics: Option<&Metrics>,
+) -> Result<SeriesSegmentation, ServeError> {
+    let mut source = decode(upload, series, limits)?;
+    let volume = take_voxels(&mut source);
+    let start = std::time::Instant::now();
+    let seg = segment_volume(model, volume, opts, metrics)?;
+    Ok(SeriesSegmentation {
+        seg,
+        source,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Move the voxels out of a decoded series for the pipeline, which consumes them; the SEG needs only the grid
+/// (shape and affine), so the series keeps a zero-channel volume instead of a copy.
+pub fn take_voxels(source: &mut DicomSeries) -> Volume {
+    let [x, y, z] = source.volume.spatial_shape();
+    let grid = Volume::new(ndarray::Array4::zeros((0, x, y, z)), source.volume.affine);
+    std::mem::replace(&mut source.volume, grid)
 }
 
 /// The SEG segments for a model's mask: one per foreground class of a softmax model (label values 1..K-1 of a

@@ -3,12 +3,14 @@
 //!
 //! Layout: `proto` (generated gRPC code), `model` (ONNX metadata and the model repository), `backend` (the inference
 //! engines behind one trait), `pipeline` (volume → mask, the same code the offline path calls), `kserve` and
-//! `segment` (the two gRPC services), `ops` (auth, admission, metrics), `config` and `server` (wiring), `client`.
+//! `segment` (the two gRPC services), `dicom_node` (the optional DIMSE listener: C-STORE in, DICOM SEG out), `ops`
+//! (auth, admission, metrics), `config` and `server` (wiring), `client`.
 
 pub mod backend;
 pub mod client;
 pub mod config;
 pub mod dicom;
+pub mod dicom_node;
 pub mod error;
 pub mod kserve;
 pub mod model;

@@ -1,5 +1,6 @@
 //! Wiring: load the repository, build the gRPC services (KServe v2, segmentation, health, reflection) with TLS,
-//! auth, message limits and edge accounting, serve `/metrics`, and hand the life cycle to [`crate::ops::drain`].
+//! auth, message limits and edge accounting, serve `/metrics`, start the optional DICOM node, and hand the life cycle
+//! to [`crate::ops::drain`].
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,6 +33,8 @@ pub struct Bound {
     pub grpc: SocketAddr,
     /// `/metrics` HTTP, if enabled.
     pub metrics: Option<SocketAddr>,
+    /// DICOM listener, if enabled.
+    pub dicom: Option<SocketAddr>,
 }
 
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
@@ -171,6 +174,7 @@ async fn bind(cfg: &ServerConfig) -> Result<(TcpListener, Option<TcpListener>, B
             .map(TcpListener::local_addr)
             .transpose()
             .map_err(|e| startup("metrics address", e))?,
+        dicom: None,
     };
     Ok((grpc, metrics, bound))
 }
@@ -213,6 +217,17 @@ pub async fn run(
 
     let (grpc_listener, metrics_listener, bound) = bind(&cfg).await?;
     let (stop, stopped) = watch::channel(false);
+    let mut services = services;
+    let dicom = match cfg.dicom.clone() {
+        Some(d) => {
+            let addr =
+                crate::dicom_node::start(d, shared.clone(), stopped.clone(), health.clone()).await?;
+            services.push(crate::dicom_node::HEALTH_NAME.into());
+            Some(addr)
+        }
+        None => None,
+    };
+    let bound = Bound { dicom, ..bound };
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };

@@ -8,52 +8,20 @@
 #[allow(dead_code)]
 #[path = "integration/common.rs"]
 mod common;
+#[path = "integration/dicom_series.rs"]
+mod dicom_series;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use common::{fixtures, python, start_server, ServeProcess};
-use ndarray_npy::ReadNpyExt;
+use common::{fixtures, start_server, ServeProcess};
+use dicom_series::dicom_dir;
 use server::backend::{BackendKind, BackendOptions};
 use server::client::{Client, ClientError, ClientOptions, SegmentParams};
 use server::model::Repository;
 use server::pipeline::{segment_volume, SegmentOptions};
 use server::proto::medmae_v1::{OutputFormat, VolumeFormat};
 use tonic::Code;
-
-const NIFTI: &str =
-    "/usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz";
-
-/// The generated DICOM fixtures (see `tests/support/make_dicom_series.py`).
-fn dicom_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        assert!(
-            Path::new(NIFTI).is_file(),
-            "{NIFTI} is missing: install insighttoolkit5-examples (scripts/setup)"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("dicomserve-")
-            .tempdir()
-            .unwrap();
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_dicom_series.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(NIFTI)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "make_dicom_series.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .path()
-}
 
 fn facts() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dicom_dir().join("series.json")).unwrap())
@@ -89,28 +57,9 @@ fn client_ok(srv: &ServeProcess, args: &[&str]) -> String {
     out
 }
 
-/// Read a SEG back with highdicom: per-segment masks `(slices, rows, columns, segments)` and the facts JSON.
+/// Read a SEG back with highdicom against the fixture series.
 fn read_seg(seg: &Path) -> (ndarray::Array4<u8>, serde_json::Value) {
-    let out = seg.with_extension("read");
-    std::fs::create_dir_all(&out).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/read_seg.py");
-    let run = Command::new(python())
-        .arg(&script)
-        .arg(seg)
-        .arg(dicom_dir().join("series"))
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "read_seg.py failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let masks =
-        ndarray::Array4::<u8>::read_npy(std::fs::File::open(out.join("segments.npy")).unwrap())
-            .unwrap();
-    let j = serde_json::from_str(&std::fs::read_to_string(out.join("seg.json")).unwrap()).unwrap();
-    (masks, j)
+    dicom_series::read_seg(seg, &dicom_dir().join("series"))
 }
 
 /// The secrets of the fixtures plus the series' file names: none may appear in server logs or messages.

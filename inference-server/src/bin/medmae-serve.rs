@@ -1,5 +1,6 @@
-//! `medmae-serve`: the gRPC inference server. Prints one line `medmae-serve listening grpc=ADDR metrics=ADDR` on
-//! stdout once ready; logs go to stderr.
+//! `medmae-serve`: the gRPC inference server (and optional DICOM node). Prints one line
+//! `medmae-serve listening grpc=ADDR metrics=ADDR [dicom=ADDR]` on stdout once ready; logs go to stderr.
+//! `medmae-serve queue …` manages the DICOM node's spool instead.
 //!
 //! Exit status: 0 after a complete drain, 1 when the server fails (models, listeners, TLS, ...), 2 for a bad
 //! configuration, 3 when the drain timeout abandoned running requests, 4 when a second signal did.
@@ -8,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use server::config::{ServeArgs, ServerConfig};
+use server::config::{ServeArgs, ServeCommand, ServerConfig};
 use tokio::sync::mpsc;
 
 /// Forward every SIGTERM and SIGINT to the server (the first starts the drain, a second ends it at once). The
@@ -47,8 +48,31 @@ fn forward_signals() -> std::io::Result<mpsc::Receiver<()>> {
     Ok(rx)
 }
 
+/// `medmae-serve queue …`: act on the spool and exit.
+fn queue(args: &ServeArgs, q: &server::dicom_node::cli::QueueArgs) -> ExitCode {
+    let result = ServerConfig::queue_spool(args)
+        .map_err(|e| e.to_string())
+        .and_then(|spool| {
+            server::dicom_node::cli::run(&spool, &q.action).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("medmae-serve queue: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cfg = match ServerConfig::resolve(ServeArgs::parse()) {
+    let args = ServeArgs::parse();
+    if let Some(ServeCommand::Queue(q)) = &args.command {
+        return queue(&args, q);
+    }
+    let cfg = match ServerConfig::resolve(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("medmae-serve: {e}");
@@ -85,7 +109,11 @@ fn main() -> ExitCode {
             let metrics = b
                 .metrics
                 .map_or_else(|| "off".to_string(), |a| a.to_string());
-            println!("medmae-serve listening grpc={} metrics={metrics}", b.grpc);
+            let dicom = b.dicom.map(|a| format!(" dicom={a}")).unwrap_or_default();
+            println!(
+                "medmae-serve listening grpc={} metrics={metrics}{dicom}",
+                b.grpc
+            );
             let _ = std::io::stdout().flush();
         })
         .await

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub in_flight: Gauge,
     /// Requests refused by authentication.
     pub auth_failures: Counter,
+    /// The DICOM node's metrics (`medmae_dicom_*`).
+    pub dicom: crate::dicom_node::metrics::DicomMetrics,
 }
 
 impl Default for Metrics {
@@ -97,8 +99,10 @@ impl Metrics {
             "Requests refused for a missing or invalid bearer token",
             auth_failures.clone(),
         );
+        let dicom = crate::dicom_node::metrics::DicomMetrics::register(&mut registry);
         Self {
             registry,
+            dicom,
             requests,
             latency,
             inference,

@@ -196,11 +196,7 @@ async fn handle(
             let (volume, source) = match upload {
                 Upload::Dicom(d) => {
                     let mut s = dicom::decode(d, &series, &limits)?;
-                    // The pipeline consumes the voxels; the SEG needs only the grid (shape and affine), so the
-                    // series keeps a zero-channel volume instead of a copy.
-                    let [x, y, z] = s.volume.spatial_shape();
-                    let grid = Volume::new(Array4::zeros((0, x, y, z)), s.volume.affine);
-                    (std::mem::replace(&mut s.volume, grid), Some(s))
+                    (dicom::take_voxels(&mut s), Some(s))
                 }
                 other => (load_upload(&other, limits.max_voxels)?, None),
             };
