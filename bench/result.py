@@ -64,6 +64,30 @@ def emit(record, line):
     sys.stdout.flush()
 
 
+def compare(case, a, b, unit="s", ratio="a/b", goal=None):
+    """Print the medians of `a = (name, values)` and `b`, their ratio and its verdict against `goal` (op, bound)."""
+    (na, xa), (nb, xb) = a, b
+    ma, mb = statistics.median(xa), statistics.median(xb)
+    if min(ma, mb) <= 0:
+        raise SystemExit(f"bench/result.py: {case}: non-positive median ({ma}, {mb})")
+    num, den = (na, nb) if ratio == "a/b" else (nb, na)
+    r = ma / mb if ratio == "a/b" else mb / ma
+    ok, says = verdict(r, goal)
+    line = f"{case}: {na} {spread(xa, unit)}, {nb} {spread(xb, unit)}; {num}/{den} = {r:.3f}; {says}"
+    emit({"case": case, "kind": "ratio", "figure": f"{num}/{den}", "value": round(r, 4),
+          "a": {"name": na, "median": ma, "runs": xa}, "b": {"name": nb, "median": mb, "runs": xb},
+          "unit": unit, "goal": None if goal is None else f"{goal[0]} {goal[1]:g}", "met": ok}, line)
+
+
+def value(case, name, values, unit="", goal=None):
+    """Print the median of `values` and its verdict against `goal` (op, bound)."""
+    m = statistics.median(values)
+    ok, says = verdict(m, goal)
+    emit({"case": case, "kind": "value", "figure": name, "value": m, "runs": values, "unit": unit,
+          "goal": None if goal is None else f"{goal[0]} {goal[1]:g}", "met": ok},
+         f"{case}: {name} {spread(values, unit)}; {says}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -84,25 +108,9 @@ def main():
     goal = parse_goal(a.goal)
     if a.cmd == "compare":
         (na, va), (nb, vb) = a.a, a.b
-        xa, xb = parse_values(va, na), parse_values(vb, nb)
-        ma, mb = statistics.median(xa), statistics.median(xb)
-        if min(ma, mb) <= 0:
-            raise SystemExit(f"bench/result.py: {a.case}: non-positive median ({ma}, {mb})")
-        num, den = (na, nb) if a.ratio == "a/b" else (nb, na)
-        ratio = ma / mb if a.ratio == "a/b" else mb / ma
-        ok, says = verdict(ratio, goal)
-        line = (f"{a.case}: {na} {spread(xa, a.unit)}, {nb} {spread(xb, a.unit)}; "
-                f"{num}/{den} = {ratio:.3f}; {says}")
-        emit({"case": a.case, "kind": "ratio", "figure": f"{num}/{den}", "value": round(ratio, 4),
-              "a": {"name": na, "median": ma, "runs": xa}, "b": {"name": nb, "median": mb, "runs": xb},
-              "unit": a.unit, "goal": None if goal is None else f"{goal[0]} {goal[1]:g}", "met": ok}, line)
+        compare(a.case, (na, parse_values(va, na)), (nb, parse_values(vb, nb)), a.unit, a.ratio, goal)
     else:
-        xs = parse_values(a.values, a.name)
-        m = statistics.median(xs)
-        ok, says = verdict(m, goal)
-        emit({"case": a.case, "kind": "value", "figure": a.name, "value": m, "runs": xs, "unit": a.unit,
-              "goal": None if goal is None else f"{goal[0]} {goal[1]:g}", "met": ok},
-             f"{a.case}: {a.name} {spread(xs, a.unit)}; {says}")
+        value(a.case, a.name, parse_values(a.values, a.name), a.unit, goal)
 
 
 if __name__ == "__main__":
