@@ -22,6 +22,7 @@ import argparse
 import ctypes
 import json
 import math
+import resource
 import time
 
 import torch
@@ -182,9 +183,12 @@ opt = torch.optim.AdamW(param_groups(net), lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
 mark = ctypes.CDLL(a.callgrind_lib) if a.callgrind_lib else None
 net.train()
 times = []
+faults = 0
 for i in range(a.warmup + a.steps):
-    if i == a.warmup and mark:
-        mark.medmae_callgrind_start()
+    if i == a.warmup:
+        if mark:
+            mark.medmae_callgrind_start()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     opt.zero_grad()
     loss = loss_fn()
@@ -196,5 +200,7 @@ for i in range(a.warmup + a.steps):
         times.append(1000 * (time.perf_counter() - t0))
 if mark:
     mark.medmae_callgrind_stop()
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) // max(a.steps, 1)
 params = sum(q.numel() for q in net.parameters() if q.grad is not None)
-print(json.dumps({"impl": "pytorch", "step_ms": times, "params": params, "threads": torch.get_num_threads()}))
+print(json.dumps({"impl": "pytorch", "step_ms": times, "minor_faults_per_step": faults, "params": params,
+                  "threads": torch.get_num_threads()}))
