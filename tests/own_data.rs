@@ -68,11 +68,11 @@ fn folders(t: &Path) -> PathBuf {
     src
 }
 
-fn yaml(path: &Path) -> serde_yaml::Value {
-    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+fn yaml(path: &Path) -> yaml_serde::Value {
+    yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn floats(v: &serde_yaml::Value) -> Vec<f64> {
+fn floats(v: &yaml_serde::Value) -> Vec<f64> {
     v.as_sequence()
         .unwrap()
         .iter()
@@ -163,7 +163,7 @@ fn own_data_create_check_plan_pretrain_finetune_evaluate() {
     assert_eq!(u["model"]["out_channels"], 2);
     assert_eq!(
         u["data"]["labels"],
-        serde_yaml::from_str::<serde_yaml::Value>("[background, foreground]").unwrap()
+        yaml_serde::from_str::<yaml_serde::Value>("[background, foreground]").unwrap()
     );
     assert_eq!(
         (u["data"]["num_folds"].as_u64(), u["data"]["fold"].as_u64()),

@@ -8,9 +8,8 @@ use anyhow::{bail, Context, Result};
 use imaging::draw::{OverlayCase, OverlayView, ViewAxis};
 use imaging::io::LoadOptions;
 use imaging::metrics::{dice_labels, DiceOptions};
-use imaging::Volume;
 
-use crate::load::{describe, grid};
+use crate::load::describe;
 
 /// How to draw the overlay.
 #[derive(Debug, Clone, Default)]

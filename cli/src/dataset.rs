@@ -75,7 +75,7 @@ fn place(src: &Path, dst: &Path, convert: bool, link: bool) -> Result<()> {
     let _ = std::fs::remove_file(&tmp);
     if convert {
         let v = imaging::io::load(src).with_context(|| format!("cannot read {}", src.display()))?;
-        let dtype = crate::parse_dtype("auto", &v)?;
+        let dtype = crate::convert::parse_dtype("auto", &v)?;
         let tmp_nii = tmp.with_extension("nii.gz");
         imaging::io::save_nifti(&v, &tmp_nii, dtype)
             .with_context(|| format!("cannot write {}", tmp_nii.display()))?;

@@ -445,10 +445,22 @@ fn info_reports_stored_axes_sum_checksum_and_reoriented_geometry() {
     let lps = d.join("lps.nii.gz");
     stdout(&medmae(&[&"convert", &"--orient", &"LPS", &f, &lps]));
     let back = info_json(&[&lps]);
-    assert_eq!((back["axcodes"].as_str(), back["orientation"].as_str()), (Some("LPS"), Some("stored")));
-    assert_ne!(back["checksum"], ras["checksum"], "the LPS file stores its voxels in another order");
+    assert_eq!(
+        (back["axcodes"].as_str(), back["orientation"].as_str()),
+        (Some("LPS"), Some("stored"))
+    );
+    assert_ne!(
+        back["checksum"], ras["checksum"],
+        "the LPS file stores its voxels in another order"
+    );
     let back_ras = info_json(&[&"--ras", &lps]);
-    assert_eq!((back_ras["orientation"].as_str(), back_ras["axcodes"].as_str()), (Some("RAS"), Some("RAS")));
+    assert_eq!(
+        (
+            back_ras["orientation"].as_str(),
+            back_ras["axcodes"].as_str()
+        ),
+        (Some("RAS"), Some("RAS"))
+    );
     assert_eq!(back_ras["checksum"], ras["checksum"]);
     assert_eq!(back_ras["shape"], ras["shape"]);
     assert_eq!(info_json(&[&"--orient", &"pil", &f])["axcodes"], "PIL");

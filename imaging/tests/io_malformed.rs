@@ -12,7 +12,7 @@ use imaging::io::{self, LoadOptions};
 use imaging::ImagingError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use support::{check_style, fails, fails_with, golden_dir};
+use support::{fails, fails_with, golden_dir};
 
 const ITK_DATA: &str = "/usr/share/doc/insighttoolkit5-examples/examples/Data";
 

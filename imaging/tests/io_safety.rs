@@ -378,4 +378,3 @@ fn malformed_metaimage_is_a_typed_error() {
     };
     io::load_with(&p, &allowed).unwrap();
 }
-

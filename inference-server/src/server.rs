@@ -220,8 +220,8 @@ pub async fn run(
     let mut services = services;
     let dicom = match cfg.dicom.clone() {
         Some(d) => {
-            let addr =
-                crate::dicom_node::start(d, shared.clone(), stopped.clone(), health.clone()).await?;
+            let addr = crate::dicom_node::start(d, shared.clone(), stopped.clone(), health.clone())
+                .await?;
             services.push(crate::dicom_node::HEALTH_NAME.into());
             Some(addr)
         }

@@ -138,7 +138,7 @@ pub fn evaluate(cfg: &ExperimentConfig, checkpoint: &Path, out: &Path) -> Result
             &encode_png(&overlay_picture(
                 &rows,
                 &m.card.labels,
-                m.inference.activation,
+                m.segmenter.inference().activation,
             )?)?,
             &out.join("eval_overlay.png"),
         )?;

@@ -324,7 +324,7 @@ impl Task for UnetrTask {
         }
         report.score = Some(mean);
         if !rows.is_empty() {
-            let pic = overlay_picture(&rows, &self.labels, self.inference.activation)?;
+            let pic = overlay_picture(&rows, &self.labels, self.segmenter.inference().activation)?;
             report.images.push(("overlay".into(), pic));
         }
         Ok(report)

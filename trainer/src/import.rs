@@ -50,7 +50,7 @@ pub struct ImportSummary {
 
 fn read_preprocessing(path: &Path) -> Result<Vec<TransformSpec>> {
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let de = serde_yaml::Deserializer::from_str(&text);
+    let de = yaml_serde::Deserializer::from_str(&text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         TrainError::format(
             path,

@@ -74,7 +74,7 @@ fn monai_unetr_import_predicts_like_monai() {
     let m = trainer::evaluate::load_unetr(&out, Device::Cpu).unwrap();
     assert_eq!(m.card.labels, vec!["background", "organ"]);
     assert_eq!(m.card.preprocessing.len(), 1);
-    assert_eq!(m.inference.roi_size, vec![32, 16, 16]);
+    assert_eq!(m.segmenter.inference().roi_size, vec![32, 16, 16]);
     assert_eq!(m.cfg.encoder.layer_norm_eps, 1e-5);
     let io: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(fixture("monai_unetr_conv.io.safetensors"))

@@ -12,7 +12,6 @@ mod upload;
 
 use imaging::io::{self, NiftiDtype};
 use imaging::Volume;
-use ndarray::Array4;
 use spec::OutputActivation;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};

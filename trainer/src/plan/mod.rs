@@ -319,7 +319,7 @@ pub fn run(opts: &PlanOptions) -> Result<PlanOutput> {
         (&mae_config, yaml::mae(&planned)),
         (&unetr_config, yaml::unetr(&planned)),
     ] {
-        let value: serde_yaml::Value = serde_yaml::from_str(&text)
+        let value: yaml_serde::Value = yaml_serde::from_str(&text)
             .map_err(|e| TrainError::format(path, format!("planned YAML does not parse: {e}")))?;
         ExperimentConfig::from_value(value)
             .map_err(|e| TrainError::format(path, format!("the planned config is invalid: {e}")))?;

@@ -8,8 +8,8 @@ use super::rules::SplitPlan;
 use super::Planned;
 
 /// A YAML scalar or collection in flow style (`{a: 1, b: [2, 3]}`), strings quoted only when needed.
-fn flow(v: &serde_yaml::Value) -> String {
-    use serde_yaml::Value;
+fn flow(v: &yaml_serde::Value) -> String {
+    use yaml_serde::Value;
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
@@ -59,11 +59,11 @@ fn flow(v: &serde_yaml::Value) -> String {
 
 /// One transform as a flow mapping (`{name: Spacing, pixdim: [2.0, 3.0, 2.0]}`).
 pub fn transform(t: &TransformSpec) -> String {
-    serde_yaml::to_value(t).map_or_else(|e| format!("# {e}"), |v| flow(&v))
+    yaml_serde::to_value(t).map_or_else(|e| format!("# {e}"), |v| flow(&v))
 }
 
 fn string(s: &str) -> String {
-    flow(&serde_yaml::Value::String(s.to_string()))
+    flow(&yaml_serde::Value::String(s.to_string()))
 }
 
 fn list<T: ToString>(v: &[T]) -> String {
@@ -387,7 +387,7 @@ mod tests {
             s,
             "{name: ScaleIntensityRange, a_min: -120.5, a_max: 240.25, b_min: 0.0, b_max: 1.0, clip: true}"
         );
-        let back: TransformSpec = serde_yaml::from_str(&s).unwrap();
+        let back: TransformSpec = yaml_serde::from_str(&s).unwrap();
         assert_eq!(back, t);
         assert_eq!(string("a b:c"), "\"a b:c\"");
         assert_eq!(string("/data/x_1"), "/data/x_1");
