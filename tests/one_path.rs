@@ -495,7 +495,7 @@ fn an_invalid_blend_mode_is_refused_by_server_and_trainer() {
             .arg("--set")
             .arg(format!("output_dir={}", t.join("eval").display()))
             .arg("--set")
-            .arg(format!("data.dataset.dir={}", t.join("no-data").display()))
+            .arg(format!("data.dataset.path={}", t.join("no-data").display()))
             .arg("--checkpoint")
             .arg(&bad),
     );

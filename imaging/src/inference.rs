@@ -94,6 +94,8 @@ pub struct Segmenter {
     labels: Vec<String>,
     compose: Compose,
     inference: InferenceSpec,
+    /// How errors about the input name the model (`model "liver"`; default `the model`).
+    name: Option<String>,
 }
 
 impl Segmenter {
@@ -142,7 +144,16 @@ impl Segmenter {
             labels,
             compose: Compose::new(preprocessing)?,
             inference,
+            name: None,
         })
+    }
+
+    /// The same segmenter, naming the model `name` in errors about an input it cannot take.
+    pub fn named(self, name: &str) -> Self {
+        Self {
+            name: Some(name.to_string()),
+            ..self
+        }
     }
 
     /// The segmenter of a UNETR checkpoint's `model.json`.
@@ -231,8 +242,13 @@ impl Segmenter {
     fn check_input<E>(&self, shape: &[usize]) -> Result<(), InferenceError<E>> {
         let channels = shape.first().copied().unwrap_or(0);
         if channels != self.in_channels {
+            let model = self
+                .name
+                .as_ref()
+                .map_or_else(|| "the model".to_string(), |n| format!("model {n:?}"));
             return Err(InferenceError::Input(format!(
-                "the volume has {channels} channel(s); the model takes {}",
+                "the volume has {channels} channel{}; {model} takes {}",
+                if channels == 1 { "" } else { "s" },
                 self.in_channels
             )));
         }

@@ -189,7 +189,7 @@ fn errors_say_whose_fault_they_are() {
     let two = Volume::new(Array4::zeros((2, 7, 6, 5)), Volume::diag_affine([1.0; 3]));
     let e = s.segment(two, &opts, &mut pointwise(margin)).unwrap_err();
     assert!(
-        matches!(&e, InferenceError::Input(m) if m.contains("2 channel(s)")),
+        matches!(&e, InferenceError::Input(m) if m.contains("the volume has 2 channels; the model takes 1")),
         "{e}"
     );
     let flat = Volume::new(Array4::zeros((1, 7, 6, 1)), Volume::diag_affine([1.0; 3]));

@@ -36,6 +36,7 @@ impl Model {
                     &info.preprocessing,
                     inf,
                 )
+                .map(|s| s.named(&info.name))
             })
             .transpose()
             .map_err(|e| ServeError::Model {
