@@ -99,7 +99,7 @@ pub fn preflight(cfg: &ExperimentConfig, split: &Split) -> Result<Vec<Finding>> 
     let scans = &a.scans;
     if !scans.is_empty() {
         findings.extend(channel_findings(cfg, scans));
-        findings.extend(label_findings(cfg, scans, &split.labels, &checked));
+        findings.extend(label_findings(cfg, scans, &cases, &split.labels, &checked));
         findings.extend(intensity_findings(cfg, scans));
         findings.extend(roi_findings(cfg, scans));
     }
@@ -152,6 +152,7 @@ fn channel_findings(cfg: &ExperimentConfig, scans: &[CaseScan]) -> Vec<Finding> 
 pub fn label_findings(
     cfg: &ExperimentConfig,
     scans: &[CaseScan],
+    cases: &[Case],
     declared: &BTreeMap<u32, String>,
     checked: &str,
 ) -> Vec<Finding> {
@@ -184,12 +185,20 @@ pub fn label_findings(
             .filter(|&&v| v as usize >= k)
             .copied()
             .collect();
+        let id = &s.fingerprint.id;
+        let file = cases
+            .iter()
+            .find(|c| &c.id == id)
+            .and_then(|c| c.label.as_ref())
+            .map_or_else(String::new, |p| format!(" ({})", p.display()));
+        let values: Vec<String> = big.iter().map(u32::to_string).collect();
         out.push(Finding::error(
             "model.out_channels",
             format!(
-                "{k} allows class ids 0..{}, but case {} has label value(s) {big:?}",
+                "{k} allows class ids 0..{}, but the label map of case {id}{file} has label value{} {}",
                 k - 1,
-                s.fingerprint.id
+                if big.len() == 1 { "" } else { "s" },
+                values.join(", ")
             ),
         ));
     }

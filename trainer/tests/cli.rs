@@ -133,10 +133,11 @@ fn pretrain_finetune_evaluate_predict() {
     assert_eq!(l.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     assert!(l.iter().all(|p| p.1.is_finite() && p.1 > 0.0));
     let recon = png(&mae.join("images/reconstruction_epoch001.png"));
-    assert_eq!(
+    assert!(
+        recon.width() >= 3 * 256 && recon.height() >= 256,
+        "input | masked | reconstruction panels of at least 256 px, got {}x{}",
         recon.width(),
-        3 * 34 + 2,
-        "input | masked | reconstruction tiles of 32 px"
+        recon.height()
     );
     let ev = read_events(&event_file(&mae)).unwrap();
     assert_eq!(ev[0].file_version.as_deref(), Some("brain.Event:2"));
@@ -311,7 +312,10 @@ fn clear_errors_for_bad_runs() {
     let out = common::train_output(&["finetune", "--config", cfg.to_str().unwrap()], &sets);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("label value 2") && err.contains("labelsTr/phantom_"),
+        !out.status.success()
+            && err.contains("model.out_channels")
+            && err.contains("label value 2")
+            && err.contains("labelsTr/phantom_"),
         "{err}"
     );
     // Unknown keys from the command line name the key path.
