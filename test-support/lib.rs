@@ -16,6 +16,23 @@ const STOP_LIMIT: Duration = Duration::from_secs(60);
 /// The same grace when a test drops a running server (a failed test should not wait out a drain).
 const DROP_LIMIT: Duration = Duration::from_secs(5);
 
+/// Path of a workspace binary built by the same `cargo test --workspace` invocation (`target/<profile>/<name>`),
+/// for binaries of another package than the test's own (those have `CARGO_BIN_EXE_<name>`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is not built; run the tests with `cargo test --workspace` (or build it: `cargo build -p medmae-client`)",
+        p.display()
+    );
+    p
+}
+
 /// `$MEDMAE_PYTHON` (the set-up's virtual environment), or a panic saying how to get it.
 /// Every Python-referenced test fails with this message rather than skipping when it is missing.
 pub fn python() -> String {

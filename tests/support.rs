@@ -14,18 +14,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Path of a workspace binary built by the same `cargo test` invocation (`target/<profile>/<name>`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} is not built; run the tests with `cargo test --workspace`",
-        p.display()
-    );
-    p
+    medmae_test_support::workspace_bin(name)
 }
 
 /// Run a command to completion from the repository root; panic with its output if it fails. Returns stdout.

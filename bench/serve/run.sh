@@ -2,7 +2,7 @@
 # End-to-end segmentation benchmark of medmae-serve (ORT and tract backends) against Python MONAI
 # sliding_window_inference + onnxruntime doing the same work in one process (cases: make_inputs.py).
 # Needs scripts/setup --with-references (torch + monai, for the model export and the baseline) and a release build:
-#   cargo build --release -p medmae-inference-server
+#   cargo build --release -p medmae-inference-server -p medmae-client
 # Usage: bench/serve/run.sh [WORK_DIR [THREADS [CASE [REPEATS]]]]      CASE: tiny (default) | vit-b
 # Each side is timed REPEATS times (default 3) after one warm-up; the medians, ratios and goal verdicts (ORT ≤ 0.7×
 # Python for tiny, ≤ 0.6× for vit-b; tract ≤ 1.3× ORT) are printed by bench/result.py. SKIP_TRACT=1 skips tract.

@@ -11,8 +11,7 @@ use serde::Deserialize;
 use crate::backend::{BackendKind, BackendOptions};
 use crate::dicom_node::config::{DicomConfig, DicomFile, DicomFlags};
 
-/// Default gRPC message limit: 256 MiB (gRPC's own default of 4 MiB is smaller than one 128³ float volume).
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 20;
+pub use protocol::DEFAULT_MAX_MESSAGE_BYTES;
 /// Default voxel limit per uploaded volume or tensor (all channels): 2^28 ≈ 268 M (a 645³ single-channel volume).
 pub const DEFAULT_MAX_VOXELS: u64 = 1 << 28;
 

@@ -37,7 +37,7 @@ use orthanc::Orthanc;
 /// the gRPC Segmentation service on the same series (run through medmae-client into `via_grpc`).
 fn assert_same_as_grpc(srv: &ServeProcess, source: &Path, segs: &[&Path], via_grpc: &Path) {
     // The gRPC Segmentation service on the same series, through medmae-client.
-    let run = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
+    let run = Command::new(medmae_test_support::workspace_bin("medmae-client"))
         .args([
             "--server",
             &srv.url(),
@@ -152,7 +152,7 @@ fn orthanc_round_trip_matches_the_grpc_path_and_validates() {
     );
     wait_metric(&srv, "medmae_dicom_jobs_done_total", 1.0, limit);
     // Health reports the DICOM side; the queue CLI shows the delivered job and purges it.
-    let health = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
+    let health = Command::new(medmae_test_support::workspace_bin("medmae-client"))
         .args([
             "--server",
             &srv.url(),

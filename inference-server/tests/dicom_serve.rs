@@ -14,10 +14,10 @@ mod dicom_series;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use client::{Client, ClientError, ClientOptions, SegmentParams};
 use common::{fixtures, start_server, ServeProcess};
 use dicom_series::dicom_dir;
 use server::backend::{BackendKind, BackendOptions};
-use server::client::{Client, ClientError, ClientOptions, SegmentParams};
 use server::model::Repository;
 use server::pipeline::{segment_volume, SegmentOptions};
 use server::proto::medmae_v1::{OutputFormat, VolumeFormat};
@@ -38,7 +38,7 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 
 /// Run `medmae-client --server URL args...`, returning (success, stdout, stderr).
 fn client(srv: &ServeProcess, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
+    let o = Command::new(medmae_test_support::workspace_bin("medmae-client"))
         .arg("--server")
         .arg(srv.url())
         .args(args)

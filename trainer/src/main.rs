@@ -380,109 +380,23 @@ fn main() -> ExitCode {
 
 fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Plan(a) => {
-            let p = trainer::plan::run(&trainer::plan::PlanOptions {
-                dataset: a.dataset,
-                images: a.images,
-                labels: a.labels,
-                out: a.out,
-                device: a.device,
-                preset: a.preset,
-                budget_gib: a.budget_gib,
-                modality: a.modality,
-                seed: a.seed,
-            })
-            .context("plan")?;
-            print!("{}", p.fingerprint.table());
-            for line in &p.planned.notes {
-                println!("{line}");
-            }
-            println!(
-                "wrote {}, {} and {}\nnext: medmae-train pretrain --config {}\n      medmae-train finetune --config {}",
-                p.mae_config.display(),
-                p.unetr_config.display(),
-                p.fingerprint_json.display(),
-                p.mae_config.display(),
-                p.unetr_config.display()
-            );
-        }
+        Command::Plan(a) => plan(a),
         Command::Prepare { path, config, set } => {
             let file = path.or(config).context("prepare needs a config file")?;
             let cfg: imaging::prepare::PrepareConfig =
                 config::load(&file, &set).with_context(|| format!("config {}", file.display()))?;
             let summary = imaging::prepare::run(&cfg).context("prepare")?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
         }
-        Command::Pretrain(a) => {
-            let cfg = load_config(&a.common.config, &a.common.over)?;
-            if spawn_workers(&a.dist, &env)? {
-                return Ok(());
-            }
-            let dist = join(env?, &cfg, &a.dist)?;
-            let s =
-                trainer::pretrain::run(&cfg, &run_options(&cfg, &a), &dist).context("pretrain")?;
-            if !dist.is_main() {
-                return Ok(());
-            }
-            println!(
-                "pretrained {} steps, last loss {:.5}; checkpoint {}",
-                s.steps,
-                s.last_loss,
-                s.last_checkpoint.display()
-            );
-        }
-        Command::Finetune { args, init } => {
-            let mut cfg = load_config(&args.common.config, &args.common.over)?;
-            if init.is_some() {
-                cfg.init = init;
-            }
-            if spawn_workers(&args.dist, &env)? {
-                return Ok(());
-            }
-            let dist = join(env?, &cfg, &args.dist)?;
-            let s = trainer::finetune::run(&cfg, &run_options(&cfg, &args), &dist)
-                .context("finetune")?;
-            if !dist.is_main() {
-                return Ok(());
-            }
-            let best = s.best.map_or_else(
-                || "none".to_string(),
-                |(d, step)| format!("{d:.4} at step {step}"),
-            );
-            println!(
-                "fine-tuned {} steps, last loss {:.5}, best mean Dice {best}; checkpoints in {}",
-                s.steps,
-                s.last_loss,
-                cfg.output_dir.join("checkpoints").display()
-            );
-        }
+        Command::Pretrain(a) => pretrain(a, env),
+        Command::Finetune { args, init } => finetune(args, init, env),
         Command::Evaluate {
             config,
             over,
             checkpoint,
             output,
-        } => {
-            let path = match (config, &checkpoint) {
-                (Some(c), _) => c,
-                (None, Some(ck)) => config_or_saved(None, ck)?,
-                (None, None) => anyhow::bail!("evaluate needs --config or --checkpoint"),
-            };
-            let cfg = load_config(&path, &over)?;
-            let ckpt =
-                checkpoint.unwrap_or_else(|| cfg.output_dir.join("checkpoints").join("best"));
-            let out = output.unwrap_or_else(|| cfg.output_dir.join("eval"));
-            let s = trainer::evaluate::evaluate(&cfg, &ckpt, &out).context("evaluate")?;
-            for (name, d) in &s.per_class {
-                println!("{name:>24}  {d:.4}");
-            }
-            println!(
-                "{:>24}  {:.4}  ({} cases; {})",
-                "mean Dice",
-                s.mean_dice,
-                s.cases.len(),
-                out.join("eval.json").display()
-            );
-        }
+        } => evaluate(config, &over, checkpoint, output),
         Command::Predict {
             checkpoint,
             input,
@@ -505,38 +419,150 @@ fn run(env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
                 output.display(),
                 p.counts
             );
+            Ok(())
         }
-        Command::Import(a) => {
-            let req = trainer::import::ImportRequest {
-                input: a.input,
-                output: a.output,
-                options: models::import::ImportOptions {
-                    family: a.family,
-                    key: a.key,
-                    img_size: a.img_size,
-                    num_heads: a.num_heads,
-                    decoder_num_heads: a.decoder_num_heads,
-                    layer_norm_eps: a.layer_norm_eps,
-                    mask_ratio: a.mask_ratio,
-                    norm_pix_loss: a.norm_pix_loss,
-                },
-                labels: a.labels,
-                preprocessing: a.preprocessing,
-                activation: a.activation,
-                force: a.force,
-            };
-            let s = trainer::import::run(&req)
-                .with_context(|| format!("import {}", req.input.display()))?;
-            for note in &s.notes {
-                println!("note: {note}");
-            }
-            println!(
-                "imported a {} checkpoint ({} tensors) into {}",
-                s.family,
-                s.tensors,
-                s.output.display()
-            );
-        }
+        Command::Import(a) => import(a),
     }
+}
+
+/// `medmae-train plan`: fingerprint the dataset, write the planned configs, print what was decided.
+fn plan(a: PlanArgs) -> anyhow::Result<()> {
+    let p = trainer::plan::run(&trainer::plan::PlanOptions {
+        dataset: a.dataset,
+        images: a.images,
+        labels: a.labels,
+        out: a.out,
+        device: a.device,
+        preset: a.preset,
+        budget_gib: a.budget_gib,
+        modality: a.modality,
+        seed: a.seed,
+    })
+    .context("plan")?;
+    print!("{}", p.fingerprint.table());
+    for line in &p.planned.notes {
+        println!("{line}");
+    }
+    println!(
+        "wrote {}, {} and {}\nnext: medmae-train pretrain --config {}\n      medmae-train finetune --config {}",
+        p.mae_config.display(),
+        p.unetr_config.display(),
+        p.fingerprint_json.display(),
+        p.mae_config.display(),
+        p.unetr_config.display()
+    );
+    Ok(())
+}
+
+/// `medmae-train pretrain` (as one rank when data-parallel).
+fn pretrain(a: TrainArgs, env: distributed::Result<DistEnv>) -> anyhow::Result<()> {
+    let cfg = load_config(&a.common.config, &a.common.over)?;
+    if spawn_workers(&a.dist, &env)? {
+        return Ok(());
+    }
+    let dist = join(env?, &cfg, &a.dist)?;
+    let s = trainer::pretrain::run(&cfg, &run_options(&cfg, &a), &dist).context("pretrain")?;
+    if dist.is_main() {
+        println!(
+            "pretrained {} steps, last loss {:.5}; checkpoint {}",
+            s.steps,
+            s.last_loss,
+            s.last_checkpoint.display()
+        );
+    }
+    Ok(())
+}
+
+/// `medmae-train finetune` (as one rank when data-parallel); `init` overrides the config's `init`.
+fn finetune(
+    args: TrainArgs,
+    init: Option<PathBuf>,
+    env: distributed::Result<DistEnv>,
+) -> anyhow::Result<()> {
+    let mut cfg = load_config(&args.common.config, &args.common.over)?;
+    if init.is_some() {
+        cfg.init = init;
+    }
+    if spawn_workers(&args.dist, &env)? {
+        return Ok(());
+    }
+    let dist = join(env?, &cfg, &args.dist)?;
+    let s = trainer::finetune::run(&cfg, &run_options(&cfg, &args), &dist).context("finetune")?;
+    if dist.is_main() {
+        let best = s.best.map_or_else(
+            || "none".to_string(),
+            |(d, step)| format!("{d:.4} at step {step}"),
+        );
+        println!(
+            "fine-tuned {} steps, last loss {:.5}, best mean Dice {best}; checkpoints in {}",
+            s.steps,
+            s.last_loss,
+            cfg.output_dir.join("checkpoints").display()
+        );
+    }
+    Ok(())
+}
+
+/// `medmae-train evaluate`: Dice of a checkpoint on the validation cases of `--config` (default: the run's saved
+/// config next to `--checkpoint`).
+fn evaluate(
+    config: Option<PathBuf>,
+    over: &Overrides,
+    checkpoint: Option<PathBuf>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let path = match (config, &checkpoint) {
+        (Some(c), _) => c,
+        (None, Some(ck)) => config_or_saved(None, ck)?,
+        (None, None) => anyhow::bail!("evaluate needs --config or --checkpoint"),
+    };
+    let cfg = load_config(&path, over)?;
+    let ckpt = checkpoint.unwrap_or_else(|| cfg.output_dir.join("checkpoints").join("best"));
+    let out = output.unwrap_or_else(|| cfg.output_dir.join("eval"));
+    let s = trainer::evaluate::evaluate(&cfg, &ckpt, &out).context("evaluate")?;
+    for (name, d) in &s.per_class {
+        println!("{name:>24}  {d:.4}");
+    }
+    println!(
+        "{:>24}  {:.4}  ({} cases; {})",
+        "mean Dice",
+        s.mean_dice,
+        s.cases.len(),
+        out.join("eval.json").display()
+    );
+    Ok(())
+}
+
+/// `medmae-train import`: another project's checkpoint → a medmae checkpoint directory.
+fn import(a: ImportArgs) -> anyhow::Result<()> {
+    let req = trainer::import::ImportRequest {
+        input: a.input,
+        output: a.output,
+        options: models::import::ImportOptions {
+            family: a.family,
+            key: a.key,
+            img_size: a.img_size,
+            num_heads: a.num_heads,
+            decoder_num_heads: a.decoder_num_heads,
+            layer_norm_eps: a.layer_norm_eps,
+            mask_ratio: a.mask_ratio,
+            norm_pix_loss: a.norm_pix_loss,
+        },
+        labels: a.labels,
+        preprocessing: a.preprocessing,
+        activation: a.activation,
+        force: a.force,
+    };
+    let s =
+        trainer::import::run(&req).with_context(|| format!("import {}", req.input.display()))?;
+    for note in &s.notes {
+        println!("note: {note}");
+    }
+    println!(
+        "imported a {} checkpoint ({} tensors) into {}",
+        s.family,
+        s.tensors,
+        s.output.display()
+    );
     Ok(())
 }

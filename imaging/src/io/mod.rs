@@ -303,6 +303,26 @@ pub fn save_nifti(vol: &Volume, path: &Path, dtype: NiftiDtype) -> Result<()> {
     )
 }
 
+/// Write `bytes` to `path` durably and atomically (temporary file in the same folder, fsync, rename, folder sync):
+/// a reader sees the old file or the complete new one.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic::write_bytes_atomic(path, "", bytes)
+}
+
+/// Encode a volume as the bytes of a NIfTI-1 file in memory (`gzip`: a `.nii.gz` file), as [`save_nifti`] writes
+/// it; `name` is what errors call it.
+pub fn encode_nifti(vol: &Volume, name: &str, dtype: NiftiDtype, gzip: bool) -> Result<Vec<u8>> {
+    nifti::encode(
+        vol,
+        Path::new(name),
+        &SaveOptions {
+            dtype,
+            ..SaveOptions::default()
+        },
+        gzip,
+    )
+}
+
 /// Save a volume as MetaImage (`.mha` with local data, or `.mhd` + `.raw` beside it) in `f32`, with LPS geometry
 /// on disk; channels are written as `ElementNumberOfChannels`.
 pub fn save_metaimage(vol: &Volume, path: &Path) -> Result<()> {

@@ -3,7 +3,6 @@
 //! optional probabilities. Uploads are written under neutral names in a private temp directory or kept in memory;
 //! nothing from the request (file names, headers, patient attributes) reaches logs or error messages.
 
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,8 +29,7 @@ use crate::state::Shared;
 pub use upload::raw_volume;
 use upload::{load_upload, raw_shape, receive, Upload};
 
-/// Bytes per response chunk.
-pub const CHUNK_BYTES: usize = 1 << 20;
+pub use protocol::{format_for_path, CHUNK_BYTES};
 /// Room for a chunk message's own framing within `max_message_bytes`.
 const CHUNK_FRAMING: usize = 64;
 /// Metrics label of this service.
@@ -49,16 +47,10 @@ impl SegmentService {
     }
 }
 
-/// Encode a volume as .nii.gz bytes (through a temp file, since the writer is path-based).
+/// Encode a volume as .nii.gz bytes, in memory.
 fn nifti_bytes(v: &Volume, dtype: NiftiDtype) -> Result<Vec<u8>, ServeError> {
-    let dir = tempfile::Builder::new()
-        .prefix("medmae-result-")
-        .tempdir()
-        .map_err(|e| ServeError::Internal(format!("temp dir: {e}")))?;
-    let path = dir.path().join("result.nii.gz");
-    io::save_nifti(v, &path, dtype)
-        .map_err(|e| ServeError::Internal(format!("writing the result: {e}")))?;
-    std::fs::read(&path).map_err(|e| ServeError::Internal(format!("reading the result: {e}")))
+    io::encode_nifti(v, "result", dtype, true)
+        .map_err(|e| ServeError::Internal(format!("encoding the result: {e}")))
 }
 
 /// Label dtype that holds every class value.
@@ -335,39 +327,14 @@ impl SegmentationRpc for SegmentService {
     }
 }
 
-/// True if `path` names a NIfTI file by extension (helper for clients choosing a format).
-pub fn format_for_path(path: &Path) -> Option<VolumeFormat> {
-    let n = path.file_name()?.to_str()?.to_ascii_lowercase();
-    if n.ends_with(".nii.gz") {
-        Some(VolumeFormat::NiftiGz)
-    } else if n.ends_with(".nii") {
-        Some(VolumeFormat::Nifti)
-    } else if n.ends_with(".mha") {
-        Some(VolumeFormat::Metaimage)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn formats_from_names() {
-        assert_eq!(
-            format_for_path(Path::new("/a/b.NII.GZ")),
-            Some(VolumeFormat::NiftiGz)
-        );
-        assert_eq!(
-            format_for_path(Path::new("b.nii")),
-            Some(VolumeFormat::Nifti)
-        );
-        assert_eq!(
-            format_for_path(Path::new("b.mha")),
-            Some(VolumeFormat::Metaimage)
-        );
-        assert_eq!(format_for_path(Path::new("b.mhd")), None);
+    fn mask_dtype_holds_every_class() {
         assert_eq!(mask_dtype(14), NiftiDtype::U8);
+        assert_eq!(mask_dtype(256), NiftiDtype::U8);
+        assert_eq!(mask_dtype(257), NiftiDtype::I16);
     }
 }

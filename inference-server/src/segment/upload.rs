@@ -1,11 +1,10 @@
-//! Receiving a segmentation upload: chunks of an image file (written under a neutral name in a private temp
-//! directory), a raw float32 volume with its geometry, or a DICOM series (a zip, or one message per file), each
-//! under the server's upload limits; then loading it as a volume.
+//! Receiving a segmentation upload: chunks of an image file (kept in memory, never written to disk), a raw float32
+//! volume with its geometry, or a DICOM series (a zip, or one message per file), each under the server's upload
+//! limits; then loading it as a volume with `imaging`'s in-memory loaders.
 
 use imaging::io::{self, LoadOptions};
 use imaging::Volume;
 use ndarray::Array4;
-use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 use tonic::Streaming;
 
@@ -15,11 +14,12 @@ use crate::error::ServeError;
 use crate::ops::accounting;
 use crate::proto::medmae_v1::{self as pb, segment_request::Payload, VolumeFormat};
 
-/// An upload on disk (or in memory for raw volumes).
+/// A received upload, held in memory.
 pub(super) enum Upload {
+    /// A NIfTI or MetaImage (`.mha`) file's bytes.
     File {
-        _dir: tempfile::TempDir,
-        path: std::path::PathBuf,
+        format: io::FileFormat,
+        bytes: Vec<u8>,
     },
     Raw {
         geometry: pb::RawGeometry,
@@ -28,12 +28,13 @@ pub(super) enum Upload {
     Dicom(DicomUpload),
 }
 
-fn upload_name(format: VolumeFormat) -> Result<&'static str, ServeError> {
+/// The file format of a file upload (`None` for raw and DICOM uploads).
+fn file_format(format: VolumeFormat) -> Result<Option<io::FileFormat>, ServeError> {
     match format {
-        VolumeFormat::Nifti => Ok("upload.nii"),
-        VolumeFormat::NiftiGz => Ok("upload.nii.gz"),
-        VolumeFormat::Metaimage => Ok("upload.mha"),
-        VolumeFormat::RawF32 | VolumeFormat::DicomZip | VolumeFormat::DicomFiles => Ok(""),
+        VolumeFormat::Nifti => Ok(Some(io::FileFormat::Nii)),
+        VolumeFormat::NiftiGz => Ok(Some(io::FileFormat::NiiGz)),
+        VolumeFormat::Metaimage => Ok(Some(io::FileFormat::Mha)),
+        VolumeFormat::RawF32 | VolumeFormat::DicomZip | VolumeFormat::DicomFiles => Ok(None),
         VolumeFormat::Unspecified => Err(ServeError::invalid(
             "header.format is unspecified; set NIFTI, NIFTI_GZ, METAIMAGE, RAW_F32, DICOM_ZIP or DICOM_FILES",
         )),
@@ -54,7 +55,7 @@ pub(super) async fn receive(
             header.format
         ))
     })?;
-    let name = upload_name(format)?;
+    let file = file_format(format)?;
     if header.total_bytes > max_bytes {
         return Err(ServeError::TooLarge(format!(
             "upload of {} bytes exceeds the server limit of {max_bytes} bytes",
@@ -113,26 +114,19 @@ pub(super) async fn receive(
         }
         return Ok(Upload::Dicom(DicomUpload::Zip(bytes)));
     }
-    let dir = tempfile::Builder::new()
-        .prefix("medmae-upload-")
-        .tempdir()
-        .map_err(|e| ServeError::Internal(format!("temp dir: {e}")))?;
-    let path = dir.path().join(name);
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
+    let mut bytes = Vec::new();
     while let Some(c) = next(stream, &mut total).await? {
-        file.write_all(&c)
-            .await
-            .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
+        bytes.extend_from_slice(&c);
     }
-    file.flush()
-        .await
-        .map_err(|e| ServeError::Internal(format!("temp file: {e}")))?;
-    if total == 0 {
+    if bytes.is_empty() {
         return Err(ServeError::invalid("the upload is empty"));
     }
-    Ok(Upload::File { _dir: dir, path })
+    match file {
+        Some(format) => Ok(Upload::File { format, bytes }),
+        None => Err(ServeError::Internal(format!(
+            "upload format {format:?} has no receiver"
+        ))),
+    }
 }
 
 /// Receive a DICOM series sent as one `file` message per file, enforcing the file-count and byte limits.
@@ -266,27 +260,25 @@ pub fn raw_volume(
     ))
 }
 
-/// Load the uploaded file; errors name "the uploaded volume", never the temp path.
+/// Name under which errors about an uploaded file refer to it.
+const UPLOAD_NAME: &str = "uploaded volume";
+
+/// Load the uploaded file from memory (a MetaImage upload must hold its data: `ElementDataFile = LOCAL`); errors
+/// name "uploaded volume".
 pub(super) fn load_upload(upload: &Upload, max_voxels: u64) -> Result<Volume, ServeError> {
     match upload {
         Upload::Raw { geometry, bytes } => raw_volume(geometry, bytes, max_voxels),
         Upload::Dicom(_) => Err(ServeError::Internal(
             "a DICOM upload reached the volume loader".into(),
         )),
-        Upload::File { path, .. } => {
+        Upload::File { format, bytes } => {
             let opts = LoadOptions {
                 max_voxels,
                 ..LoadOptions::default()
             };
-            io::load_with(path, &opts).map_err(|e| {
-                let msg = e
-                    .to_string()
-                    .replace(&path.display().to_string(), "uploaded volume");
-                if msg.contains("exceeds") || msg.contains("max_voxels") || msg.contains("limit") {
-                    ServeError::TooLarge(msg)
-                } else {
-                    ServeError::invalid(msg)
-                }
+            io::load_bytes(bytes, *format, UPLOAD_NAME, &opts).map_err(|e| match e {
+                imaging::ImagingError::TooLarge { .. } => ServeError::TooLarge(e.to_string()),
+                _ => ServeError::invalid(e.to_string()),
             })
         }
     }

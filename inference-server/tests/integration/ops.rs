@@ -1,6 +1,6 @@
 //! Operations: bearer tokens on every RPC, mutual TLS, queue limits, deadlines (the drain on SIGTERM: `drain.rs`).
 
-use server::client::{Client, ClientOptions};
+use client::{Client, ClientOptions};
 use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use server::proto::inference::ServerLiveRequest;
 use tonic::metadata::MetadataValue;

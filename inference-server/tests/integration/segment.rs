@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
+use client::{Client, ClientError, ClientOptions};
 use server::backend::{BackendKind, BackendOptions};
-use server::client::{Client, ClientError, ClientOptions};
 use server::model::Repository;
 use server::pipeline::{segment_volume, SegmentOptions};
 use tonic::Code;
@@ -19,7 +19,7 @@ fn medmae_client_segment_equals_the_offline_pipeline() {
     let prob_path = out.path().join("prob.nii.gz");
     let volume = fixtures().join("volume.nii.gz");
     let client = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_medmae-client"))
+        let o = Command::new(medmae_test_support::workspace_bin("medmae-client"))
             .arg("--server")
             .arg(srv.url())
             .args(args)

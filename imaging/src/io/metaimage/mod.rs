@@ -85,61 +85,15 @@ fn layout(input: &mut Input, opts: &LoadOptions) -> Result<Layout> {
             });
         }
     }
-    let n = match ints(path, &t, &["NDims"], 1)?.as_deref() {
-        Some(&[n @ 1..=4]) => n as usize,
-        Some(&[other]) => {
-            return Err(field_err(
-                path,
-                "NDims",
-                format!("is {other}; expected 1..4"),
-            ))
-        }
-        _ => return Err(field_err(path, "NDims", "missing; expected 1..4")),
-    };
-    let dims_raw = ints(path, &t, &["DimSize"], n)?
-        .ok_or_else(|| field_err(path, "DimSize", format!("missing; expected {n} sizes")))?;
-    if let Some(bad) = dims_raw.iter().find(|&&d| d < 1) {
-        return Err(field_err(
-            path,
-            "DimSize",
-            format!("has {bad}; expected sizes >= 1"),
-        ));
-    }
-    let dims: Vec<usize> = dims_raw.iter().map(|&d| d as usize).collect();
-    let k = match ints(path, &t, &["ElementNumberOfChannels"], 1)?.as_deref() {
-        None => 1,
-        Some(&[c]) if c >= 1 => c as usize,
-        Some(v) => {
-            let shown: Vec<String> = v.iter().map(|x| x.to_string()).collect();
-            return Err(field_err(
-                path,
-                "ElementNumberOfChannels",
-                format!("is {}; expected >= 1", shown.join(" ")),
-            ));
-        }
-    };
-    let dim_at = |i: usize| dims.get(i).copied().unwrap_or(1);
-    let (shape, tdim) = ([dim_at(0), dim_at(1), dim_at(2)], dim_at(3));
-    let shown = super::nifti::list(&dims);
-    let too_large = || ImagingError::TooLarge {
-        path: path.into(),
-        msg: format!("DimSize {shown} x {k} channels overflows"),
-    };
-    let channels = tdim.checked_mul(k).ok_or_else(too_large)?;
-    let elements = shape
-        .iter()
-        .try_fold(channels as u64, |a, &d| a.checked_mul(d as u64))
-        .ok_or_else(too_large)?;
-    if elements > opts.max_voxels {
-        return Err(ImagingError::TooLarge {
-            path: path.into(),
-            msg: format!(
-                "DimSize {shown} x {k} channels hold {elements} values, more than the limit of {} \
-                 (LoadOptions::max_voxels)",
-                opts.max_voxels
-            ),
-        });
-    }
+    let Extent {
+        n,
+        dims,
+        shape,
+        tdim,
+        k,
+        channels,
+        elements,
+    } = extent(path, &t, opts)?;
     let (_, ty) = t
         .get(&["ElementType"])
         .ok_or_else(|| field_err(path, "ElementType", "missing"))?;
@@ -147,40 +101,14 @@ fn layout(input: &mut Input, opts: &LoadOptions) -> Result<Layout> {
         path: path.into(),
         what: format!("ElementType {ty:?} (expected MET_UCHAR, MET_CHAR, MET_USHORT, MET_SHORT, MET_UINT, MET_INT, MET_ULONG, MET_LONG, MET_ULONG_LONG, MET_LONG_LONG, MET_FLOAT or MET_DOUBLE)"),
     })?;
-    let nbytes = elements
-        .checked_mul(dtype.size() as u64)
-        .ok_or_else(too_large)?;
-    if !flag(path, &t, &["BinaryData"], true)? {
-        return Err(ImagingError::Unsupported {
-            path: path.into(),
-            what: "ASCII voxel data (BinaryData = False)".into(),
-        });
-    }
-    let big = flag(
-        path,
-        &t,
-        &["BinaryDataByteOrderMSB", "ElementByteOrderMSB"],
-        false,
-    )?;
-    let storage = Storage {
-        compressed: flag(path, &t, &["CompressedData"], false)?,
-        compressed_size: match ints(path, &t, &["CompressedDataSize"], 1)?.as_deref() {
-            Some(&[s]) if s >= 0 => Some(s as u64),
-            Some(_) => {
-                return Err(field_err(
-                    path,
-                    "CompressedDataSize",
-                    "is negative; expected >= 0",
-                ))
-            }
-            None => None,
-        },
-        header_size: match ints(path, &t, &["HeaderSize"], 1)?.as_deref() {
-            Some(&[s]) if s >= -1 => s,
-            Some(_) => return Err(field_err(path, "HeaderSize", "expected >= -1")),
-            None => 0,
-        },
-    };
+    let nbytes =
+        elements
+            .checked_mul(dtype.size() as u64)
+            .ok_or_else(|| ImagingError::TooLarge {
+                path: path.into(),
+                msg: format!("{elements} values of {} bytes overflow", dtype.size()),
+            })?;
+    let (big, storage) = storage(path, &t)?;
     let (affine, time_step) = lps_to_ras_affine(path, &t, n)?;
     let source = data::source(path, input.dir.as_deref(), &t, opts)?;
     let data_files = match &source {
@@ -227,6 +155,125 @@ fn layout(input: &mut Input, opts: &LoadOptions) -> Result<Layout> {
         file_shape: [tdim, shape[2], shape[1], shape[0], k],
         nbytes,
     })
+}
+
+/// The stored dimensions: `NDims`, `DimSize`, `ElementNumberOfChannels`, checked against the voxel limit.
+struct Extent {
+    n: usize,
+    dims: Vec<usize>,
+    shape: [usize; 3],
+    /// Length of the 4th axis (1 without one).
+    tdim: usize,
+    /// Vector components per voxel.
+    k: usize,
+    /// `tdim * k`.
+    channels: usize,
+    /// Values in the image (all channels).
+    elements: u64,
+}
+
+fn extent(path: &Path, t: &text::MetaText, opts: &LoadOptions) -> Result<Extent> {
+    let n = match ints(path, t, &["NDims"], 1)?.as_deref() {
+        Some(&[n @ 1..=4]) => n as usize,
+        Some(&[other]) => {
+            return Err(field_err(
+                path,
+                "NDims",
+                format!("is {other}; expected 1..4"),
+            ))
+        }
+        _ => return Err(field_err(path, "NDims", "missing; expected 1..4")),
+    };
+    let dims_raw = ints(path, t, &["DimSize"], n)?
+        .ok_or_else(|| field_err(path, "DimSize", format!("missing; expected {n} sizes")))?;
+    if let Some(bad) = dims_raw.iter().find(|&&d| d < 1) {
+        return Err(field_err(
+            path,
+            "DimSize",
+            format!("has {bad}; expected sizes >= 1"),
+        ));
+    }
+    let dims: Vec<usize> = dims_raw.iter().map(|&d| d as usize).collect();
+    let k = match ints(path, t, &["ElementNumberOfChannels"], 1)?.as_deref() {
+        None => 1,
+        Some(&[c]) if c >= 1 => c as usize,
+        Some(v) => {
+            let shown: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+            return Err(field_err(
+                path,
+                "ElementNumberOfChannels",
+                format!("is {}; expected >= 1", shown.join(" ")),
+            ));
+        }
+    };
+    let dim_at = |i: usize| dims.get(i).copied().unwrap_or(1);
+    let (shape, tdim) = ([dim_at(0), dim_at(1), dim_at(2)], dim_at(3));
+    let shown = super::nifti::list(&dims);
+    let too_large = || ImagingError::TooLarge {
+        path: path.into(),
+        msg: format!("DimSize {shown} x {k} channels overflows"),
+    };
+    let channels = tdim.checked_mul(k).ok_or_else(too_large)?;
+    let elements = shape
+        .iter()
+        .try_fold(channels as u64, |a, &d| a.checked_mul(d as u64))
+        .ok_or_else(too_large)?;
+    if elements > opts.max_voxels {
+        return Err(ImagingError::TooLarge {
+            path: path.into(),
+            msg: format!(
+                "DimSize {shown} x {k} channels hold {elements} values, more than the limit of {} \
+                 (LoadOptions::max_voxels)",
+                opts.max_voxels
+            ),
+        });
+    }
+    Ok(Extent {
+        n,
+        dims,
+        shape,
+        tdim,
+        k,
+        channels,
+        elements,
+    })
+}
+
+/// Byte order and storage (`BinaryData`, `BinaryDataByteOrderMSB`, `CompressedData`, `CompressedDataSize`,
+/// `HeaderSize`); ASCII data is refused.
+fn storage(path: &Path, t: &text::MetaText) -> Result<(bool, Storage)> {
+    if !flag(path, t, &["BinaryData"], true)? {
+        return Err(ImagingError::Unsupported {
+            path: path.into(),
+            what: "ASCII voxel data (BinaryData = False)".into(),
+        });
+    }
+    let big = flag(
+        path,
+        t,
+        &["BinaryDataByteOrderMSB", "ElementByteOrderMSB"],
+        false,
+    )?;
+    let storage = Storage {
+        compressed: flag(path, t, &["CompressedData"], false)?,
+        compressed_size: match ints(path, t, &["CompressedDataSize"], 1)?.as_deref() {
+            Some(&[s]) if s >= 0 => Some(s as u64),
+            Some(_) => {
+                return Err(field_err(
+                    path,
+                    "CompressedDataSize",
+                    "is negative; expected >= 0",
+                ))
+            }
+            None => None,
+        },
+        header_size: match ints(path, t, &["HeaderSize"], 1)?.as_deref() {
+            Some(&[s]) if s >= -1 => s,
+            Some(_) => return Err(field_err(path, "HeaderSize", "expected >= -1")),
+            None => 0,
+        },
+    };
+    Ok((big, storage))
 }
 
 /// The voxel-to-RAS affine from `ElementSpacing` (or `ElementSize`), `Offset` (`Origin`, `Position`) and

@@ -18,8 +18,8 @@ use crate::volume::Volume;
 use header::RawHeader;
 
 pub use header::NiftiVersion;
-pub(crate) use write::save;
 pub use write::NiftiDtype;
+pub(crate) use write::{encode, save};
 
 /// A validated header and where its voxel data lies.
 struct Layout {

@@ -87,6 +87,37 @@ pub(crate) fn save(vol: &Volume, path: &Path, opts: &SaveOptions) -> Result<()> 
             })
         }
     };
+    let bytes = encode_raw(vol, path, opts)?;
+    write_atomic(path, suffix, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| ImagingError::io(tmp, e))?;
+        let res = if gzip {
+            let mut enc = GzEncoder::new(BufWriter::new(file), Compression::new(6));
+            enc.write_all(&bytes)
+                .and_then(|()| enc.finish())
+                .and_then(|mut w| w.flush())
+        } else {
+            let mut w = BufWriter::new(file);
+            w.write_all(&bytes).and_then(|()| w.flush())
+        };
+        res.map_err(|e| ImagingError::io(tmp, e))
+    })
+}
+
+/// Encode `vol` as the bytes of a `.nii` file (`gzip`: of a `.nii.gz` file) in memory; `name` is what errors call
+/// it.
+pub(crate) fn encode(vol: &Volume, name: &Path, opts: &SaveOptions, gzip: bool) -> Result<Vec<u8>> {
+    let bytes = encode_raw(vol, name, opts)?;
+    if !gzip {
+        return Ok(bytes);
+    }
+    let mut enc = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::new(6));
+    enc.write_all(&bytes)
+        .and_then(|()| enc.finish())
+        .map_err(|e| ImagingError::io(name, e))
+}
+
+/// Header, extension flag and voxels of an uncompressed NIfTI file.
+fn encode_raw(vol: &Volume, path: &Path, opts: &SaveOptions) -> Result<Vec<u8>> {
     let axes = opts
         .axes
         .unwrap_or_else(|| StoredAxes::time_series(vol.channels()));
@@ -114,19 +145,7 @@ pub(crate) fn save(vol: &Volume, path: &Path, opts: &SaveOptions) -> Result<()> 
     for &v in ordered.iter() {
         opts.dtype.push(&mut bytes, v);
     }
-    write_atomic(path, suffix, |tmp| {
-        let file = std::fs::File::create(tmp).map_err(|e| ImagingError::io(tmp, e))?;
-        let res = if gzip {
-            let mut enc = GzEncoder::new(BufWriter::new(file), Compression::new(6));
-            enc.write_all(&bytes)
-                .and_then(|()| enc.finish())
-                .and_then(|mut w| w.flush())
-        } else {
-            let mut w = BufWriter::new(file);
-            w.write_all(&bytes).and_then(|()| w.flush())
-        };
-        res.map_err(|e| ImagingError::io(tmp, e))
-    })
+    Ok(bytes)
 }
 
 /// Reject values an integer type cannot hold (after rounding), naming the first offending voxel.

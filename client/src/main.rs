@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use client::{resolve_input, Client, ClientOptions, SegmentParams};
 use indicatif::{ProgressBar, ProgressStyle};
-use server::client::{resolve_input, Client, ClientOptions, SegmentParams};
-use server::proto::medmae_v1::OutputFormat;
+use protocol::medmae_v1::OutputFormat;
 
 #[derive(Debug, Parser)]
 #[command(name = "medmae-client", version, about = "Client for medmae-serve")]
@@ -193,10 +193,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 r.mask
             };
-            std::fs::write(&output, &mask)
+            imaging::io::write_file_atomic(&output, &mask)
                 .with_context(|| format!("writing {}", output.display()))?;
             if let (Some(p), Some(bytes)) = (&probabilities, &r.probabilities) {
-                std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display()))?;
+                imaging::io::write_file_atomic(p, bytes)
+                    .with_context(|| format!("writing {}", p.display()))?;
             }
             let s = &r.summary;
             if json {

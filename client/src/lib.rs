@@ -9,11 +9,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
-use crate::proto::medmae_v1::{
+use protocol::medmae_v1::{
     self as pb, segment_request::Payload, segmentation_client::SegmentationClient, OutputFormat,
     VolumeFormat,
 };
-use crate::segment::{format_for_path, CHUNK_BYTES};
+use protocol::{format_for_path, CHUNK_BYTES};
 
 /// Client-side failures.
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +280,7 @@ impl Client {
             .transpose()
             .map_err(|_| cerr("the token is not valid ASCII metadata".into()))?;
         let max = if opts.max_message_bytes == 0 {
-            crate::config::DEFAULT_MAX_MESSAGE_BYTES
+            protocol::DEFAULT_MAX_MESSAGE_BYTES
         } else {
             opts.max_message_bytes
         };
