@@ -179,6 +179,7 @@ async fn handle(
         check_outputs(&model.info, shape.iter().product(), &opts, &limits)?;
     }
     let upload = receive(stream, &header, &limits).await?;
+    let is_file = matches!(upload, Upload::File { .. });
     let metrics = shared.metrics.clone();
     let m = model.clone();
     let (series, anonymize) = (header.series.clone(), header.anonymize);
@@ -191,10 +192,17 @@ async fn handle(
                 }
                 other => (load_upload(&other, limits.max_voxels)?, None),
             };
+            let from_file = is_file;
             let voxels = volume.spatial_shape().iter().map(|&d| d as u64).product();
             check_outputs(&m.info, voxels, &opts, &limits)?;
             let start = Instant::now();
-            let seg = segment_volume(&m, volume, &opts, Some(&metrics))?;
+            let seg = segment_volume(&m, volume, &opts, Some(&metrics)).map_err(|e| match e {
+                // An input the model cannot take: name the upload, as the loader's errors do.
+                ServeError::InvalidArgument(msg) if from_file => {
+                    ServeError::invalid(format!("{}: {msg}", upload::UPLOAD_NAME))
+                }
+                other => other,
+            })?;
             let seconds = start.elapsed().as_secs_f64();
             let mask = match (&source, output) {
                 (Some(src), OutputFormat::DicomSeg) => {

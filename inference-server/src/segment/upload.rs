@@ -261,7 +261,7 @@ pub fn raw_volume(
 }
 
 /// Name under which errors about an uploaded file refer to it.
-const UPLOAD_NAME: &str = "uploaded volume";
+pub(super) const UPLOAD_NAME: &str = "uploaded volume";
 
 /// Load the uploaded file from memory (a MetaImage upload must hold its data: `ElementDataFile = LOCAL`); errors
 /// name "uploaded volume".
