@@ -175,17 +175,7 @@ fn data_files_stay_in_the_headers_folder_unless_allowed() {
     std::fs::write(d.join("s0.raw"), [1u8; 4]).unwrap();
     std::fs::write(d.join("s1.raw"), [2u8; 4]).unwrap();
     std::fs::write(sub.join("inside.raw"), [5u8; 8]).unwrap();
-    let header = |name: &str, data: &str| {
-        let p = sub.join(name);
-        std::fs::write(
-            &p,
-            format!(
-                "NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = {data}\n"
-            ),
-        )
-        .unwrap();
-        p
-    };
+    let header = |name: &str, data: &str| medmae_test_support::write_mhd_header(&sub, name, data);
     io::load(&header("ok.mhd", "inside.raw")).unwrap();
     let allowed = LoadOptions {
         allow_external_data: true,
@@ -229,9 +219,9 @@ fn data_files_stay_in_the_headers_folder_unless_allowed() {
     let v = io::load_with(&header("pattern2.mhd", "../s%d.raw 0 1 1"), &allowed).unwrap();
     assert_eq!(v.data.iter().filter(|&&x| x == 2.0).count(), 4);
     // Bytes in memory have no folder: only LOCAL data can be read.
-    let text =
-        b"NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = inside.raw\n";
-    let err = io::load_bytes(text, io::FileFormat::Mhd, "upload.mhd", &allowed).unwrap_err();
+    let text = medmae_test_support::mhd_header_text("inside.raw");
+    let err =
+        io::load_bytes(text.as_bytes(), io::FileFormat::Mhd, "upload.mhd", &allowed).unwrap_err();
     check_style(&err, "upload.mhd");
     assert!(err.to_string().contains("needs a folder"), "{err}");
 }
