@@ -23,13 +23,7 @@ fn vit_b_unetr() -> ModelCard {
         feature_size: 16,
         skip_layers: [3, 6, 9],
     });
-    let inference = InferenceSpec {
-        roi_size: vec![96, 96, 96],
-        overlap: 0.5,
-        blend: spec::BlendMode::Gaussian,
-        sw_batch_size: 4,
-        activation: Default::default(),
-    };
+    let inference = InferenceSpec::new(vec![96; 3], Default::default());
     ModelCard::new(model, vec![], labels, Some(inference))
 }
 
