@@ -6,13 +6,13 @@
 #[path = "golden/io/support.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use imaging::io::{self, LoadOptions};
 use imaging::ImagingError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use support::{fails, fails_with, golden, golden_dir, patched, put_f32, put_i16};
+use support::{fails, fails_with, golden, patched, put_f32, put_i16};
 
 const ITK_DATA: &str = "/usr/share/doc/insighttoolkit5-examples/examples/Data";
 

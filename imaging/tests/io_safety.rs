@@ -6,11 +6,9 @@
 #[path = "golden/io/support.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use imaging::io::{self, LoadOptions};
 use imaging::ImagingError;
-use support::{check_style, fails, fails_with, golden, golden_dir, patched, put_f32, put_i16};
+use support::{check_style, fails, fails_with, golden, patched, put_f32, put_i16};
 
 #[test]
 fn degenerate_nifti_geometry_is_refused_at_load() {
