@@ -1,6 +1,11 @@
 //! Test-only helpers shared by the inference-server's integration tests and the workspace tests (`tests/`): the
 //! Python interpreter `scripts/setup` provides, fixture scripts run once into a temporary directory, and a
-//! `medmae-serve` child process on ephemeral ports with its log captured.
+//! `medmae-serve` child process on ephemeral ports with its log captured; bounded waits and success checks for
+//! child processes (`process`), and the shared reader of DICOM SEG files (`python/read_seg.py`, [`read_seg`]).
+
+mod process;
+
+pub use process::{assert_success, run_python, wait_within};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -48,18 +53,31 @@ pub fn python() -> String {
 /// Run `script OUT_DIR` with [`python`] into a fresh temporary directory; panic with its stderr if it fails.
 pub fn run_fixture_script(script: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temporary fixture directory");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(dir.path())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(script, &[dir.path()]);
     dir
+}
+
+/// The MetaImage header of a 2×2×2 uint8 volume whose voxels are in `data_file` (kept as given, so a test can point it
+/// anywhere).
+pub fn mhd_header_text(data_file: &str) -> String {
+    format!("NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = {data_file}\n")
+}
+
+/// Writes [`mhd_header_text`] for `data_file` to `dir/name` and returns its path.
+pub fn write_mhd_header(dir: &Path, name: &str, data_file: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, mhd_header_text(data_file))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", p.display()));
+    p
+}
+
+/// Reads the DICOM SEG `seg` back with highdicom (`python/read_seg.py`) for the instances of the series in `source`
+/// (in SimpleITK's order), writing into `out`: `seg_labels.npy` (the combined label map, int32, slices × rows ×
+/// columns), `segments.npy` (one uint8 mask per segment, last axis) and `seg.json` (segments, references,
+/// identification, highdicom's volume geometry in LPS).
+pub fn read_seg(seg: &Path, source: &Path, out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/read_seg.py");
+    run_python(&script, &[seg, source, out]);
 }
 
 /// A `medmae-serve` process listening on ephemeral 127.0.0.1 ports, its stderr (the log) in a file; SIGTERM on drop.

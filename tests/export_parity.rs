@@ -55,11 +55,8 @@ fn write_model(
         ModelConfig::Unetr(u) => {
             let labels: Vec<String> = (0..u.out_channels).map(|i| format!("class{i}")).collect();
             let inf = InferenceSpec {
-                roi_size: u.encoder.img_size.clone(),
-                overlap: 0.5,
-                blend: spec::BlendMode::Gaussian,
                 sw_batch_size: 2,
-                activation: OutputActivation::Softmax,
+                ..InferenceSpec::new(u.encoder.img_size.clone(), OutputActivation::Softmax)
             };
             (
                 &u.encoder,

@@ -20,7 +20,7 @@ use medmae_tests::{bin, repo_root, run, serve};
 use ndarray::{Array4, Axis};
 use spec::{
     BlendMode, InferenceSpec, ModelCard, ModelConfig, OutputActivation, TransformSpec, UnetrConfig,
-    VitConfig, VitStyle,
+    VitConfig,
 };
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -35,21 +35,8 @@ const CLASSES: usize = 3;
 /// A UNETR small enough for CPU tests: roi 32 per axis (2 patches), width 24, 3 blocks.
 fn unetr(spatial_dims: usize) -> UnetrConfig {
     UnetrConfig {
-        encoder: VitConfig {
-            spatial_dims,
-            in_channels: 1,
-            img_size: vec![32; spatial_dims],
-            patch_size: vec![16; spatial_dims],
-            embed_dim: 24,
-            depth: 3,
-            num_heads: 2,
-            mlp_ratio: 2.0,
-            qkv_bias: true,
-            layer_norm_eps: 1e-6,
-            cls_token: true,
-            style: VitStyle::Timm,
-            drop_path_rate: 0.0,
-        },
+        encoder: VitConfig::timm(1, vec![32; spatial_dims], vec![16; spatial_dims], 24, 3, 2)
+            .with_mlp_ratio(2.0),
         out_channels: CLASSES,
         feature_size: 4,
         skip_layers: [0, 1, 2],

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use imaging::io::NiftiDtype;
-use imaging::synthetic::{phantom, ClassCue, PhantomConfig};
+use imaging::synthetic::{phantom, PhantomConfig};
 use imaging::Volume;
 use medmae_tests::{bin, run};
 
@@ -20,15 +20,7 @@ const ITK: &str = "/usr/share/doc/insighttoolkit5-examples/examples/Data";
 /// One foreground class (an ellipsoid) on a noisy background; `scale`·v + `offset` maps the phantom's 0..1
 /// intensities to the modality's range.
 fn write_phantom(dir: &Path, id: &str, seed: u64, spacing: [f64; 3], scale: f32, offset: f32) {
-    let cfg = PhantomConfig {
-        shape: [40, 28, 40],
-        spacing,
-        num_classes: 1,
-        channels: 1,
-        noise_std: 0.05,
-        radius_fraction: [0.2, 0.3],
-        classes_by: ClassCue::Intensity,
-    };
+    let cfg = PhantomConfig::new([40, 28, 40], spacing, 1, 1).with_radius_fraction([0.2, 0.3]);
     let p = phantom(&cfg, seed).unwrap();
     let img = Volume::new(p.image.data.mapv(|v| v * scale + offset), p.image.affine);
     imaging::io::save_nifti(
@@ -236,11 +228,7 @@ fn numpy_window(pairs: &[(PathBuf, PathBuf)]) -> [f64; 2] {
         .args(&args)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    medmae_test_support::assert_success(&out, "numpy percentiles");
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Vec<f64> = text
         .split_whitespace()

@@ -46,17 +46,7 @@ fn run(nproc: usize, threads: usize, steps: &str, batch: &str, hidden: &str) -> 
         hidden,
     ])
     .args(["--threads", &threads, "--nproc-per-node", &nproc]);
-    for var in [
-        "RANK",
-        "WORLD_SIZE",
-        "LOCAL_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "SLURM_PROCID",
-        "SLURM_NTASKS",
-    ] {
-        cmd.env_remove(var);
-    }
+    distributed::launch::clear_launch_env(&mut cmd);
     let output = cmd.output().expect("running medmae-ddp-check");
     assert!(
         output.status.success(),

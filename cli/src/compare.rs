@@ -31,7 +31,7 @@ pub fn run(prediction: &Path, reference: &Path, o: &OverlayArgs, opts: &LoadOpti
     let load = |p: &Path| imaging::io::load_with(p, opts);
     let a = load(prediction)?;
     let b = load(reference)?;
-    if a.data.shape() != b.data.shape() {
+    let Some(differing) = a.count_differing(&b) else {
         bail!(
             "{}: grid {} does not match the reference {} ({}); expected the same grid",
             prediction.display(),
@@ -39,17 +39,8 @@ pub fn run(prediction: &Path, reference: &Path, o: &OverlayArgs, opts: &LoadOpti
             reference.display(),
             describe(&b)
         );
-    }
-    let max_affine_diff = (0..4)
-        .flat_map(|r| (0..4).map(move |c| (r, c)))
-        .map(|(r, c)| (a.affine[r][c] - b.affine[r][c]).abs())
-        .fold(0.0, f64::max);
-    let differing = a
-        .data
-        .iter()
-        .zip(b.data.iter())
-        .filter(|(x, y)| x != y)
-        .count();
+    };
+    let max_affine_diff = a.max_affine_difference(&b);
     let num_classes = a
         .data
         .iter()

@@ -11,22 +11,29 @@ use imaging::fingerprint::FingerprintOptions;
 use imaging::io::FileFormat;
 use serde_json::json;
 
-/// Arguments of `dataset create`.
-#[derive(Debug, Clone)]
+/// Arguments of `dataset create` (the command line's options, parsed by clap).
+#[derive(Debug, Clone, clap::Args)]
 pub struct CreateArgs {
-    /// Folder of images.
+    /// Folder of images (.nii, .nii.gz, .mha, .mhd; nnU-Net `_0000` channel files are grouped).
+    #[arg(long)]
     pub images: PathBuf,
-    /// Folder of label maps.
+    /// Folder of label maps, named like their images (optionally with _seg, _label, _mask, _gt).
+    #[arg(long)]
     pub labels: PathBuf,
-    /// Modality per channel (e.g. `CT`).
+    /// Modality per image channel, comma-separated (e.g. CT, or T1,T2); recorded in dataset.json.
+    #[arg(long, value_delimiter = ',')]
     pub modality: Vec<String>,
-    /// Class names, index = label value.
+    /// Class names, comma-separated, index = label value (default background, class1, ...).
+    #[arg(long, value_delimiter = ',')]
     pub label_names: Vec<String>,
     /// Dataset name (default: the output folder's name).
+    #[arg(long)]
     pub name: Option<String>,
     /// Symlink the files instead of copying them.
+    #[arg(long)]
     pub link: bool,
-    /// The dataset folder to write.
+    /// Dataset folder to create.
+    #[arg(short, long)]
     pub output: PathBuf,
 }
 

@@ -144,29 +144,7 @@ enum Command {
 enum DatasetCommand {
     /// Match images with label maps by file name and write an MSD-style folder with dataset.json (label maps must
     /// lie on their image's grid; label values found are listed).
-    Create {
-        /// Folder of images (.nii, .nii.gz, .mha, .mhd; nnU-Net `_0000` channel files are grouped).
-        #[arg(long)]
-        images: PathBuf,
-        /// Folder of label maps, named like their images (optionally with _seg, _label, _mask, _gt).
-        #[arg(long)]
-        labels: PathBuf,
-        /// Modality per image channel, comma-separated (e.g. CT, or T1,T2); recorded in dataset.json.
-        #[arg(long, value_delimiter = ',')]
-        modality: Vec<String>,
-        /// Class names, comma-separated, index = label value (default background, class1, ...).
-        #[arg(long, value_delimiter = ',')]
-        label_names: Vec<String>,
-        /// Dataset name (default: the output folder's name).
-        #[arg(long)]
-        name: Option<String>,
-        /// Symlink the files instead of copying them.
-        #[arg(long)]
-        link: bool,
-        /// Dataset folder to create.
-        #[arg(short, long)]
-        output: PathBuf,
-    },
+    Create(dataset::CreateArgs),
     /// Report what is wrong with a dataset folder: missing or unreadable files, label maps off their image's grid,
     /// label values outside the declared set, channel counts, mixed orientations and spacings.
     Check {
@@ -227,23 +205,7 @@ fn run(cli: Cli) -> Result<()> {
             &opts,
         ),
         Command::Dataset { command } => match command {
-            DatasetCommand::Create {
-                images,
-                labels,
-                modality,
-                label_names,
-                name,
-                link,
-                output,
-            } => dataset::create(&dataset::CreateArgs {
-                images,
-                labels,
-                modality,
-                label_names,
-                name,
-                link,
-                output,
-            }),
+            DatasetCommand::Create(args) => dataset::create(&args),
             DatasetCommand::Check { json, dir } => dataset::check(&dir, json),
         },
         Command::Series { json, input } => {

@@ -342,17 +342,7 @@ fn data_files_outside_the_headers_folder_need_the_opt_in() {
     let sub = tmp.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
     std::fs::write(tmp.path().join("outside.raw"), [3u8; 8]).unwrap();
-    let header = |name: &str, data: &str| {
-        let p = sub.join(name);
-        std::fs::write(
-            &p,
-            format!(
-                "NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = {data}\n"
-            ),
-        )
-        .unwrap();
-        p
-    };
+    let header = |name: &str, data: &str| medmae_test_support::write_mhd_header(&sub, name, data);
     let out = tmp.path().join("out.nii");
     for (name, data) in [
         ("parent.mhd", "../outside.raw"),

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use imaging::io::NiftiDtype;
-use imaging::synthetic::{phantom, ClassCue, PhantomConfig};
+use imaging::synthetic::{phantom, PhantomConfig};
 
 fn medmae(args: &[&str], paths: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_medmae"))
@@ -28,15 +28,8 @@ fn folders(t: &Path, n: usize, shift: Option<usize>) -> (PathBuf, PathBuf) {
     let (img, lab) = (t.join("images"), t.join("labels"));
     std::fs::create_dir_all(&img).unwrap();
     std::fs::create_dir_all(&lab).unwrap();
-    let cfg = PhantomConfig {
-        shape: [16, 16, 12],
-        spacing: [1.0, 1.0, 2.0],
-        num_classes: 1,
-        channels: 1,
-        noise_std: 0.05,
-        radius_fraction: [0.2, 0.3],
-        classes_by: ClassCue::Intensity,
-    };
+    let cfg =
+        PhantomConfig::new([16, 16, 12], [1.0, 1.0, 2.0], 1, 1).with_radius_fraction([0.2, 0.3]);
     for i in 0..=n {
         let p = phantom(&cfg, i as u64).unwrap();
         let id = if i == n {

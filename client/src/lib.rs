@@ -27,14 +27,8 @@ pub enum ClientError {
         msg: String,
     },
     /// A local file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] spec::FileError),
     /// The server answered with an error status.
     #[error("server: {} ({:?})", .0.message(), .0.code())]
     Status(Status),
@@ -232,10 +226,7 @@ pub struct SegmentResult {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|source| ClientError::Io {
-        path: path.into(),
-        source,
-    })
+    std::fs::read(path).map_err(|e| spec::FileError::io(path, e).into())
 }
 
 impl Client {

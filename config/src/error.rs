@@ -13,23 +13,10 @@ pub enum ConfigError {
         /// What was expected.
         msg: String,
     },
-    /// An I/O failure on a named file.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file whose content is not what was expected (invalid YAML, a value that cannot be written).
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+    /// An I/O failure on a named file, or a file whose content is not what was expected (invalid YAML, a value
+    /// that cannot be written).
+    #[error(transparent)]
+    File(#[from] spec::FileError),
 }
 
 impl ConfigError {
@@ -42,17 +29,11 @@ impl ConfigError {
     }
     /// An I/O error for a path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::File(spec::FileError::io(path, source))
     }
     /// A format error for a file.
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Self::Format {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Self::File(spec::FileError::format(path, msg))
     }
 }
 

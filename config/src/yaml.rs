@@ -33,31 +33,9 @@ pub fn load<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<T>
 
 /// Write `value` as YAML to `path` atomically (a temporary file in the same folder, fsync, rename).
 pub fn save<T: Serialize>(value: &T, path: &Path) -> Result<()> {
-    use std::io::Write;
     let text =
         yaml_serde::to_string(value).map_err(|e| ConfigError::format(path, e.to_string()))?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| ConfigError::format(path, "not a file path"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ConfigError::io(path, e)
-    })
+    Ok(spec::file::write_atomic(path, text.as_bytes())?)
 }
 
 /// Deserialise a config tree; errors carry the dotted path of the key (unknown keys name their full path).

@@ -26,6 +26,44 @@ use crate::Result;
 /// Set in every spawned worker so that the CLI does not spawn again.
 pub const WORKER_MARKER: &str = "MEDMAE_DDP_WORKER";
 
+/// Every variable the launch conventions read or set ([`crate::DistEnv::from_env`], [`spawn_local_workers`]): a
+/// child started without them runs as a single process.
+pub const LAUNCH_VARS: [&str; 13] = [
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "SLURM_LOCALID",
+    "SLURM_JOB_NODELIST",
+    "SLURM_NODELIST",
+    "SLURM_JOB_ID",
+    WORKER_MARKER,
+];
+
+/// Removes [`LAUNCH_VARS`] from `cmd`'s environment, so the launcher of the machine running `cmd` cannot leak
+/// into a child that gets its rank explicitly (or should run alone).
+pub fn clear_launch_env(cmd: &mut Command) -> &mut Command {
+    for var in LAUNCH_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Sets the torchrun variables of rank `rank` of a one-machine job of `world` processes whose store listens on
+/// 127.0.0.1:`port` (`RANK = LOCAL_RANK`, `WORLD_SIZE = LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`).
+pub fn set_local_rank_env(cmd: &mut Command, rank: usize, world: usize, port: u16) -> &mut Command {
+    cmd.env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("LOCAL_WORLD_SIZE", world.to_string())
+}
+
 /// True inside a process started by [`spawn_local_workers`].
 pub fn is_spawned_worker() -> bool {
     std::env::var_os(WORKER_MARKER).is_some()
@@ -75,14 +113,7 @@ pub fn spawn_workers(exe: &Path, nproc_per_node: usize, args: &[OsString]) -> Re
     })?;
     let mut children: Vec<Child> = Vec::with_capacity(nproc_per_node);
     for rank in 0..nproc_per_node {
-        let spawned = Command::new(exe)
-            .args(args)
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", port.to_string())
-            .env("RANK", rank.to_string())
-            .env("LOCAL_RANK", rank.to_string())
-            .env("WORLD_SIZE", nproc_per_node.to_string())
-            .env("LOCAL_WORLD_SIZE", nproc_per_node.to_string())
+        let spawned = set_local_rank_env(Command::new(exe).args(args), rank, nproc_per_node, port)
             .env(WORKER_MARKER, "1")
             .spawn();
         match spawned {

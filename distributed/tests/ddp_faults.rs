@@ -5,24 +5,10 @@ mod common;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ExitStatus};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{check_command, spawn_rank};
-
-/// Waits up to `limit` for `child`; panics (after killing it) if it is still running.
-fn wait_within(child: &mut Child, limit: Duration, what: &str) -> (ExitStatus, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, start.elapsed());
-        }
-        if start.elapsed() > limit {
-            child.kill().unwrap();
-            panic!("{what}: still running after {limit:?} (hang)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use medmae_test_support::wait_within;
 
 fn stderr_of(child: &mut Child) -> String {
     let mut text = String::new();

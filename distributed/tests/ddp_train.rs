@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::{check_command, spawn_rank};
+use medmae_test_support::assert_success;
 
 const STEPS: &str = "6";
 const BATCH: &str = "8";
@@ -54,12 +55,7 @@ fn two_ranks_match_reference(dir: &Path, reference: &Path, extra: &[&str]) {
         .collect();
     for (rank, child) in children.into_iter().enumerate() {
         let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "rank {rank} failed: {}\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_success(&output, &format!("rank {rank}"));
     }
     let rank0 = read_params(&dir.join("rank0.safetensors"));
     let rank1 = read_params(&dir.join("rank1.safetensors"));
@@ -103,11 +99,7 @@ fn two_gloo_ranks_equal_one_process_on_the_concatenated_batch() {
     ])
     .output()
     .unwrap();
-    assert!(
-        status.status.success(),
-        "reference run failed: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    assert_success(&status, "reference run");
 
     // Default 25 MB buckets via allreduce_var_store_gradients (all gradients in one bucket) ...
     let dir = tempfile::tempdir().unwrap();
@@ -131,11 +123,7 @@ fn nproc_per_node_spawns_and_waits_for_local_workers() {
     .output()
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_success(&output, "medmae-ddp-check --nproc-per-node 2");
     // only rank 0 logs
     assert_eq!(stdout.matches("step 2 loss").count(), 1, "{stdout}");
     let (p0, p1) = (
@@ -154,11 +142,7 @@ fn one_rank_through_c10d_equals_the_local_path() {
     let out = check_command(&["--steps", "3", "--out", local.path().to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "medmae-ddp-check");
     // ... and a real TCPStore + Gloo group of one (what scripts/gpu-check does with NCCL on one GPU).
     let c10d = tempfile::tempdir().unwrap();
     let port = distributed::launch::free_local_port().unwrap();

@@ -10,26 +10,12 @@ use anyhow::{bail, Context, Result};
 use exporter::{check_file, export, ExportOptions, WeightTensor, Weights};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use spec::{InferenceSpec, ModelCard, ModelConfig, UnetrConfig, VitConfig, VitStyle};
+use spec::{InferenceSpec, ModelCard, ModelConfig, UnetrConfig, VitConfig};
 use tract_onnx::prelude::*;
 
 /// ViT-B/16 UNETR-3D as in the UNETR paper / SelfMedMAE BTCV config: 14 classes, feature size 16.
 fn vit_b_unetr() -> ModelCard {
-    let encoder = VitConfig {
-        spatial_dims: 3,
-        in_channels: 1,
-        img_size: vec![96, 96, 96],
-        patch_size: vec![16, 16, 16],
-        embed_dim: 768,
-        depth: 12,
-        num_heads: 12,
-        mlp_ratio: 4.0,
-        qkv_bias: true,
-        layer_norm_eps: 1e-6,
-        cls_token: true,
-        style: VitStyle::Timm,
-        drop_path_rate: 0.0,
-    };
+    let encoder = VitConfig::timm(1, vec![96; 3], vec![16; 3], 768, 12, 12);
     let labels = (0..14).map(|i| format!("class{i}")).collect();
     let model = ModelConfig::Unetr(UnetrConfig {
         encoder,
@@ -37,13 +23,7 @@ fn vit_b_unetr() -> ModelCard {
         feature_size: 16,
         skip_layers: [3, 6, 9],
     });
-    let inference = InferenceSpec {
-        roi_size: vec![96, 96, 96],
-        overlap: 0.5,
-        blend: spec::BlendMode::Gaussian,
-        sw_batch_size: 4,
-        activation: Default::default(),
-    };
+    let inference = InferenceSpec::new(vec![96; 3], Default::default());
     ModelCard::new(model, vec![], labels, Some(inference))
 }
 

@@ -26,37 +26,30 @@ pub enum Dim {
     Fixed(usize),
 }
 
-/// An ONNX attribute (name + value) for [`GraphBuilder::op`].
-pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
+/// An attribute `name` of type `ty` whose value `set` fills in.
+fn attr(name: &str, ty: AttributeType, set: impl FnOnce(&mut AttributeProto)) -> AttributeProto {
     let mut a = AttributeProto {
         name: name.into(),
-        i: v,
         ..Default::default()
     };
-    a.type_ = AttributeType::INT.into();
+    a.type_ = ty.into();
+    set(&mut a);
     a
+}
+
+/// An ONNX attribute (name + value) for [`GraphBuilder::op`].
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
+    attr(name, AttributeType::INT, |a| a.i = v)
 }
 
 /// An integer-list attribute.
 pub(crate) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    let mut a = AttributeProto {
-        name: name.into(),
-        ints: v.to_vec(),
-        ..Default::default()
-    };
-    a.type_ = AttributeType::INTS.into();
-    a
+    attr(name, AttributeType::INTS, |a| a.ints = v.to_vec())
 }
 
 /// A float attribute.
 pub(crate) fn attr_float(name: &str, v: f32) -> AttributeProto {
-    let mut a = AttributeProto {
-        name: name.into(),
-        f: v,
-        ..Default::default()
-    };
-    a.type_ = AttributeType::FLOAT.into();
-    a
+    attr(name, AttributeType::FLOAT, |a| a.f = v)
 }
 
 /// `usize` dims as ONNX `i64`s.

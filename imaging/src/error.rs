@@ -117,6 +117,18 @@ pub enum ImagingError {
     },
 }
 
+impl From<spec::FileError> for ImagingError {
+    fn from(e: spec::FileError) -> Self {
+        match e {
+            spec::FileError::Io { path, source } => Self::Io {
+                path,
+                error: source,
+            },
+            spec::FileError::Format { path, msg } => Self::Format { path, msg },
+        }
+    }
+}
+
 impl ImagingError {
     /// A format error for a file.
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

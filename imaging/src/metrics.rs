@@ -147,14 +147,26 @@ pub fn dice_multilabel(
     threshold: f32,
     opts: &DiceOptions,
 ) -> Result<Vec<f64>> {
+    per_channel(pred, target, threshold, |p, t| {
+        dice_binary(p, t, opts.ignore_empty)
+    })
+}
+
+/// `metric` of each channel of multi-label maps `[C, spatial...]`: prediction voxels `>= threshold` against nonzero
+/// target voxels.
+fn per_channel(
+    pred: ArrayViewD<'_, f32>,
+    target: ArrayViewD<'_, f32>,
+    threshold: f32,
+    metric: impl Fn(ArrayViewD<'_, bool>, ArrayViewD<'_, bool>) -> Result<f64>,
+) -> Result<Vec<f64>> {
     check_same(pred.shape(), target.shape(), "pred", "target")?;
     pred.outer_iter()
         .zip(target.outer_iter())
         .map(|(p, t)| {
-            dice_binary(
+            metric(
                 p.mapv(|v| v >= threshold).view(),
                 t.mapv(|v| v != 0.0).view(),
-                opts.ignore_empty,
             )
         })
         .collect()
@@ -233,17 +245,7 @@ pub fn hausdorff_multilabel(
     threshold: f32,
     opts: &HausdorffOptions,
 ) -> Result<Vec<f64>> {
-    check_same(pred.shape(), target.shape(), "pred", "target")?;
-    pred.outer_iter()
-        .zip(target.outer_iter())
-        .map(|(p, t)| {
-            hausdorff_binary(
-                p.mapv(|v| v >= threshold).view(),
-                t.mapv(|v| v != 0.0).view(),
-                opts,
-            )
-        })
-        .collect()
+    per_channel(pred, target, threshold, |p, t| hausdorff_binary(p, t, opts))
 }
 
 fn check_same(a: &[usize], b: &[usize], na: &str, nb: &str) -> Result<()> {

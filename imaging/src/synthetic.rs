@@ -239,13 +239,8 @@ pub fn brats_phantom(
 ) -> Result<Phantom> {
     check(
         PhantomConfig {
-            shape,
-            spacing,
-            num_classes: 3,
-            channels: 4,
             noise_std,
-            radius_fraction: spec::dataset::default_radius(),
-            classes_by: ClassCue::Intensity,
+            ..PhantomConfig::new(shape, spacing, 3, 4)
         }
         .validate(""),
     )?;
@@ -433,15 +428,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> PhantomConfig {
-        PhantomConfig {
-            shape: [24, 20, 16],
-            spacing: [1.0, 1.5, 2.0],
-            num_classes: 3,
-            channels: 2,
-            noise_std: 0.05,
-            radius_fraction: [0.15, 0.25],
-            classes_by: ClassCue::Intensity,
-        }
+        PhantomConfig::new([24, 20, 16], [1.0, 1.5, 2.0], 3, 2).with_radius_fraction([0.15, 0.25])
     }
 
     /// In-plane (axes 0, 1) long/short ratio of a label's extent, from its second moments.

@@ -21,6 +21,27 @@ impl Volume {
         Self { data, affine }
     }
 
+    /// How many values differ from `other`'s (same data shape required: `None` when the shapes differ).
+    pub fn count_differing(&self, other: &Volume) -> Option<usize> {
+        (self.data.shape() == other.data.shape()).then(|| {
+            self.data
+                .iter()
+                .zip(other.data.iter())
+                .filter(|(x, y)| x != y)
+                .count()
+        })
+    }
+
+    /// The largest absolute difference between an entry of this volume's affine and `other`'s.
+    pub fn max_affine_difference(&self, other: &Volume) -> f64 {
+        self.affine
+            .iter()
+            .flatten()
+            .zip(other.affine.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    }
+
     /// Number of channels.
     pub fn channels(&self) -> usize {
         self.data.shape()[0]
@@ -113,6 +134,24 @@ impl Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differing_values_and_affine_distance() {
+        let mut eye = [[0.0; 4]; 4];
+        (0..4).for_each(|i| eye[i][i] = 1.0);
+        let a = Volume::new(Array4::zeros((1, 2, 2, 1)), eye);
+        let mut b = a.clone();
+        b.data[[0, 1, 0, 0]] = 2.0;
+        b.data[[0, 1, 1, 0]] = -1.0;
+        b.affine[0][3] = -0.25;
+        b.affine[2][2] = 1.5;
+        assert_eq!(a.count_differing(&b), Some(2));
+        assert_eq!(a.count_differing(&a), Some(0));
+        let c = Volume::new(Array4::zeros((1, 2, 1, 2)), eye);
+        assert_eq!(a.count_differing(&c), None);
+        assert_eq!(a.max_affine_difference(&b), 0.5);
+        assert_eq!(b.max_affine_difference(&a), 0.5);
+    }
 
     #[test]
     fn spacing_origin_direction_roundtrip() {

@@ -149,15 +149,7 @@ fn two_d_phantom_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = SyntheticDatasetConfig {
         name: "flat".into(),
-        phantom: PhantomKind::Ellipsoids(PhantomConfig {
-            shape: [32, 24, 1],
-            spacing: [0.8, 0.8, 1.0],
-            num_classes: 3,
-            channels: 2,
-            noise_std: 0.05,
-            radius_fraction: [0.12, 0.22],
-            classes_by: Default::default(),
-        }),
+        phantom: PhantomKind::Ellipsoids(PhantomConfig::new([32, 24, 1], [0.8, 0.8, 1.0], 3, 2)),
         num_training: 2,
         num_test: 0,
         seed: 0,

@@ -14,15 +14,10 @@ use spec::TransformSpec;
 fn dataset(dir: &Path, n: usize) -> CaseSource {
     let cfg = SyntheticDatasetConfig {
         name: "toy".into(),
-        phantom: PhantomKind::Ellipsoids(PhantomConfig {
-            shape: [14, 12, 10],
-            spacing: [1.0, 1.0, 2.0],
-            num_classes: 2,
-            channels: 1,
-            noise_std: 0.05,
-            radius_fraction: [0.15, 0.3],
-            classes_by: Default::default(),
-        }),
+        phantom: PhantomKind::Ellipsoids(
+            PhantomConfig::new([14, 12, 10], [1.0, 1.0, 2.0], 2, 1)
+                .with_radius_fraction([0.15, 0.3]),
+        ),
         num_training: n,
         num_test: 0,
         seed: 11,

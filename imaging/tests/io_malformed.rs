@@ -6,36 +6,15 @@
 #[path = "golden/io/support.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use imaging::io::{self, LoadOptions};
 use imaging::ImagingError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use support::{fails, fails_with, golden_dir};
+use support::{fails, fails_with, golden, patched, put_f32, put_i16};
 
 const ITK_DATA: &str = "/usr/share/doc/insighttoolkit5-examples/examples/Data";
-
-fn golden(name: &str) -> PathBuf {
-    golden_dir().join("files").join(name)
-}
-
-/// Copy golden `name` into `dir` under `new_name`, patched by `f`.
-fn patched(dir: &Path, name: &str, new_name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
-    let mut bytes = std::fs::read(golden(name)).unwrap();
-    f(&mut bytes);
-    let p = dir.join(new_name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
-fn put_i16(b: &mut [u8], at: usize, v: i16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put_f32(b: &mut [u8], at: usize, v: f32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
 
 #[test]
 fn malformed_nifti_is_a_typed_error() {

@@ -103,9 +103,7 @@ fn nifti_round_trip_in_rust_and_nibabel() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(
-        names
-            .iter()
-            .all(|n| !n.to_string_lossy().starts_with(".medmae-tmp")),
+        names.iter().all(|n| !n.to_string_lossy().starts_with('.')),
         "{names:?}"
     );
 

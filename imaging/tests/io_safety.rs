@@ -6,32 +6,9 @@
 #[path = "golden/io/support.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-
 use imaging::io::{self, LoadOptions};
 use imaging::ImagingError;
-use support::{check_style, fails, fails_with, golden_dir};
-
-fn golden(name: &str) -> PathBuf {
-    golden_dir().join("files").join(name)
-}
-
-/// Copy golden `name` into `dir` under `new_name`, patched by `f`.
-fn patched(dir: &Path, name: &str, new_name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
-    let mut bytes = std::fs::read(golden(name)).unwrap();
-    f(&mut bytes);
-    let p = dir.join(new_name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
-fn put_i16(b: &mut [u8], at: usize, v: i16) {
-    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put_f32(b: &mut [u8], at: usize, v: f32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
+use support::{check_style, fails, fails_with, golden, patched, put_f32, put_i16};
 
 #[test]
 fn degenerate_nifti_geometry_is_refused_at_load() {
@@ -175,17 +152,7 @@ fn data_files_stay_in_the_headers_folder_unless_allowed() {
     std::fs::write(d.join("s0.raw"), [1u8; 4]).unwrap();
     std::fs::write(d.join("s1.raw"), [2u8; 4]).unwrap();
     std::fs::write(sub.join("inside.raw"), [5u8; 8]).unwrap();
-    let header = |name: &str, data: &str| {
-        let p = sub.join(name);
-        std::fs::write(
-            &p,
-            format!(
-                "NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = {data}\n"
-            ),
-        )
-        .unwrap();
-        p
-    };
+    let header = |name: &str, data: &str| medmae_test_support::write_mhd_header(&sub, name, data);
     io::load(&header("ok.mhd", "inside.raw")).unwrap();
     let allowed = LoadOptions {
         allow_external_data: true,
@@ -229,9 +196,9 @@ fn data_files_stay_in_the_headers_folder_unless_allowed() {
     let v = io::load_with(&header("pattern2.mhd", "../s%d.raw 0 1 1"), &allowed).unwrap();
     assert_eq!(v.data.iter().filter(|&&x| x == 2.0).count(), 4);
     // Bytes in memory have no folder: only LOCAL data can be read.
-    let text =
-        b"NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\nElementDataFile = inside.raw\n";
-    let err = io::load_bytes(text, io::FileFormat::Mhd, "upload.mhd", &allowed).unwrap_err();
+    let text = medmae_test_support::mhd_header_text("inside.raw");
+    let err =
+        io::load_bytes(text.as_bytes(), io::FileFormat::Mhd, "upload.mhd", &allowed).unwrap_err();
     check_style(&err, "upload.mhd");
     assert!(err.to_string().contains("needs a folder"), "{err}");
 }

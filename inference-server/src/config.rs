@@ -213,14 +213,16 @@ pub struct ConfigError {
     pub msg: String,
 }
 
-fn cerr(field: &str, msg: impl Into<String>) -> ConfigError {
+/// A config error for `field`.
+pub(crate) fn cerr(field: &str, msg: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.into(),
         msg: msg.into(),
     }
 }
 
-fn seconds(field: &str, v: f64) -> Result<Duration, ConfigError> {
+/// A positive, finite number of seconds for `field`.
+pub(crate) fn seconds(field: &str, v: f64) -> Result<Duration, ConfigError> {
     if v.is_finite() && v > 0.0 {
         Ok(Duration::from_secs_f64(v))
     } else {

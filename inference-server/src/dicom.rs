@@ -146,12 +146,8 @@ pub fn seg_bytes(
     anonymize: bool,
 ) -> Result<Vec<u8>, ServeError> {
     let info = &model.info;
-    let activation = info
-        .inference
-        .as_ref()
-        .map(|i| i.activation)
-        .unwrap_or_default();
-    let (segs, layout) = segments(&info.labels, info.out_channels, activation);
+    let activation = info.inference().map(|i| i.activation).unwrap_or_default();
+    let (segs, layout) = segments(info.labels(), info.out_channels, activation);
     if segs.is_empty() {
         return Err(ServeError::invalid(format!(
             "model {:?} has no foreground class to write as a DICOM SEG segment; ask for NIfTI output",

@@ -360,7 +360,7 @@ impl Mae {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spec::{VitConfig, VitStyle};
+    use spec::VitConfig;
     use tch::{nn::VarStore, Device};
 
     pub(crate) fn cfg(spatial_dims: usize, loss: ReconLoss) -> MaeConfig {
@@ -369,21 +369,7 @@ mod tests {
         } else {
             (vec![16, 24], vec![4, 4])
         };
-        let encoder = VitConfig {
-            spatial_dims,
-            in_channels: 2,
-            img_size: img,
-            patch_size: patch,
-            embed_dim: 24,
-            depth: 2,
-            num_heads: 2,
-            mlp_ratio: 2.0,
-            qkv_bias: true,
-            layer_norm_eps: 1e-6,
-            cls_token: true,
-            style: VitStyle::Timm,
-            drop_path_rate: 0.0,
-        };
+        let encoder = VitConfig::timm(2, img, patch, 24, 2, 2).with_mlp_ratio(2.0);
         MaeConfig {
             encoder,
             decoder_embed_dim: 12,

@@ -291,25 +291,12 @@ pub fn tokens_to_grid(t: &Tensor, grid: &[usize]) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spec::VitStyle;
     use tch::{nn::VarStore, Device, Kind};
 
     pub(crate) fn cfg2d() -> VitConfig {
-        VitConfig {
-            spatial_dims: 2,
-            in_channels: 2,
-            img_size: vec![16, 24],
-            patch_size: vec![8, 8],
-            embed_dim: 16,
-            depth: 2,
-            num_heads: 2,
-            mlp_ratio: 2.0,
-            qkv_bias: true,
-            layer_norm_eps: 1e-6,
-            cls_token: true,
-            style: VitStyle::Timm,
-            drop_path_rate: 0.1,
-        }
+        VitConfig::timm(2, vec![16, 24], vec![8, 8], 16, 2, 2)
+            .with_mlp_ratio(2.0)
+            .with_drop_path_rate(0.1)
     }
 
     #[test]

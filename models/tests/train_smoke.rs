@@ -2,7 +2,7 @@
 
 use models::losses::{dice_ce_loss, DiceCeOptions};
 use models::Unetr;
-use spec::{OutputActivation, UnetrConfig, VitConfig, VitStyle};
+use spec::{OutputActivation, UnetrConfig, VitConfig};
 use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -24,21 +24,9 @@ fn adamw_steps_reduce_dice_ce_on_a_blob() {
     tch::set_num_threads(1);
     tch::manual_seed(0);
     let cfg = UnetrConfig {
-        encoder: VitConfig {
-            spatial_dims: 2,
-            in_channels: 1,
-            img_size: vec![32, 32],
-            patch_size: vec![16, 16],
-            embed_dim: 24,
-            depth: 3,
-            num_heads: 2,
-            mlp_ratio: 2.0,
-            qkv_bias: true,
-            layer_norm_eps: 1e-6,
-            cls_token: true,
-            style: VitStyle::Timm,
-            drop_path_rate: 0.1,
-        },
+        encoder: VitConfig::timm(1, vec![32, 32], vec![16, 16], 24, 3, 2)
+            .with_mlp_ratio(2.0)
+            .with_drop_path_rate(0.1),
         out_channels: 2,
         feature_size: 4,
         skip_layers: [0, 1, 2],

@@ -49,6 +49,18 @@ pub struct InferenceSpec {
 }
 
 impl InferenceSpec {
+    /// Windows of `roi_size` with `activation` and the defaults a `model.json` gets when it leaves them out:
+    /// overlap 0.5, Gaussian blending, 4 windows per call.
+    pub fn new(roi_size: Vec<usize>, activation: OutputActivation) -> Self {
+        InferenceSpec {
+            roi_size,
+            overlap: default_overlap(),
+            blend: default_blend(),
+            sw_batch_size: default_sw_batch(),
+            activation,
+        }
+    }
+
     /// Check the values serde cannot: a positive roi, overlap in [0, 1), at least one window per call.
     /// `prefix` is the dotted path of this spec in its parent (e.g. `inference`).
     pub fn validate(&self, prefix: &str) -> Result<(), SpecError> {

@@ -183,6 +183,24 @@ fn check_noise(prefix: &str, noise_std: f32) -> Result<(), SpecError> {
 }
 
 impl PhantomConfig {
+    /// A phantom of `shape` and `spacing` with `num_classes` foreground classes in `channels` channels, and the
+    /// defaults a config gets when it leaves them out: noise 0.05, the default radii, classes told apart by intensity.
+    pub fn new(shape: [usize; 3], spacing: [f64; 3], num_classes: usize, channels: usize) -> Self {
+        PhantomConfig {
+            shape,
+            spacing,
+            num_classes,
+            channels,
+            noise_std: default_noise(),
+            radius_fraction: default_radius(),
+            classes_by: ClassCue::default(),
+        }
+    }
+    /// This config with other ellipsoid radii (fractions [min, max] of each axis's extent).
+    pub fn with_radius_fraction(mut self, radius_fraction: [f64; 2]) -> Self {
+        self.radius_fraction = radius_fraction;
+        self
+    }
     /// Check the parameters; errors name the field below `prefix` (empty `prefix`: the bare field name).
     pub fn validate(&self, prefix: &str) -> Result<(), SpecError> {
         let key = |name: &str| join(prefix, name);

@@ -96,6 +96,43 @@ fn yes() -> bool {
 }
 
 impl VitConfig {
+    /// A SelfMedMAE (timm-style) encoder over `img_size` (its length is the dimensionality) in patches of
+    /// `patch_size`, with the defaults a `model.json` gets when it leaves them out: MLP ratio 4, qkv bias, LayerNorm
+    /// eps 1e-6, a cls token and no stochastic depth.
+    pub fn timm(
+        in_channels: usize,
+        img_size: Vec<usize>,
+        patch_size: Vec<usize>,
+        embed_dim: usize,
+        depth: usize,
+        num_heads: usize,
+    ) -> Self {
+        VitConfig {
+            spatial_dims: img_size.len(),
+            in_channels,
+            img_size,
+            patch_size,
+            embed_dim,
+            depth,
+            num_heads,
+            mlp_ratio: default_mlp_ratio(),
+            qkv_bias: yes(),
+            layer_norm_eps: default_ln_eps(),
+            cls_token: yes(),
+            style: VitStyle::Timm,
+            drop_path_rate: 0.0,
+        }
+    }
+    /// This config with another MLP ratio.
+    pub fn with_mlp_ratio(mut self, mlp_ratio: f64) -> Self {
+        self.mlp_ratio = mlp_ratio;
+        self
+    }
+    /// This config with another stochastic depth rate.
+    pub fn with_drop_path_rate(mut self, drop_path_rate: f64) -> Self {
+        self.drop_path_rate = drop_path_rate;
+        self
+    }
     /// Patch grid per axis.
     pub fn grid(&self) -> Vec<usize> {
         self.img_size
@@ -500,21 +537,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn vit3d() -> VitConfig {
-        VitConfig {
-            spatial_dims: 3,
-            in_channels: 1,
-            img_size: vec![32, 32, 32],
-            patch_size: vec![16, 16, 16],
-            embed_dim: 48,
-            depth: 4,
-            num_heads: 4,
-            mlp_ratio: 4.0,
-            qkv_bias: true,
-            layer_norm_eps: 1e-6,
-            cls_token: true,
-            style: VitStyle::Timm,
-            drop_path_rate: 0.0,
-        }
+        VitConfig::timm(1, vec![32; 3], vec![16; 3], 48, 4, 4)
     }
 
     #[test]

@@ -13,11 +13,9 @@ fn unetr_card() -> ModelCard {
         skip_layers: [0, 1, 2],
     });
     let inference = InferenceSpec {
-        roi_size: vec![32, 32, 32],
         overlap: 0.25,
-        blend: BlendMode::Gaussian,
         sw_batch_size: 2,
-        activation: OutputActivation::Softmax,
+        ..InferenceSpec::new(vec![32; 3], OutputActivation::Softmax)
     };
     let pre = vec![TransformSpec::Orientation {
         axcodes: "RAS".into(),

@@ -142,6 +142,21 @@ pub struct InputSpec {
     pub target: Option<(OutputActivation, usize)>,
 }
 
+impl InputSpec {
+    /// The input of a model built on `encoder`, with segmentation `target` (`None` for MAE).
+    pub fn for_encoder(
+        encoder: &spec::VitConfig,
+        target: Option<(OutputActivation, usize)>,
+    ) -> Self {
+        InputSpec {
+            spatial_dims: encoder.spatial_dims,
+            in_channels: encoder.in_channels,
+            img_size: encoder.img_size.clone(),
+            target,
+        }
+    }
+}
+
 /// A batch on the device.
 pub struct TensorBatch {
     /// `[B, C, spatial…]`.

@@ -8,23 +8,9 @@ pub enum TrainError {
     /// A config key that is unknown, missing or out of range (named by its dotted path), or an unreadable config.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    /// An I/O failure on a named file.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A file whose content is not what was expected.
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        msg: String,
-    },
+    /// An I/O failure on a named file or directory, or a file whose content is not what was expected.
+    #[error(transparent)]
+    File(#[from] spec::FileError),
     /// Data that does not fit the model (shapes, label values, channels).
     #[error("data: {0}")]
     Data(String),
@@ -53,17 +39,11 @@ impl TrainError {
     }
     /// An I/O error for a path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::File(spec::FileError::io(path, source))
     }
     /// A format error for a file.
     pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Self::Format {
-            path: path.into(),
-            msg: msg.into(),
-        }
+        Self::File(spec::FileError::format(path, msg))
     }
 }
 

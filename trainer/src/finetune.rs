@@ -257,13 +257,10 @@ impl Task for UnetrTask {
     }
 
     fn input_spec(&self) -> InputSpec {
-        let e = &self.cfg.encoder;
-        InputSpec {
-            spatial_dims: e.spatial_dims,
-            in_channels: e.in_channels,
-            img_size: e.img_size.clone(),
-            target: Some((self.activation(), self.cfg.out_channels)),
-        }
+        InputSpec::for_encoder(
+            &self.cfg.encoder,
+            Some((self.activation(), self.cfg.out_channels)),
+        )
     }
 
     fn loss(&self, batch: &TensorBatch, _rng: &mut ChaCha8Rng) -> Result<Tensor> {

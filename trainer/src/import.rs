@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use models::import::{import_checkpoint, Family, ImportOptions};
-use spec::{BlendMode, InferenceSpec, ModelCard, ModelConfig, OutputActivation, TransformSpec};
+use spec::{InferenceSpec, ModelCard, ModelConfig, OutputActivation, TransformSpec};
 
 use crate::checkpoint::publish_dir;
 use crate::error::{Result, TrainError};
@@ -77,13 +77,10 @@ pub fn run(req: &ImportRequest) -> Result<ImportSummary> {
         None => Vec::new(),
     };
     let inference = match &imported.config {
-        ModelConfig::Unetr(u) => Some(InferenceSpec {
-            roi_size: u.encoder.img_size.clone(),
-            overlap: 0.5,
-            blend: BlendMode::Gaussian,
-            sw_batch_size: 4,
-            activation: req.activation,
-        }),
+        ModelConfig::Unetr(u) => Some(InferenceSpec::new(
+            u.encoder.img_size.clone(),
+            req.activation,
+        )),
         ModelConfig::Mae(_) => {
             if !req.labels.is_empty() {
                 return Err(TrainError::config(

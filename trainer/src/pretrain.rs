@@ -84,13 +84,7 @@ impl Task for MaeTask {
     }
 
     fn input_spec(&self) -> InputSpec {
-        let e = &self.cfg.encoder;
-        InputSpec {
-            spatial_dims: e.spatial_dims,
-            in_channels: e.in_channels,
-            img_size: e.img_size.clone(),
-            target: None,
-        }
+        InputSpec::for_encoder(&self.cfg.encoder, None)
     }
 
     fn loss(&self, batch: &TensorBatch, rng: &mut ChaCha8Rng) -> Result<Tensor> {

@@ -6,11 +6,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{config, tiny, tiny_unetr, train_command};
+use medmae_test_support::wait_within;
 
 /// A long tiny fine-tuning run (logs every step) in `d/<run>`.
 fn long_run(d: &Path, run: &str) -> Vec<String> {
@@ -25,7 +26,7 @@ fn long_run(d: &Path, run: &str) -> Vec<String> {
 
 fn spawn_rank(rank: usize, port: u16, sets: &[String], timeout: &str) -> Child {
     let cfg = config("demo_unetr3d.yaml");
-    train_command(
+    let mut cmd = train_command(
         &[
             "finetune",
             "--config",
@@ -34,31 +35,12 @@ fn spawn_rank(rank: usize, port: u16, sets: &[String], timeout: &str) -> Child {
             timeout,
         ],
         sets,
-    )
-    .env("RANK", rank.to_string())
-    .env("LOCAL_RANK", rank.to_string())
-    .env("WORLD_SIZE", "2")
-    .env("MASTER_ADDR", "127.0.0.1")
-    .env("MASTER_PORT", port.to_string())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn medmae-train")
-}
-
-/// Waits up to `limit` for `child`; kills it and panics on a hang.
-fn wait_within(child: &mut Child, limit: Duration, what: &str) -> (ExitStatus, Duration) {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (status, start.elapsed());
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("{what}: still running after {limit:?} (hang)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    );
+    distributed::launch::set_local_rank_env(&mut cmd, rank, 2, port)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn medmae-train")
 }
 
 /// Forwards `child`'s stderr into a string and signals once a line contains `marker`.

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use imaging::io::NiftiDtype;
-use imaging::synthetic::{phantom, ClassCue, PhantomConfig};
+use imaging::synthetic::{phantom, PhantomConfig};
 use imaging::Volume;
 use trainer::checks::preflight;
 use trainer::config::ExperimentConfig;
@@ -15,15 +15,7 @@ use trainer::config::ExperimentConfig;
 /// An MSD folder of 4 binary phantoms (32³); `scale`/`offset` map intensities; the label of case `shift` gets its
 /// origin moved by 2 mm; `labels` is written as dataset.json's `labels`.
 fn dataset(dir: &Path, labels: &[&str], shift: Option<usize>, scale: f32, offset: f32) -> PathBuf {
-    let cfg = PhantomConfig {
-        shape: [32, 32, 32],
-        spacing: [1.0; 3],
-        num_classes: 1,
-        channels: 1,
-        noise_std: 0.05,
-        radius_fraction: [0.2, 0.3],
-        classes_by: ClassCue::Intensity,
-    };
+    let cfg = PhantomConfig::new([32, 32, 32], [1.0; 3], 1, 1).with_radius_fraction([0.2, 0.3]);
     let ds = dir.join("ds");
     std::fs::create_dir_all(ds.join("imagesTr")).unwrap();
     std::fs::create_dir_all(ds.join("labelsTr")).unwrap();

@@ -370,27 +370,9 @@ pub fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
 
 /// Write PNG bytes to `path` atomically (a temporary file in the same folder, fsync, rename; folders created).
 pub fn save_png(png: &[u8], path: &Path) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| ImagingError::io(&dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "figure.png".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(png)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ImagingError::io(path, e)
-    })
+    let dir = spec::file::parent_dir(path);
+    std::fs::create_dir_all(dir).map_err(|e| ImagingError::io(dir, e))?;
+    crate::io::write_file_atomic(path, png)
 }
 
 #[cfg(test)]

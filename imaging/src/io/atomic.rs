@@ -3,7 +3,7 @@
 //! sees either the old file or the complete new one.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{ImagingError, Result};
@@ -16,17 +16,14 @@ pub(crate) fn write_atomic(
     write: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = spec::file::parent_dir(path);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".medmae-tmp-{}-{n}{suffix}", std::process::id()));
     let res = write(&tmp)
         .and_then(|()| sync(&tmp))
         .map_err(|e| name_target(e, &tmp, path))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| ImagingError::io(path, e)))
-        .and_then(|()| sync_dir(&dir));
+        .and_then(|()| spec::file::sync_dir(dir).map_err(|e| ImagingError::io(dir, e)));
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -48,25 +45,16 @@ fn name_target(e: ImagingError, tmp: &Path, target: &Path) -> ImagingError {
     }
 }
 
-/// Write `bytes` to `path` atomically.
-pub(crate) fn write_bytes_atomic(path: &Path, suffix: &str, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, suffix, |tmp| {
-        std::fs::write(tmp, bytes).map_err(|e| ImagingError::io(tmp, e))
-    })
+/// Write `bytes` to `path` durably and atomically (temporary file in the same folder, fsync, rename, folder sync):
+/// a reader sees the old file or the complete new one.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(spec::file::write_atomic(path, bytes)?)
 }
 
 fn sync(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| ImagingError::io(path, e))
-}
-
-/// Sync a directory's entries (where the platform allows opening a directory; elsewhere this is a no-op).
-fn sync_dir(dir: &Path) -> Result<()> {
-    match File::open(dir) {
-        Ok(f) => f.sync_all().map_err(|e| ImagingError::io(dir, e)),
-        Err(_) => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -77,8 +65,8 @@ mod tests {
     fn replaces_atomically_and_cleans_up_on_failure() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.bin");
-        write_bytes_atomic(&p, ".bin", b"one").unwrap();
-        write_bytes_atomic(&p, ".bin", b"two").unwrap();
+        write_file_atomic(&p, b"one").unwrap();
+        write_file_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let err = write_atomic(&p, ".bin", |tmp| {
             std::fs::write(tmp, b"partial").unwrap();
@@ -90,9 +78,7 @@ mod tests {
         );
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let missing = dir.path().join("no/such/dir.bin");
-        let err = write_bytes_atomic(&missing, ".bin", b"x")
-            .unwrap_err()
-            .to_string();
+        let err = write_file_atomic(&missing, b"x").unwrap_err().to_string();
         assert!(
             err.starts_with(&format!("{}: ", missing.display())),
             "{err}"

@@ -25,7 +25,8 @@ use ndarray::Axis;
 use crate::error::{ImagingError, Result};
 use crate::volume::Volume;
 
-pub(crate) use atomic::{write_atomic, write_bytes_atomic};
+pub(crate) use atomic::write_atomic;
+pub use atomic::write_file_atomic;
 pub use dtype::ElementType;
 pub(crate) use geometry::check_affine;
 pub use header::{AffineSource, Header, StoredAxes, TimeUnit};
@@ -301,12 +302,6 @@ pub fn save_nifti(vol: &Volume, path: &Path, dtype: NiftiDtype) -> Result<()> {
             ..SaveOptions::default()
         },
     )
-}
-
-/// Write `bytes` to `path` durably and atomically (temporary file in the same folder, fsync, rename, folder sync):
-/// a reader sees the old file or the complete new one.
-pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic::write_bytes_atomic(path, "", bytes)
 }
 
 /// Encode a volume as the bytes of a NIfTI-1 file in memory (`gzip`: a `.nii.gz` file), as [`save_nifti`] writes

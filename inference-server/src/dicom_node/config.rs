@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::rules::{destination, route, DestinationFile, RouteFile};
-use crate::config::ConfigError;
+pub(super) use crate::config::cerr;
+use crate::config::{seconds, ConfigError};
 
 pub use super::rules::{Destination, DestinationKind, Pattern, Route, Target};
 
@@ -179,13 +180,6 @@ pub struct DicomConfig {
     pub fault_pause: Option<FaultPause>,
 }
 
-pub(super) fn cerr(field: &str, msg: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        msg: msg.into(),
-    }
-}
-
 /// Check an AE title: 1–16 characters of printable ASCII without backslash, not only spaces.
 pub fn ae_title(field: &str, s: &str) -> Result<String, ConfigError> {
     let t = s.trim();
@@ -196,17 +190,6 @@ pub fn ae_title(field: &str, s: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(t.to_string())
-}
-
-fn seconds(field: &str, v: f64) -> Result<Duration, ConfigError> {
-    if v.is_finite() && v > 0.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(cerr(
-            field,
-            format!("must be a positive number of seconds, got {v}"),
-        ))
-    }
 }
 
 pub(super) fn positive<T: PartialOrd + Default + std::fmt::Display>(

@@ -141,7 +141,7 @@ fn config_of(m: &Model) -> pb::ModelConfig {
     let mut put = |k: &str, v: String| {
         params.insert(k.into(), pb::ModelParameter { string_value: v });
     };
-    put("kind", i.kind.clone());
+    put("kind", i.kind().to_string());
     put("spatial_dims", i.spatial_dims.to_string());
     put(
         "roi_size",
@@ -151,16 +151,16 @@ fn config_of(m: &Model) -> pb::ModelConfig {
     put("out_channels", i.out_channels.to_string());
     put(
         "labels",
-        serde_json::to_string(&i.labels).unwrap_or_default(),
+        serde_json::to_string(i.labels()).unwrap_or_default(),
     );
     put(
         "preprocessing",
-        serde_json::to_string(&i.preprocessing).unwrap_or_default(),
+        serde_json::to_string(i.preprocessing()).unwrap_or_default(),
     );
-    if let Some(inf) = &i.inference {
+    if let Some(inf) = i.inference() {
         put("inference", serde_json::to_string(inf).unwrap_or_default());
     }
-    put("medmae_version", i.medmae_version.clone());
+    put("medmae_version", i.medmae_version().to_string());
     pb::ModelConfig {
         name: i.name.clone(),
         platform: m.backend.platform().into(),

@@ -23,25 +23,17 @@ pub struct ModelInfo {
     pub version: String,
     /// The ONNX file.
     pub path: PathBuf,
-    /// The `medmae.kind` spelling (`unetr`, `mae-encoder`, `mae-reconstructor`), or "onnx" for a model without
-    /// medmae metadata.
-    pub kind: String,
-    /// 2 or 3.
+    /// Served geometry: 2 or 3 spatial dims (the medmae metadata's, else the graph's fixed dims).
     pub spatial_dims: usize,
     /// Model input size per spatial axis.
     pub roi_size: Vec<usize>,
-    /// Input channels.
+    /// Input and output channels.
     pub in_channels: usize,
-    /// Output channels.
+    /// See [`ModelInfo::in_channels`].
     pub out_channels: usize,
-    /// Label names (index = output channel); may be empty.
-    pub labels: Vec<String>,
-    /// Deterministic preprocessing to apply to uploaded volumes.
-    pub preprocessing: Vec<TransformSpec>,
-    /// Sliding-window defaults; `None` for models that are not segmentation models.
-    pub inference: Option<InferenceSpec>,
-    /// medmae version that exported the model (empty if unknown).
-    pub medmae_version: String,
+    /// The validated medmae metadata (kind, labels, preprocessing, inference spec, version); `None` for a plain ONNX
+    /// model.
+    pub medmae: Option<OnnxMetadata>,
     /// The graph input.
     pub input: TensorInfo,
     /// The graph output used (the first one).
@@ -158,38 +150,53 @@ impl ModelInfo {
                 ),
             ));
         }
-        let (kind, labels, preprocessing, inference, medmae_version) = match medmae {
-            Some(m) => (
-                m.kind.as_str().to_string(),
-                m.labels,
-                m.preprocessing,
-                m.inference,
-                m.version.unwrap_or_default(),
-            ),
-            None => ("onnx".into(), Vec::new(), Vec::new(), None, String::new()),
-        };
         Ok(Self {
             name: name.into(),
             version: version.into(),
             path: path.into(),
-            kind,
             spatial_dims,
             roi_size,
             in_channels,
             out_channels,
-            labels,
-            preprocessing,
-            inference,
-            medmae_version,
+            medmae,
             input,
             output,
             metadata: meta,
         })
     }
 
+    /// The `medmae.kind` spelling (`unetr`, `mae-encoder`, `mae-reconstructor`), or "onnx" for a model without
+    /// medmae metadata.
+    pub fn kind(&self) -> &str {
+        self.medmae.as_ref().map_or("onnx", |m| m.kind.as_str())
+    }
+
+    /// Label names (index = output channel); may be empty.
+    pub fn labels(&self) -> &[String] {
+        self.medmae.as_ref().map_or(&[], |m| &m.labels)
+    }
+
+    /// Deterministic preprocessing to apply to uploaded volumes.
+    pub fn preprocessing(&self) -> &[TransformSpec] {
+        self.medmae.as_ref().map_or(&[], |m| &m.preprocessing)
+    }
+
+    /// Sliding-window defaults; `None` for models that are not segmentation models.
+    pub fn inference(&self) -> Option<&InferenceSpec> {
+        self.medmae.as_ref().and_then(|m| m.inference.as_ref())
+    }
+
+    /// medmae version that exported the model (empty if unknown).
+    pub fn medmae_version(&self) -> &str {
+        self.medmae
+            .as_ref()
+            .and_then(|m| m.version.as_deref())
+            .unwrap_or_default()
+    }
+
     /// Label name for an output channel (falls back to `label_<i>`).
     pub fn label_name(&self, i: usize) -> String {
-        self.labels
+        self.labels()
             .get(i)
             .cloned()
             .unwrap_or_else(|| format!("label_{i}"))
@@ -198,7 +205,7 @@ impl ModelInfo {
     /// True for models whose output is per-voxel class logits `[N, K, roi...]` (the metadata reader guarantees
     /// that exactly `unetr` exports carry an inference spec).
     pub fn is_segmentation(&self) -> bool {
-        self.inference.is_some()
+        self.inference().is_some()
     }
 
     /// Output dims for a batch of `n` (`n = -1` for "any"): `[n, K, roi...]` for segmentation models, else the
@@ -267,7 +274,7 @@ mod tests {
         let i = ModelInfo::from_summary("m", "1", p, summary(&META)).unwrap();
         assert_eq!(i.roi_size, vec![8, 8, 8]);
         assert_eq!(i.label_name(1), "organ");
-        assert_eq!(i.inference.as_ref().unwrap().overlap, 0.25);
+        assert_eq!(i.inference().unwrap().overlap, 0.25);
         assert_eq!(i.input_shape(4), vec![4, 1, 8, 8, 8]);
 
         let mut bad = META;
@@ -340,7 +347,7 @@ mod tests {
         let mut s = summary(&meta);
         s.outputs[0].dims = vec![-1, 9, 48];
         let i = ModelInfo::from_summary("m", "1", Path::new("e.onnx"), s).unwrap();
-        assert!(i.inference.is_none() && !i.is_segmentation());
+        assert!(i.inference().is_none() && !i.is_segmentation());
         assert_eq!(i.output_dims(2), vec![2, 9, 48]);
         let seg = ModelInfo::from_summary("m", "1", Path::new("m.onnx"), summary(&META)).unwrap();
         assert_eq!(seg.output_dims(-1), vec![-1, 2, 8, 8, 8]);
@@ -350,14 +357,9 @@ mod tests {
     fn plain_onnx_reads_geometry_from_the_graph() {
         let i = ModelInfo::from_summary("m", "1", Path::new("x.onnx"), summary(&[])).unwrap();
         assert_eq!(
-            (
-                i.kind.as_str(),
-                i.spatial_dims,
-                i.in_channels,
-                i.out_channels
-            ),
+            (i.kind(), i.spatial_dims, i.in_channels, i.out_channels),
             ("onnx", 3, 1, 2)
         );
-        assert!(i.inference.is_none());
+        assert!(i.inference().is_none());
     }
 }

@@ -25,15 +25,15 @@ impl Model {
     /// one that cannot be applied refuses the model at load rather than failing requests.
     pub fn new(info: ModelInfo, backend: Box<dyn Backend>) -> Result<Self, ServeError> {
         let segmenter = info
-            .inference
-            .clone()
+            .inference()
+            .cloned()
             .map(|inf| {
                 Segmenter::new(
                     info.spatial_dims,
                     info.in_channels,
                     info.out_channels,
-                    info.labels.clone(),
-                    &info.preprocessing,
+                    info.labels().to_vec(),
+                    info.preprocessing(),
                     inf,
                 )
                 .map(|s| s.named(&info.name))
@@ -120,7 +120,7 @@ impl Repository {
                 ModelInfo::from_summary(&name, &version, &path, onnx::summarize(&bytes, &path)?)?;
             drop(bytes);
             let backend = backend::load(&info, opts)?;
-            tracing::info!(model = %name, version = %version, kind = %info.kind, backend = backend.name(), roi = ?info.roi_size, "model loaded");
+            tracing::info!(model = %name, version = %version, kind = %info.kind(), backend = backend.name(), roi = ?info.roi_size, "model loaded");
             repo.insert(Model::new(info, backend)?);
         }
         if repo.models.is_empty() {
@@ -162,15 +162,15 @@ impl Repository {
     pub fn segmentation_model(&self, name: &str) -> Result<Arc<Model>, ServeError> {
         if !name.is_empty() {
             let m = self.get(name, "")?;
-            if m.info.inference.is_none() {
-                return Err(ServeError::invalid(format!("model {name:?} (kind {}) is not a segmentation model (no medmae.inference metadata)", m.info.kind)));
+            if m.info.inference().is_none() {
+                return Err(ServeError::invalid(format!("model {name:?} (kind {}) is not a segmentation model (no medmae.inference metadata)", m.info.kind())));
             }
             return Ok(m);
         }
         let segs: Vec<&Arc<Model>> = self
             .models
             .values()
-            .filter(|m| m.info.inference.is_some())
+            .filter(|m| m.info.inference().is_some())
             .collect();
         match segs.as_slice() {
             [only] => Ok((*only).clone()),

@@ -137,8 +137,7 @@ pub fn check_outputs(
 ) -> Result<(), ServeError> {
     let k = info.out_channels as u64;
     let sigmoid = info
-        .inference
-        .as_ref()
+        .inference()
         .is_some_and(|i| i.activation == OutputActivation::Sigmoid);
     let mut outputs = vec![("label map", if sigmoid { k } else { 1 })];
     if opts.probabilities {
@@ -311,16 +310,16 @@ impl SegmentationRpc for SegmentService {
                 pb::ModelDescription {
                     name: i.name.clone(),
                     version: i.version.clone(),
-                    kind: i.kind.clone(),
+                    kind: i.kind().to_string(),
                     spatial_dims: i.spatial_dims as u32,
                     roi_size: i.roi_size.iter().map(|&r| r as u64).collect(),
                     in_channels: i.in_channels as u32,
                     out_channels: i.out_channels as u32,
-                    labels: i.labels.clone(),
-                    preprocessing_json: serde_json::to_string(&i.preprocessing).unwrap_or_default(),
+                    labels: i.labels().to_vec(),
+                    preprocessing_json: serde_json::to_string(i.preprocessing())
+                        .unwrap_or_default(),
                     inference_json: i
-                        .inference
-                        .as_ref()
+                        .inference()
                         .and_then(|x| serde_json::to_string(x).ok())
                         .unwrap_or_default(),
                     ready: s.ready(),

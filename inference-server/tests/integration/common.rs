@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub use medmae_test_support::{python, ServeProcess};
+pub use medmae_test_support::ServeProcess;
 use server::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use tonic::transport::Channel;
 

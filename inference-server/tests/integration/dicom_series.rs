@@ -2,10 +2,8 @@
 //! series by SimpleITK (`tests/support/make_dicom_series.py`), made once per test binary.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::common::python;
 use ndarray_npy::ReadNpyExt;
 
 /// The source volume (ITK's `KmeansTest_T1UCharRaw.nii.gz`, Debian `insighttoolkit5-examples`).
@@ -26,40 +24,18 @@ pub fn dicom_dir() -> &'static Path {
             .unwrap();
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make_dicom_series.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(NIFTI)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "make_dicom_series.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        medmae_test_support::run_python(&script, &[Path::new(NIFTI), dir.path()]);
         dir
     })
     .path()
 }
 
-/// Read a SEG with highdicom (`tests/support/read_seg.py`): per-segment masks `(slices, rows, columns, segments)` for
+/// Read a SEG with highdicom (`medmae_test_support::read_seg`): per-segment masks `(slices, rows, columns, segments)` for
 /// the instances of `source` in SimpleITK's order, and the facts JSON.
 pub fn read_seg(seg: &Path, source: &Path) -> (ndarray::Array4<u8>, serde_json::Value) {
     let out = seg.with_extension("read");
     std::fs::create_dir_all(&out).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/read_seg.py");
-    let run = Command::new(python())
-        .arg(&script)
-        .arg(seg)
-        .arg(source)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "read_seg.py failed: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    medmae_test_support::read_seg(seg, source, &out);
     let masks =
         ndarray::Array4::<u8>::read_npy(std::fs::File::open(out.join("segments.npy")).unwrap())
             .unwrap();

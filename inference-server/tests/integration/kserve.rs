@@ -10,6 +10,7 @@ use server::proto::inference::{
 use tonic::Code;
 
 use crate::common::*;
+use medmae_test_support::python;
 
 #[test]
 fn tritonclient_v2_matches_onnxruntime() {

@@ -6,8 +6,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::common::{python, start_server, ServeProcess};
+use crate::common::{start_server, ServeProcess};
 use crate::dicom_series::dicom_dir;
+use medmae_test_support::{assert_success, python};
 
 /// Node fixtures: copies s1..s4 of the CT series and the refusal files (see `tests/support/make_node_series.py`).
 pub fn node_dir() -> &'static Path {
@@ -27,11 +28,7 @@ pub fn node_dir() -> &'static Path {
             .arg("4")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "make_node_series.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out, "make_node_series.py");
         dir
     })
     .path()

@@ -220,18 +220,7 @@ fn write_datalist(
 }
 
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        TrainError::io(path, e)
-    })
+    Ok(spec::file::write_atomic(path, text.as_bytes())?)
 }
 
 /// The default `--budget-gib` of a device.

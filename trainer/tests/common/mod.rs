@@ -93,20 +93,6 @@ pub fn losses(path: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// Launcher variables removed from data-parallel test processes so the machine's environment cannot leak in.
-pub const LAUNCH_VARS: [&str; 10] = [
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "SLURM_PROCID",
-    "SLURM_NTASKS",
-    "SLURM_LOCALID",
-    "MEDMAE_DDP_WORKER",
-    "MEDMAE_DIST_TIMEOUT",
-];
-
 /// A `medmae-train` command with `args` and `--set` overrides and a clean launch environment.
 pub fn train_command(args: &[&str], sets: &[String]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_medmae-train"));
@@ -114,9 +100,7 @@ pub fn train_command(args: &[&str], sets: &[String]) -> Command {
     for s in sets {
         cmd.arg("--set").arg(s);
     }
-    for var in LAUNCH_VARS {
-        cmd.env_remove(var);
-    }
+    distributed::launch::clear_launch_env(&mut cmd).env_remove("MEDMAE_DIST_TIMEOUT");
     cmd
 }
 

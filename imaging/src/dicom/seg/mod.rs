@@ -117,7 +117,7 @@ pub fn write_seg(
     out: &Path,
 ) -> Result<()> {
     let bytes = encode_seg(labels, MaskLayout::LabelMap, source, segments, opts)?;
-    crate::io::write_bytes_atomic(out, ".dcm", &bytes)
+    crate::io::write_file_atomic(out, &bytes)
 }
 
 /// Encode `mask` (on the grid of `source`, laid out as `layout`) as the bytes of a binary DICOM SEG Part 10 file.

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::super::{stored_dims, write_atomic, write_bytes_atomic, FileFormat, StoredAxes};
+use super::super::{stored_dims, write_atomic, write_file_atomic, FileFormat, StoredAxes};
 use crate::error::{ImagingError, Result};
 use crate::volume::Volume;
 
@@ -42,7 +42,7 @@ pub(crate) fn save(vol: &Volume, path: &Path, axes: Option<StoredAxes>) -> Resul
     write_atomic(&raw_path, ".raw", |tmp| {
         write_file(tmp, &[], vol, &layout.axes)
     })?;
-    write_bytes_atomic(path, ".mhd", header.as_bytes())
+    write_file_atomic(path, header.as_bytes())
 }
 
 /// The stored dimensions and what the axes beyond the grid are.

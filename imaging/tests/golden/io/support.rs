@@ -26,6 +26,30 @@ pub fn golden_dir() -> PathBuf {
 
 pub use medmae_test_support::python;
 
+/// A file of the golden set (`golden/io/files/<name>`).
+pub fn golden(name: &str) -> PathBuf {
+    golden_dir().join("files").join(name)
+}
+
+/// Copy golden `name` into `dir` under `new_name`, patched by `f`.
+pub fn patched(dir: &Path, name: &str, new_name: &str, f: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(golden(name)).unwrap();
+    f(&mut bytes);
+    let p = dir.join(new_name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Overwrite the little-endian i16 at byte `at`.
+pub fn put_i16(b: &mut [u8], at: usize, v: i16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Overwrite the little-endian f32 at byte `at`.
+pub fn put_f32(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
 /// Run `ref_read.py` on `files` (one Python process for all of them).
 pub fn reference(files: &[PathBuf]) -> Vec<Reference> {
     let out = tempfile::tempdir().unwrap();

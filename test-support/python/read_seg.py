@@ -1,9 +1,11 @@
-"""Read a DICOM SEG returned by medmae-serve with highdicom/pydicom (for inference-server/tests/dicom_serve.rs).
+"""Read a DICOM SEG with highdicom/pydicom, for the tests of imaging::dicom::write_seg and of medmae-serve's SEG output.
 
 Run: $MEDMAE_PYTHON read_seg.py SEG.dcm SOURCE_DIR OUT_DIR
-Writes OUT_DIR/segments.npy: uint8 (slices, rows, columns, segments), one binary mask per segment (in SegmentSequence
-order) for the source instances in the order SimpleITK sorts SOURCE_DIR; OUT_DIR/seg.json: what highdicom/pydicom
-report (segments, references, identification, geometry of highdicom's volume in LPS).
+For the source instances in the order SimpleITK sorts SOURCE_DIR, writes
+- OUT_DIR/seg_labels.npy: int32 (slices, rows, columns), the combined label map highdicom reconstructs;
+- OUT_DIR/segments.npy: uint8 (slices, rows, columns, segments), one binary mask per segment (SegmentSequence order);
+- OUT_DIR/seg.json: what highdicom/pydicom report (segments, references, identification, geometry of highdicom's
+  volume in LPS).
 """
 
 import json
@@ -20,6 +22,9 @@ def main(seg_path, source_dir, out):
     seg = hd.seg.segread(seg_path)
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(source_dir)
     uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    labels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True, relabel=False)
+    np.save(os.path.join(out, "seg_labels.npy"), labels.astype(np.int32))
     numbers = [int(s.SegmentNumber) for s in seg.SegmentSequence]
     masks = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=uids, segment_numbers=numbers, combine_segments=False)
