@@ -7,6 +7,7 @@
 //! reports hangs. See `fuzz/README.md`.
 
 pub mod alloc;
+pub mod engine;
 pub mod harness;
 pub mod mutate;
 pub mod targets;

@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 
 use imaging::io::{self, LoadOptions};
 
-use super::{read_dir, seed_files, Env, Target, MAX_SEED_BYTES, MAX_VOXELS};
+use super::{read_dir, seed_files, Env, Target, MAX_SEED_BYTES};
 use crate::mutate::{Hints, Rng};
 
+/// The options `medmae info` / `convert` use unless `--allow-external-data` is given: the library defaults
+/// (voxel cap, header cap, data files confined to the header's folder).
 fn opts() -> LoadOptions {
-    LoadOptions {
-        max_voxels: MAX_VOXELS,
-        ..LoadOptions::default()
-    }
+    LoadOptions::default()
 }
 
 /// Probe and load `path`; a loaded file must probe to the same value count.
