@@ -123,3 +123,41 @@ macro_rules! libfuzzer_target {
         });
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: &mut [u8], _: usize, _: usize) -> usize {
+        usize::MAX
+    }
+
+    #[test]
+    fn custom_mutations_fit_the_buffer_and_the_limit() {
+        // A 64-byte limit is smaller than every model.json seed: splices and inserts must be refused (libFuzzer's
+        // own mutator takes over) rather than written past `max_size`.
+        let (mut custom, mut fallback) = (0, 0);
+        for seed in 0..400u32 {
+            let mut buf = vec![0u8; 64];
+            buf[..2].copy_from_slice(b"{}");
+            let n = mutate_one("model_json", &mut buf, 2, 64, seed, never);
+            if n == usize::MAX {
+                fallback += 1;
+            } else {
+                assert!((1..=64).contains(&n), "seed {seed}: {n} bytes");
+                custom += 1;
+            }
+        }
+        assert!(
+            custom > 50 && fallback > 100,
+            "custom {custom}, fallback {fallback}"
+        );
+    }
+
+    #[test]
+    fn run_one_accepts_a_seed_and_rejects_garbage_without_panicking() {
+        let seed = std::fs::read(default_env("x").seeds.join("model_json/mae3d.json")).unwrap();
+        run_one("model_json", &seed);
+        run_one("model_json", b"\xff{not json");
+    }
+}
