@@ -172,7 +172,8 @@ impl Target for KServe {
     fn run(&mut self, input: &[u8]) -> Result<(), String> {
         let req = ModelInferRequest::decode(input).map_err(|e| e.to_string())?;
         tensor::check_requested_outputs(&req, &self.info).map_err(|e| e.to_string())?;
-        let a = tensor::decode_input(&req, &self.info, self.max_voxels).map_err(|e| e.to_string())?;
+        let a =
+            tensor::decode_input(&req, &self.info, self.max_voxels).map_err(|e| e.to_string())?;
         assert_eq!(
             a.shape()[1..],
             self.info.input_shape(1)[1..],
