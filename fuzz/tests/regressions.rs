@@ -152,3 +152,30 @@ fn dicom_elements_with_bad_declared_lengths_do_not_allocate_them() {
         assert!(err.contains(tag) && err.contains(what), "{file}: {err}");
     }
 }
+
+#[test]
+fn a_header_reading_data_outside_its_folder_is_refused_and_the_bait_oracle_fires() {
+    // Issue 16: the CLI did not confine data files while the fuzz targets did. The targets now use the options users
+    // get (confinement is the library default) and keep a bait file beside the header folder.
+    let env = env();
+    let mut t = targets::make("metaimage", &env).unwrap();
+    let header = "ObjectType = Image\nNDims = 3\nDimSize = 16 16 16\nElementType = MET_UCHAR\n\
+                  ElementDataFile = ../bait.raw\n";
+    let err = t.run(header.as_bytes()).unwrap_err();
+    assert!(err.contains("outside the header's directory"), "{err}");
+    // The oracle itself: a load that needs the bait (reads it) is reported as a finding.
+    let work = env.work.join("bait-oracle");
+    let bait = medmae_fuzz::targets::Bait::new(&work).unwrap();
+    let path = work.join("bait.raw");
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        bait.check(b"../bait.raw", || {
+            std::fs::read(&path).map(|_| ()).map_err(|e| e.to_string())
+        })
+    }));
+    let msg = found.unwrap_err();
+    let msg = msg.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("outside its folder"), "{msg}");
+    assert!(path.exists(), "the bait is put back");
+    // A load that does not touch it passes.
+    bait.check(b"../bait.raw", || Ok(()));
+}

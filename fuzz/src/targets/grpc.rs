@@ -18,6 +18,7 @@ use server::proto::medmae_v1::{RawGeometry, SegmentHeader, SegmentRequest, Volum
 use server::config::Limits;
 use server::dicom::DicomUpload;
 
+use super::Bait;
 use super::{seed_bytes, seed_files, server_limits, Env, Target};
 use crate::mutate::Hints;
 
@@ -189,6 +190,7 @@ pub struct Segment {
     seeds: Vec<Vec<u8>>,
     work: PathBuf,
     limits: Limits,
+    bait: Bait,
 }
 
 fn frame(msgs: &[SegmentRequest]) -> Vec<u8> {
@@ -280,10 +282,15 @@ impl Segment {
             payload: Some(Payload::File(b)),
         }));
         seeds.push(frame(&files));
+        // Uploads go to `work/h/`, the bait beside that folder (see `Bait`).
+        let bait = Bait::new(&work)?;
+        let work = work.join("h");
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
         Ok(Self {
             seeds,
             work,
             limits: server_limits(env)?,
+            bait,
         })
     }
 }
@@ -372,9 +379,14 @@ impl Target for Segment {
             max_voxels: self.limits.max_voxels,
             ..LoadOptions::default()
         };
-        io::load_with(&path, &opts)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let load = || {
+            io::load_with(&path, &opts)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        load()?;
+        self.bait.check(&bytes, load);
+        Ok(())
     }
 }
 

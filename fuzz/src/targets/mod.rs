@@ -5,6 +5,8 @@ mod files;
 mod grpc;
 mod text;
 
+pub use files::Bait;
+
 use std::path::{Path, PathBuf};
 
 use crate::mutate::{Hints, Rng};
