@@ -179,3 +179,22 @@ fn a_header_reading_data_outside_its_folder_is_refused_and_the_bait_oracle_fires
     // A load that does not touch it passes.
     bait.check(b"../bait.raw", || Ok(()));
 }
+
+#[test]
+fn dicom_file_declaring_a_large_image_without_pixels_does_not_allocate_it() {
+    // Found by the libFuzzer `dicom` target (issue 16): 1785 x 65408 16-bit pixels declared in a 686-byte file with no
+    // Pixel Data made imaging::dicom allocate the 445 MiB volume before decoding the (absent) pixels.
+    let input = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/dicom_huge_rows_no_pixels.bin"),
+    )
+    .unwrap();
+    let mut t = targets::make("dicom", &env()).unwrap();
+    let live = medmae_fuzz::alloc::reset_peak();
+    let err = t.run(&input).unwrap_err();
+    let used = medmae_fuzz::alloc::peak().saturating_sub(live);
+    assert!(used < 16 << 20, "allocated {} MiB", used >> 20);
+    assert!(
+        err.contains("truncated") && err.contains("233502560"),
+        "{err}"
+    );
+}
