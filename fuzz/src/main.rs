@@ -1,5 +1,7 @@
 //! `medmae-fuzz [--execs N] [--seed S] [--seeds DIR] [--extra DIR]... [--work DIR] [--artifacts DIR] [TARGET...]`:
-//! fuzz the named targets (default: all) and print one line per target; exit status 1 if any failure was found.
+//! fuzz the named targets (default: all) coverage-free and print one line per target; exit status 1 if any failure
+//! was found. With `--write-corpus DIR [--mutants N]` it instead writes each target's seeds (and N structure-aware
+//! mutants) into `DIR/<target>/`, the starting corpus of the libFuzzer targets.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,8 @@ struct Args {
     env: Env,
     artifacts: PathBuf,
     names: Vec<String>,
+    corpus: Option<PathBuf>,
+    mutants: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +34,8 @@ fn parse_args() -> Result<Args, String> {
         },
         artifacts: here.join("artifacts"),
         names: Vec::new(),
+        corpus: None,
+        mutants: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -41,9 +47,15 @@ fn parse_args() -> Result<Args, String> {
             "--extra" => a.env.extra.push(val("a folder")?.into()),
             "--work" => a.env.work = val("a folder")?.into(),
             "--artifacts" => a.artifacts = val("a folder")?.into(),
+            "--write-corpus" => a.corpus = Some(val("a folder")?.into()),
+            "--mutants" => {
+                a.mutants = val("a count")?
+                    .parse()
+                    .map_err(|e| format!("--mutants: {e}"))?
+            }
             "-h" | "--help" => {
                 return Err(format!(
-                    "usage: medmae-fuzz [--execs N] [--seed S] [--seeds DIR] [--extra DIR]... [--work DIR] [--artifacts DIR] [TARGET...]\ntargets: {}",
+                    "usage: medmae-fuzz [--execs N] [--seed S] [--seeds DIR] [--extra DIR]... [--work DIR] [--artifacts DIR] [--write-corpus DIR [--mutants N]] [TARGET...]\ntargets: {}",
                     targets::NAMES.join(" ")
                 ))
             }
@@ -97,6 +109,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if let Some(dir) = &args.corpus {
+            match harness::write_corpus(t.as_ref(), &dir.join(name), args.mutants, args.seed) {
+                Ok(n) => println!("{name}: {n} files in {}", dir.join(name).display()),
+                Err(e) => {
+                    eprintln!("{name}: {}: {e}", dir.display());
+                    return ExitCode::from(2);
+                }
+            }
+            continue;
+        }
         let s = harness::fuzz(t.as_mut(), args.execs, args.seed, &args.artifacts);
         report(&s);
         failed |= !s.failures.is_empty() || s.seeds == 0;

@@ -7,14 +7,13 @@ use std::path::{Path, PathBuf};
 
 use imaging::io::{self, LoadOptions};
 
-use super::{read_dir, seed_files, Env, Target, MAX_SEED_BYTES, MAX_VOXELS};
+use super::{read_dir, seed_files, Env, Target, MAX_SEED_BYTES};
 use crate::mutate::{Hints, Rng};
 
+/// The options `medmae info` / `convert` use unless `--allow-external-data` is given: the library defaults
+/// (voxel cap, header cap, data files confined to the header's folder).
 fn opts() -> LoadOptions {
-    LoadOptions {
-        max_voxels: MAX_VOXELS,
-        ..LoadOptions::default()
-    }
+    LoadOptions::default()
 }
 
 /// Probe and load `path`; a loaded file must probe to the same value count.
@@ -205,6 +204,11 @@ const META_DICT: &[&str] = &[
     "HeaderSize = 99999",
     "ElementDataFile = LOCAL",
     "ElementDataFile = ../../../etc/passwd",
+    "ElementDataFile = ../bait.raw",
+    "ElementDataFile = LIST\n../bait.raw",
+    "../bait.raw",
+    "./../h/../bait.raw",
+    "DimSize = 16 16 16",
     "ElementDataFile = /etc/passwd",
     "ElementDataFile = LIST",
     "ElementDataFile = LIST 2D",
@@ -222,6 +226,7 @@ pub struct MetaImage {
     seeds: Vec<Vec<u8>>,
     mha: PathBuf,
     mhd: PathBuf,
+    bait: Bait,
     head: usize,
 }
 
@@ -237,6 +242,9 @@ fn data_file(header: &[u8]) -> Option<String> {
 impl MetaImage {
     /// Seeds: `seeds/metaimage` plus the extra folders; `.mhd` data files are copied into the scratch folder.
     pub fn new(env: &Env, work: PathBuf) -> Result<Self, String> {
+        let bait = Bait::new(&work)?;
+        let work = work.join("h");
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
         let mut files = seed_files(env, "metaimage", &[".mha", ".mhd"])?;
         // The seed folder's data files (`.raw`, `.raw.gz`, slice lists) go beside the scratch header.
         for (p, b) in read_dir(&env.seeds.join("metaimage"), &[""]) {
@@ -271,6 +279,7 @@ impl MetaImage {
             seeds,
             mha: work.join("f.mha"),
             mhd: work.join("f.mhd"),
+            bait,
             head: 512,
         })
     }
@@ -295,6 +304,49 @@ impl Target for MetaImage {
         let local = data_file(input).is_some_and(|f| f == "LOCAL");
         let path = if local { &self.mha } else { &self.mhd };
         std::fs::write(path, input).map_err(|e| format!("scratch write: {e}"))?;
-        probe_and_load(path)
+        probe_and_load(path)?;
+        self.bait.check(input, || probe_and_load(path));
+        Ok(())
+    }
+}
+
+/// A data file just outside the folder the fuzzed headers are written to (`work/bait.raw`, headers in `work/h/`).
+/// Confinement is the default, so no header may read it: one that loads, but no longer loads once the bait is moved
+/// away, read data from outside its folder (`ElementDataFile = ../bait.raw` and the like) — a finding.
+pub struct Bait {
+    path: PathBuf,
+}
+
+impl Bait {
+    /// Size of the bait: the data of e.g. a 16×16×16 `MET_UCHAR` or 8×8×8 `MET_DOUBLE` image.
+    pub const BYTES: usize = 4096;
+
+    /// Write `work/bait.raw`.
+    pub fn new(work: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let path = work.join("bait.raw");
+        let bytes: Vec<u8> = (0..Self::BYTES).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { path })
+    }
+
+    /// After `input` loaded: load it again with the bait moved away; a failure means the header read the bait.
+    pub fn check(&self, input: &[u8], load: impl FnOnce() -> Result<(), String>) {
+        // Every way to name the bait spells "bait" (pattern forms only add digits).
+        if !input.windows(4).any(|w| w.eq_ignore_ascii_case(b"bait")) {
+            return;
+        }
+        let away = self.path.with_extension("away");
+        if std::fs::rename(&self.path, &away).is_err() {
+            return;
+        }
+        let again = load();
+        let _ = std::fs::rename(&away, &self.path);
+        if let Err(e) = again {
+            panic!(
+                "a header read {} outside its folder although data files are confined by default ({e})",
+                self.path.display()
+            );
+        }
     }
 }

@@ -15,7 +15,11 @@ use server::proto::inference::{InferTensorContents, ModelInferRequest};
 use server::proto::medmae_v1::segment_request::Payload;
 use server::proto::medmae_v1::{RawGeometry, SegmentHeader, SegmentRequest, VolumeFormat};
 
-use super::{seed_bytes, Env, Target, MAX_VOXELS};
+use server::config::Limits;
+use server::dicom::DicomUpload;
+
+use super::Bait;
+use super::{seed_bytes, seed_files, server_limits, Env, Target};
 use crate::mutate::Hints;
 
 const MODEL_PATH: &str = "/fuzz/model.onnx";
@@ -95,10 +99,11 @@ fn demo_info(env: &Env) -> Result<ModelInfo, String> {
 }
 
 /// KServe `ModelInferRequest` bytes → prost decode → requested outputs and input tensor validation against the
-/// demo model (input `[N, 1, 16, 16, 16]`).
+/// demo model (input `[N, 1, 16, 16, 16]`), with the server's default voxel limit.
 pub struct KServe {
     seeds: Vec<Vec<u8>>,
     info: ModelInfo,
+    max_voxels: u64,
 }
 
 impl KServe {
@@ -138,6 +143,7 @@ impl KServe {
         Ok(Self {
             seeds: vec![raw.encode_to_vec(), typed.encode_to_vec()],
             info,
+            max_voxels: server_limits(env)?.max_voxels,
         })
     }
 }
@@ -167,7 +173,8 @@ impl Target for KServe {
     fn run(&mut self, input: &[u8]) -> Result<(), String> {
         let req = ModelInferRequest::decode(input).map_err(|e| e.to_string())?;
         tensor::check_requested_outputs(&req, &self.info).map_err(|e| e.to_string())?;
-        let a = tensor::decode_input(&req, &self.info, MAX_VOXELS).map_err(|e| e.to_string())?;
+        let a =
+            tensor::decode_input(&req, &self.info, self.max_voxels).map_err(|e| e.to_string())?;
         assert_eq!(
             a.shape()[1..],
             self.info.input_shape(1)[1..],
@@ -182,6 +189,8 @@ impl Target for KServe {
 pub struct Segment {
     seeds: Vec<Vec<u8>>,
     work: PathBuf,
+    limits: Limits,
+    bait: Bait,
 }
 
 fn frame(msgs: &[SegmentRequest]) -> Vec<u8> {
@@ -253,12 +262,38 @@ impl Segment {
                 .concat(),
             ));
         }
-        Ok(Self { seeds, work })
+        let dicom = seed_files(env, "dicom", &[".dcm", ".zip"])?;
+        let (zips, slices): (Vec<_>, Vec<_>) = dicom
+            .into_iter()
+            .map(|(_, b)| b)
+            .partition(|b| b.starts_with(b"PK"));
+        if let Some(z) = zips.into_iter().min_by_key(Vec::len) {
+            seeds.push(frame(
+                &[
+                    vec![header(VolumeFormat::DicomZip, None, z.len() as u64)],
+                    chunks(&z, 4096),
+                ]
+                .concat(),
+            ));
+        }
+        let total = slices.iter().map(|b| b.len() as u64).sum();
+        let mut files = vec![header(VolumeFormat::DicomFiles, None, total)];
+        files.extend(slices.into_iter().map(|b| SegmentRequest {
+            payload: Some(Payload::File(b)),
+        }));
+        seeds.push(frame(&files));
+        // Uploads go to `work/h/`, the bait beside that folder (see `Bait`).
+        let bait = Bait::new(&work)?;
+        let work = work.join("h");
+        std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        Ok(Self {
+            seeds,
+            work,
+            limits: server_limits(env)?,
+            bait,
+        })
     }
 }
-
-/// Upload limit used for the fuzzed streams.
-const MAX_UPLOAD: u64 = 8 << 20;
 
 impl Target for Segment {
     fn name(&self) -> &'static str {
@@ -292,25 +327,29 @@ impl Target for Segment {
         };
         let format =
             VolumeFormat::try_from(h.format).map_err(|_| format!("unknown format {}", h.format))?;
-        if h.total_bytes > MAX_UPLOAD {
+        let max = self.limits.max_upload_bytes;
+        if h.total_bytes > max {
             return Err("upload over the limit".into());
+        }
+        if format == VolumeFormat::DicomFiles {
+            return self.dicom_files(&h, it);
         }
         let mut bytes = Vec::new();
         for m in it {
             match m.payload {
                 Some(Payload::Chunk(c)) => {
                     bytes.extend_from_slice(&c);
-                    if bytes.len() as u64 > MAX_UPLOAD {
+                    if bytes.len() as u64 > max {
                         return Err("upload over the limit".into());
                     }
                 }
-                _ => return Err("only the first message may carry a header".into()),
+                _ => return Err("later messages must be chunks".into()),
             }
         }
         let name = match format {
             VolumeFormat::RawF32 => {
                 let g = h.raw_geometry.ok_or("RAW_F32 needs raw_geometry")?;
-                let v = server::segment::raw_volume(&g, &bytes, MAX_VOXELS)
+                let v = server::segment::raw_volume(&g, &bytes, self.limits.max_voxels)
                     .map_err(|e| e.to_string())?;
                 assert_eq!(
                     v.data.len() * 4,
@@ -319,14 +358,17 @@ impl Target for Segment {
                 );
                 return Ok(());
             }
+            VolumeFormat::DicomZip => {
+                if bytes.is_empty() {
+                    return Err("the upload is empty".into());
+                }
+                return self.dicom(DicomUpload::Zip(bytes), &h.series);
+            }
             VolumeFormat::Nifti => "upload.nii",
             VolumeFormat::NiftiGz => "upload.nii.gz",
             VolumeFormat::Metaimage => "upload.mha",
             VolumeFormat::Unspecified => return Err("format unspecified".into()),
-            // DICOM uploads (zip / file sets) go through imaging::dicom, which this harness does not drive yet.
-            VolumeFormat::DicomZip | VolumeFormat::DicomFiles => {
-                return Err("DICOM uploads are not fuzzed here".into())
-            }
+            VolumeFormat::DicomFiles => unreachable!("handled above"),
         };
         if bytes.is_empty() {
             return Err("the upload is empty".into());
@@ -334,11 +376,57 @@ impl Target for Segment {
         let path = self.work.join(name);
         std::fs::write(&path, &bytes).map_err(|e| format!("scratch write: {e}"))?;
         let opts = LoadOptions {
-            max_voxels: MAX_VOXELS,
+            max_voxels: self.limits.max_voxels,
             ..LoadOptions::default()
         };
-        io::load_with(&path, &opts)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let load = || {
+            io::load_with(&path, &opts)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        load()?;
+        self.bait.check(&bytes, load);
+        Ok(())
+    }
+}
+
+impl Segment {
+    /// A `DICOM_FILES` upload: one `file` message per file, under the server's file-count and byte limits.
+    fn dicom_files(
+        &self,
+        h: &SegmentHeader,
+        msgs: impl Iterator<Item = SegmentRequest>,
+    ) -> Result<(), String> {
+        let (max_bytes, max_files) = (self.limits.max_upload_bytes, self.limits.max_dicom_files);
+        if h.file_count as usize > max_files {
+            return Err("too many files".into());
+        }
+        let (mut files, mut total) = (Vec::new(), 0u64);
+        for m in msgs {
+            match m.payload {
+                Some(Payload::File(f)) => {
+                    total += f.len() as u64;
+                    if total > max_bytes || files.len() == max_files {
+                        return Err("upload over the limit".into());
+                    }
+                    files.push(f);
+                }
+                _ => return Err("later messages must be files".into()),
+            }
+        }
+        if files.is_empty() {
+            return Err("the DICOM upload holds no files".into());
+        }
+        self.dicom(DicomUpload::Files(files), &h.series)
+    }
+
+    /// The server's DICOM decoding of an upload.
+    fn dicom(&self, upload: DicomUpload, series: &str) -> Result<(), String> {
+        let s = server::dicom::decode(upload, series, &self.limits).map_err(|e| e.to_string())?;
+        assert!(
+            s.volume.data.len() as u64 <= self.limits.max_voxels,
+            "a DICOM volume over the server's voxel cap was returned"
+        );
+        Ok(())
     }
 }

@@ -5,12 +5,12 @@ mod files;
 mod grpc;
 mod text;
 
+pub use files::Bait;
+
 use std::path::{Path, PathBuf};
 
 use crate::mutate::{Hints, Rng};
 
-/// Largest volume (values) a fuzzed file may declare; bigger headers must be rejected before allocating.
-pub const MAX_VOXELS: u64 = 1 << 22;
 /// Largest seed file read (larger example volumes only slow the loop down without reaching more code).
 pub const MAX_SEED_BYTES: u64 = 128 << 10;
 
@@ -61,7 +61,7 @@ pub fn make(name: &str, env: &Env) -> Result<Box<dyn Target>, String> {
     Ok(match name {
         "nifti" => Box::new(files::Nifti::new(env, work)?),
         "metaimage" => Box::new(files::MetaImage::new(env, work)?),
-        "dicom" => Box::new(dicom::Dicom::new(env)?),
+        "dicom" => Box::new(dicom::Dicom::new(env, work)?),
         "dataset_json" => Box::new(text::DatasetJson::new(env)?),
         "yaml_config" => Box::new(text::YamlConfig::new(env)?),
         "model_json" => Box::new(text::ModelJson::new(env)?),
@@ -75,6 +75,17 @@ pub fn make(name: &str, env: &Env) -> Result<Box<dyn Target>, String> {
             ))
         }
     })
+}
+
+/// The limits `medmae-serve` applies when started with no limit flags or config file.
+pub fn server_limits(env: &Env) -> Result<server::config::Limits, String> {
+    let args = server::config::ServeArgs {
+        model_repository: Some(env.seeds.clone()),
+        ..Default::default()
+    };
+    server::config::ServerConfig::merge(args, server::config::FileConfig::default())
+        .map(|c| c.limits)
+        .map_err(|e| format!("server defaults: {e}"))
 }
 
 /// Every regular file of `dir` (sorted) up to [`MAX_SEED_BYTES`] with one of the name endings, as (path, bytes).

@@ -313,6 +313,9 @@ fn decode_series(
             ),
         });
     }
+    for &i in &g.order {
+        check_slice(&slices[i], &files[slices[i].source])?;
+    }
     let patient =
         PatientContext::from_object(&meta::parse(&first.name, &files[first.source].bytes, true)?);
     let mut data = Array4::<f32>::zeros((1, nx, ny, nz));
@@ -340,8 +343,8 @@ fn decode_series(
     })
 }
 
-/// Decode one slice's stored values (before rescaling), checking the transfer syntax and the value count.
-fn decode_slice(s: &SliceMeta, file: &SourceFile) -> Result<Vec<f64>> {
+/// Only uncompressed transfer syntaxes are decoded.
+fn check_syntax(s: &SliceMeta) -> Result<()> {
     if !meta::NATIVE_SYNTAXES.contains(&s.transfer_syntax.as_str()) {
         return Err(ImagingError::Unsupported {
             path: s.name.clone(),
@@ -351,6 +354,41 @@ fn decode_slice(s: &SliceMeta, file: &SourceFile) -> Result<Vec<f64>> {
             ),
         });
     }
+    Ok(())
+}
+
+/// What a slice must pass before the volume is allocated from the header sizes: a decodable transfer syntax and a
+/// file long enough for one frame of the declared rows x columns x samples x bits allocated (a short file must not
+/// make the reader allocate the volume its header merely declares).
+fn check_slice(s: &SliceMeta, file: &SourceFile) -> Result<()> {
+    check_syntax(s)?;
+    if s.bits_allocated == 0 {
+        return Err(ImagingError::HeaderField {
+            path: s.name.clone(),
+            field: "BitsAllocated".into(),
+            msg: "missing or 0 in an image; expected 1, 8, 16, 32 or 64".into(),
+        });
+    }
+    let bits =
+        u64::from(s.rows) * u64::from(s.cols) * u64::from(s.samples) * u64::from(s.bits_allocated);
+    let (needed, found) = (bits.div_ceil(8), file.bytes.len() as u64);
+    if found < needed {
+        return Err(ImagingError::Truncated {
+            path: s.name.clone(),
+            what: format!(
+                "pixel data ({} x {} pixels, {} bits allocated)",
+                s.cols, s.rows, s.bits_allocated
+            ),
+            expected: needed,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Decode one slice's stored values (before rescaling), checking the transfer syntax and the value count.
+fn decode_slice(s: &SliceMeta, file: &SourceFile) -> Result<Vec<f64>> {
+    check_syntax(s)?;
     let obj = meta::parse(&s.name, &file.bytes, false)?;
     let decoded = obj
         .decode_pixel_data()
@@ -374,6 +412,49 @@ fn decode_slice(s: &SliceMeta, file: &SourceFile) -> Result<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_short_file_declaring_a_large_image_is_refused_before_allocating_the_volume() {
+        // Found by the libFuzzer `dicom` target: a 686-byte file declaring 1785 rows x 65408 columns and no Pixel Data
+        // made the reader allocate the 445 MiB float volume before decoding (and rejecting) the pixels. Its
+        // BitsAllocated sits after an element (FFFF,00FF) that ends the header scan, so it reads as absent.
+        let bytes = include_bytes!("testdata/huge_rows_no_pixels.bin").to_vec();
+        let read = |bytes: Vec<u8>| {
+            read_series_memory(
+                vec![(PathBuf::from("upload.dcm"), bytes)],
+                None,
+                &DicomOptions::default(),
+            )
+        };
+        match read(bytes.clone()) {
+            Err(ImagingError::HeaderField { field, .. }) => assert_eq!(field, "BitsAllocated"),
+            other => panic!(
+                "expected a BitsAllocated error, got {:?}",
+                other.map(|s| s.info)
+            ),
+        }
+        // The same file with that element renamed to Pixel Spacing and the cut-off last element dropped:
+        // BitsAllocated = 16 is read, and the 680 bytes cannot hold 1785 x 65408 16-bit pixels.
+        let at = bytes
+            .windows(4)
+            .position(|w| w == [0xFF, 0xFF, 0xFF, 0x00])
+            .unwrap();
+        let mut patched = bytes;
+        patched[at..at + 4].copy_from_slice(&[0x28, 0x00, 0x30, 0x00]);
+        patched.truncate(680);
+        match read(patched) {
+            Err(ImagingError::Truncated {
+                expected, found, ..
+            }) => {
+                assert_eq!(expected, 1785 * 65408 * 2);
+                assert_eq!(found, 680);
+            }
+            other => panic!(
+                "expected a truncation error, got {:?}",
+                other.map(|s| s.info)
+            ),
+        }
+    }
 
     #[test]
     fn syntax_names_are_readable() {

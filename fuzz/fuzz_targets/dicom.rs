@@ -1,0 +1,3 @@
+//! libFuzzer target `dicom` (see fuzz/README.md): `cargo +nightly fuzz run dicom`.
+#![no_main]
+medmae_fuzz::libfuzzer_target!("dicom");

@@ -1,0 +1,3 @@
+//! libFuzzer target `nifti` (see fuzz/README.md): `cargo +nightly fuzz run nifti`.
+#![no_main]
+medmae_fuzz::libfuzzer_target!("nifti");
