@@ -21,8 +21,9 @@ const STOP_LIMIT: Duration = Duration::from_secs(60);
 /// The same grace when a test drops a running server (a failed test should not wait out a drain).
 const DROP_LIMIT: Duration = Duration::from_secs(5);
 
-/// Path of a workspace binary built by the same `cargo test --workspace` invocation (`target/<profile>/<name>`),
-/// for binaries of another package than the test's own (those have `CARGO_BIN_EXE_<name>`).
+/// Path of a workspace binary (`target/<profile>/<name>`) of another package than the test's own (a package's own
+/// binaries have `CARGO_BIN_EXE_<name>`). `cargo test` builds another package's binary only when that package has
+/// integration tests of its own, so `scripts/test` runs `cargo build --workspace --bins` first.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -32,7 +33,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(
         p.is_file(),
-        "{} is not built; run the tests with `cargo test --workspace` (or build it: `cargo build -p medmae-client`)",
+        "{} is not built; run the tests with scripts/test (or build the binaries first: `cargo build --workspace --bins`)",
         p.display()
     );
     p
