@@ -93,37 +93,31 @@ pub(super) async fn receive(
             )),
         }
     };
-    if format == VolumeFormat::RawF32 {
-        let geometry = header
-            .raw_geometry
-            .clone()
-            .ok_or_else(|| ServeError::invalid("RAW_F32 uploads need header.raw_geometry"))?;
-        let mut bytes = Vec::new();
-        while let Some(c) = next(stream, &mut total).await? {
-            bytes.extend_from_slice(&c);
-        }
-        return Ok(Upload::Raw { geometry, bytes });
-    }
-    if format == VolumeFormat::DicomZip {
-        let mut bytes = Vec::new();
-        while let Some(c) = next(stream, &mut total).await? {
-            bytes.extend_from_slice(&c);
-        }
-        if bytes.is_empty() {
-            return Err(ServeError::invalid("the upload is empty"));
-        }
-        return Ok(Upload::Dicom(DicomUpload::Zip(bytes)));
-    }
+    let geometry = if format == VolumeFormat::RawF32 {
+        Some(
+            header
+                .raw_geometry
+                .clone()
+                .ok_or_else(|| ServeError::invalid("RAW_F32 uploads need header.raw_geometry"))?,
+        )
+    } else {
+        None
+    };
     let mut bytes = Vec::new();
     while let Some(c) = next(stream, &mut total).await? {
         bytes.extend_from_slice(&c);
     }
+    if let Some(geometry) = geometry {
+        // An empty raw upload is refused by the size check against the declared geometry.
+        return Ok(Upload::Raw { geometry, bytes });
+    }
     if bytes.is_empty() {
         return Err(ServeError::invalid("the upload is empty"));
     }
-    match file {
-        Some(format) => Ok(Upload::File { format, bytes }),
-        None => Err(ServeError::Internal(format!(
+    match (format, file) {
+        (VolumeFormat::DicomZip, _) => Ok(Upload::Dicom(DicomUpload::Zip(bytes))),
+        (_, Some(format)) => Ok(Upload::File { format, bytes }),
+        (_, None) => Err(ServeError::Internal(format!(
             "upload format {format:?} has no receiver"
         ))),
     }
