@@ -1,6 +1,6 @@
 //! `medmae-client`: segment a volume or a DICOM series on a medmae-serve, check health, list models.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -41,8 +41,8 @@ enum Command {
     Segment {
         /// Input volume, DICOM series directory, .zip of a series, or DICOM file.
         input: PathBuf,
-        /// Output label map: .nii.gz / .nii (NIfTI) or .dcm (DICOM SEG, DICOM input only); another extension gets
-        /// the default for the input (DICOM SEG for DICOM, NIfTI otherwise).
+        /// Output label map: .nii.gz / .nii (NIfTI) or .dcm (DICOM SEG, DICOM input only); other extensions are
+        /// refused.
         #[arg(short, long)]
         output: PathBuf,
         /// DICOM input holding several series: the SeriesInstanceUID (or SeriesNumber) to segment.
@@ -55,7 +55,7 @@ enum Command {
         /// Model name (default: the server's only segmentation model).
         #[arg(long, default_value = "")]
         model: String,
-        /// Also write the class probabilities (.nii.gz, float32, one channel per class).
+        /// Also write the class probabilities (.nii.gz or .nii, float32, one channel per class).
         #[arg(long)]
         probabilities: Option<PathBuf>,
         /// Print the summary as JSON instead of a table.
@@ -87,6 +87,32 @@ fn token(path: &Option<PathBuf>) -> anyhow::Result<Option<String>> {
     Ok(Some(t.to_string()))
 }
 
+/// The label-map format to ask for and whether to decompress it, from an output file name (`.nii.gz`, `.nii`, or
+/// `.dcm` where `seg_allowed`); any other name is refused before anything is sent.
+fn output_format(path: &Path, seg_allowed: bool) -> anyhow::Result<(OutputFormat, bool)> {
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    if name.ends_with(".nii.gz") {
+        Ok((OutputFormat::NiftiGz, false))
+    } else if name.ends_with(".nii") {
+        Ok((OutputFormat::NiftiGz, true))
+    } else if seg_allowed && name.ends_with(".dcm") {
+        Ok((OutputFormat::DicomSeg, false))
+    } else {
+        anyhow::bail!(
+            "{}: expected a name ending in .nii.gz or .nii{}",
+            path.display(),
+            if seg_allowed { ", or .dcm for a DICOM SEG" } else { "" }
+        )
+    }
+}
+
+/// Decompress a gzip stream (a `.nii.gz` the server sent, for a `.nii` output).
+fn gunzip_bytes(gz: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut raw)?;
+    Ok(raw)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = ClientOptions {
         server: cli.server.clone(),
@@ -97,9 +123,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         domain: cli.domain,
         max_message_bytes: 0,
     };
-    let client = Client::connect(&opts).await?;
     match cli.command {
         Command::Health { service } => {
+            let client = Client::connect(&opts).await?;
             let s = client.health(&service).await?;
             println!("{s}");
             anyhow::ensure!(
@@ -113,6 +139,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Models => {
+            let client = Client::connect(&opts).await?;
             for m in client.list_models().await? {
                 println!(
                     "{}\tversion {}\t{}\t{}-D roi {:?}\tin {} out {}\tlabels {:?}{}",
@@ -149,21 +176,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             bar.set_style(
                 ProgressStyle::with_template(
-                    "upload {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                    "upload {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
+            // Everything about the input and the output names is checked before connecting.
             let (upload, series_uid) = resolve_input(&input, series.as_deref())?;
-            let name = output.to_string_lossy().to_ascii_lowercase();
-            let (format, gunzip) = if name.ends_with(".dcm") {
-                (OutputFormat::DicomSeg, false)
-            } else if name.ends_with(".nii.gz") {
-                (OutputFormat::NiftiGz, false)
-            } else if name.ends_with(".nii") {
-                (OutputFormat::NiftiGz, true)
-            } else {
-                (OutputFormat::Unspecified, false)
+            let (format, gunzip) = output_format(&output, true)?;
+            let probabilities_gunzip = match &probabilities {
+                Some(p) => output_format(p, false)?.1,
+                None => false,
             };
+            let client = Client::connect(&opts).await?;
             let params = SegmentParams {
                 model,
                 probabilities: probabilities.is_some(),
@@ -183,21 +207,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             bar.finish_and_clear();
             let mask = if gunzip && r.summary.mask_format == OutputFormat::NiftiGz as i32 {
-                let mut raw = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut flate2::read::GzDecoder::new(&r.mask[..]),
-                    &mut raw,
-                )
-                .context("decompressing the label NIfTI")?;
-                raw
+                gunzip_bytes(&r.mask).context("decompressing the label NIfTI")?
             } else {
                 r.mask
             };
-            imaging::io::write_file_atomic(&output, &mask)
-                .with_context(|| format!("writing {}", output.display()))?;
-            if let (Some(p), Some(bytes)) = (&probabilities, &r.probabilities) {
-                imaging::io::write_file_atomic(p, bytes)
+            // The probabilities first: a failure leaves no file behind, and the mask is written last.
+            if let Some(p) = &probabilities {
+                let bytes = r.probabilities.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the server returned no probabilities for --probabilities {}",
+                        p.display()
+                    )
+                })?;
+                let bytes = if probabilities_gunzip {
+                    gunzip_bytes(bytes).context("decompressing the probabilities NIfTI")?
+                } else {
+                    bytes.to_vec()
+                };
+                imaging::io::write_file_atomic(p, &bytes)
                     .with_context(|| format!("writing {}", p.display()))?;
+            }
+            if let Err(e) = imaging::io::write_file_atomic(&output, &mask) {
+                if let Some(p) = &probabilities {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e).with_context(|| format!("writing {}", output.display()));
             }
             let s = &r.summary;
             if json {

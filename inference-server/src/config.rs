@@ -362,10 +362,13 @@ impl ServerConfig {
             .max_message_bytes
             .or(f.max_message_bytes)
             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
-        if max_message_bytes < 1 << 20 {
+        if max_message_bytes < protocol::CHUNK_MESSAGE_BYTES {
             return Err(cerr(
                 "max_message_bytes",
-                format!("must be at least 1 MiB, got {max_message_bytes}"),
+                format!(
+                    "must be at least {} bytes (1 MiB: one upload chunk), got {max_message_bytes}",
+                    protocol::CHUNK_MESSAGE_BYTES
+                ),
             ));
         }
         let max_voxels = a.max_voxels.or(f.max_voxels).unwrap_or(DEFAULT_MAX_VOXELS);

@@ -25,14 +25,22 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 /// float volume).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 << 20;
 
-/// Bytes per upload or response chunk of the Segmentation stream.
-pub const CHUNK_BYTES: usize = 1 << 20;
+/// Encoded size of one upload or response chunk message of the Segmentation stream, framing included: 1 MiB, the
+/// smallest message limit the server accepts, so a chunk fits every server and client setting.
+pub const CHUNK_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Room for a chunk message's own framing (oneof field tag and length prefix: 5 bytes for a 1 MiB payload), kept
+/// generous.
+pub const CHUNK_FRAMING: usize = 64;
+
+/// Payload bytes per chunk, so that payload and framing together are at most [`CHUNK_MESSAGE_BYTES`].
+pub const CHUNK_BYTES: usize = CHUNK_MESSAGE_BYTES - CHUNK_FRAMING;
 
 /// The upload format of a volume file, from its extension (`.nii.gz`, `.nii`, `.mha`; case-insensitive); `None`
 /// for anything else (DICOM inputs are recognised by content, not by name).
 pub fn format_for_path(path: &Path) -> Option<medmae_v1::VolumeFormat> {
     use medmae_v1::VolumeFormat;
-    let n = path.file_name()?.to_str()?.to_ascii_lowercase();
+    let n = path.file_name()?.to_string_lossy().to_ascii_lowercase();
     if n.ends_with(".nii.gz") {
         Some(VolumeFormat::NiftiGz)
     } else if n.ends_with(".nii") {
@@ -65,5 +73,29 @@ mod tests {
         );
         assert_eq!(format_for_path(Path::new("b.mhd")), None);
         assert_eq!(format_for_path(Path::new("dicom_dir")), None);
+    }
+
+    #[test]
+    fn non_utf8_names_are_recognised_by_their_extension() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = std::ffi::OsStr::from_bytes(b"scan-\xff.nii.gz");
+        assert_eq!(format_for_path(Path::new(name)), Some(VolumeFormat::NiftiGz));
+    }
+
+    #[test]
+    fn a_full_chunk_message_fits_the_smallest_message_limit() {
+        use prost::Message;
+        let up = medmae_v1::SegmentRequest {
+            payload: Some(medmae_v1::segment_request::Payload::Chunk(vec![7; CHUNK_BYTES])),
+        };
+        assert!(up.encoded_len() <= CHUNK_MESSAGE_BYTES, "{}", up.encoded_len());
+        assert!(up.encoded_len() > CHUNK_BYTES);
+        for down in [
+            medmae_v1::segment_response::Payload::MaskChunk(vec![7; CHUNK_BYTES]),
+            medmae_v1::segment_response::Payload::ProbabilitiesChunk(vec![7; CHUNK_BYTES]),
+        ] {
+            let m = medmae_v1::SegmentResponse { payload: Some(down) };
+            assert!(m.encoded_len() <= CHUNK_MESSAGE_BYTES, "{}", m.encoded_len());
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! `medmae.v1.Segmentation`: receive an image file in chunks or a DICOM series (zip, or one message per file),
 //! segment it with [`crate::pipeline`], stream back a summary, the label map (NIfTI, or DICOM SEG for DICOM input) and
-//! optional probabilities. Uploads are written under neutral names in a private temp directory or kept in memory;
+//! optional probabilities. Uploads are kept in memory (never written to disk) and decoded there;
 //! nothing from the request (file names, headers, patient attributes) reaches logs or error messages.
 
 use std::pin::Pin;
@@ -29,9 +29,7 @@ use crate::state::Shared;
 pub use upload::raw_volume;
 use upload::{load_upload, raw_shape, receive, Upload};
 
-pub use protocol::{format_for_path, CHUNK_BYTES};
-/// Room for a chunk message's own framing within `max_message_bytes`.
-const CHUNK_FRAMING: usize = 64;
+pub use protocol::{format_for_path, CHUNK_BYTES, CHUNK_FRAMING};
 /// Metrics label of this service.
 pub(crate) const SERVICE: &str = "segmentation";
 
@@ -229,7 +227,7 @@ async fn handle(
             &model, &seg, &facts,
         ))),
     }];
-    // A chunk message must fit the message limit too (it is at least 1 MiB, so this only matters at the minimum).
+    // A chunk message must fit the message limit (at least 1 MiB = protocol::CHUNK_MESSAGE_BYTES, so CHUNK_BYTES does).
     let chunk = CHUNK_BYTES.min(
         shared
             .limits

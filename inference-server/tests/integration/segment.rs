@@ -274,3 +274,72 @@ async fn raw_float_upload_with_geometry_matches_the_offline_pipeline() {
         e.message()
     );
 }
+
+/// An upload of several full chunks (a 1.2 MiB uncompressed NIfTI) passes a server at the smallest message limit it
+/// accepts: a chunk message, framing included, is at most 1 MiB.
+#[test]
+fn multi_chunk_upload_passes_the_smallest_message_limit() {
+    let srv = start_server("repo", &["--backend", "ort", "--max-message-bytes", "1048576"]);
+    let dir = tempfile::tempdir().unwrap();
+    let shape = (1, 80, 80, 48);
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let data = ndarray::Array4::from_shape_vec(shape, values(n, 3)).unwrap();
+    let mut affine = [[0.0; 4]; 4];
+    for (i, row) in affine.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    let vol = imaging::Volume::new(data, affine);
+    let input = dir.path().join("big.nii");
+    let bytes = imaging::io::encode_nifti(&vol, "big.nii", imaging::io::NiftiDtype::F32, false).unwrap();
+    assert!(bytes.len() > protocol::CHUNK_MESSAGE_BYTES, "{} bytes", bytes.len());
+    std::fs::write(&input, bytes).unwrap();
+    let (mask, probs) = (dir.path().join("mask.nii.gz"), dir.path().join("probs.nii"));
+    let o = Command::new(medmae_test_support::workspace_bin("medmae-client"))
+        .args(["--server", &srv.url(), "segment"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&mask)
+        .args(["--model", "demo", "--quiet", "--probabilities"])
+        .arg(&probs)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "medmae-client: {}\nserver:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.logs()
+    );
+    assert_eq!(imaging::io::load(&mask).unwrap().spatial_shape(), [80, 80, 48]);
+    // `.nii` outputs are stored uncompressed: the NIfTI-1 header size first, not the gzip magic.
+    let raw = std::fs::read(&probs).unwrap();
+    assert_eq!(&raw[..4], &348i32.to_le_bytes(), "probabilities .nii is not a plain NIfTI");
+    assert_eq!(imaging::io::load(&probs).unwrap().data.shape()[1..], [80, 80, 48]);
+}
+
+/// Output names the client cannot produce are refused before it connects (the server here does not exist).
+#[test]
+fn unsupported_output_names_are_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = fixtures().join("volume.nii.gz");
+    for (flag, name, expected) in [
+        ("-o", "mask.mha", "expected a name ending in .nii.gz or .nii, or .dcm"),
+        ("--probabilities", "probs.dcm", "expected a name ending in .nii.gz or .nii"),
+    ] {
+        let mut args = vec!["--server", "http://127.0.0.1:9", "segment", volume.to_str().unwrap()];
+        let target = dir.path().join(name);
+        let other = dir.path().join("mask.nii.gz");
+        if flag == "-o" {
+            args.extend(["-o", target.to_str().unwrap()]);
+        } else {
+            args.extend(["-o", other.to_str().unwrap(), flag, target.to_str().unwrap()]);
+        }
+        let o = Command::new(medmae_test_support::workspace_bin("medmae-client"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(name) && err.contains(expected), "{err}");
+        assert!(!target.exists() && !other.exists());
+    }
+}
