@@ -53,6 +53,10 @@ pub enum ImagingError {
         msg: String,
     },
     /// Arrays whose shapes do not fit together.
+    /// A size limit of a transform or of the inference path (values an array would hold), checked before
+    /// allocating.
+    #[error("{0}")]
+    Limit(String),
     #[error("shape mismatch: {0}")]
     Shape(String),
     /// A file that ends before the data its header promises.

@@ -57,6 +57,9 @@ pub struct SegmentOptions {
     pub overlap: Option<f64>,
     /// Also compute per-class probabilities on the input grid.
     pub probabilities: bool,
+    /// At most this many values in any array of the path (the preprocessed image, the logits on its grid), checked
+    /// before each is allocated; `None` = [`crate::io::DEFAULT_MAX_VOXELS`]. A server passes its own voxel limit.
+    pub max_values: Option<u64>,
 }
 
 /// Voxel count and volume of one label.
@@ -323,10 +326,18 @@ impl Segmenter {
         predictor: &mut P,
     ) -> Result<Segmentation, InferenceError<P::Error>> {
         self.check_input(image.data.shape())?;
+        let max_values = opts.max_values.unwrap_or(crate::io::DEFAULT_MAX_VOXELS);
         let (pre, inverse) = self
             .compose
-            .preprocess(image)
+            .preprocess_within(image, max_values)
             .map_err(InferenceError::Preprocess)?;
+        let [x, y, z] = pre.spatial_shape();
+        crate::transforms::check_grid_values(
+            "the logits on the preprocessed grid",
+            self.out_channels,
+            [x, y, z],
+            max_values,
+        )?;
         let (logits, windows) = self.logits(pre.data.view(), opts.overlap, predictor)?;
         let activation = self.inference.activation;
         let mask =

@@ -128,6 +128,7 @@ fn segment_restores_mask_probabilities_and_statistics_on_the_input_grid() {
     let opts = SegmentOptions {
         overlap: Some(0.5),
         probabilities: true,
+        ..Default::default()
     };
     let seg = s
         .segment(vol.clone(), &opts, &mut pointwise(margin))
@@ -209,6 +210,7 @@ fn errors_say_whose_fault_they_are() {
     let bad = SegmentOptions {
         overlap: Some(1.0),
         probabilities: false,
+        ..Default::default()
     };
     let e = s.segment(vol, &bad, &mut pointwise(margin)).unwrap_err();
     assert!(
@@ -240,4 +242,57 @@ fn construction_validates_the_spec() {
     }];
     let e = Segmenter::new(3, 1, 2, vec![], &flip, inf()).unwrap_err();
     assert!(e.to_string().contains("RandFlip"), "{e}");
+}
+
+#[test]
+fn a_resampled_grid_over_the_value_limit_is_refused_before_it_is_allocated() {
+    // 7×6×5 voxels of 1 m: resampling to 1.5 mm would need 4667×4000×3334 ≈ 6.2e10 values.
+    let vol = Volume::new(image(), Volume::diag_affine([1000.0; 3]));
+    let pre = [TransformSpec::Spacing {
+        pixdim: vec![1.5, 1.5, 1.5],
+    }];
+    let s = Segmenter::new(
+        3,
+        1,
+        2,
+        vec![],
+        &pre,
+        spec(vec![4; 3], BlendMode::Constant, OutputActivation::Softmax),
+    )
+    .unwrap();
+    let calls = std::cell::Cell::new(0usize);
+    let mut counting = |w: ArrayD<f32>| -> Result<ArrayD<f32>, String> {
+        calls.set(calls.get() + 1);
+        pointwise(margin)(w)
+    };
+    let e = s
+        .segment(vol.clone(), &SegmentOptions::default(), &mut counting)
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, InferenceError::Preprocess(ImagingError::Limit(_)))
+            && msg.contains("Spacing")
+            && msg.contains(&crate::io::DEFAULT_MAX_VOXELS.to_string()),
+        "{msg}"
+    );
+    assert_eq!(calls.get(), 0);
+
+    // The caller's limit applies to the logits too: 2 classes on the 7×6×5 grid are 420 values.
+    let tight = SegmentOptions {
+        max_values: Some(400),
+        ..Default::default()
+    };
+    let plain = segmenter(3, BlendMode::Constant, OutputActivation::Softmax);
+    let small = Volume::new(image(), Volume::diag_affine([1.0; 3]));
+    let e = plain.segment(small.clone(), &tight, &mut counting).unwrap_err();
+    assert!(
+        matches!(&e, InferenceError::Imaging(ImagingError::Limit(m)) if m.contains("logits") && m.contains("420")),
+        "{e}"
+    );
+    let fits = SegmentOptions {
+        max_values: Some(420),
+        ..Default::default()
+    };
+    plain.segment(small, &fits, &mut counting).unwrap();
+    assert!(calls.get() > 0);
 }

@@ -15,6 +15,7 @@ use crate::error::ServeError;
 use crate::model::Model;
 use crate::ops::Metrics;
 use crate::pipeline::{segment_volume, SegmentOptions, Segmentation};
+use crate::state::Cancel;
 
 /// A DICOM series as received: one zip archive, or the Part 10 files in upload order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,11 +89,17 @@ pub fn segment_series(
     limits: &Limits,
     opts: &SegmentOptions,
     metrics: Option<&Metrics>,
+    cancel: Option<&Cancel>,
 ) -> Result<SeriesSegmentation, ServeError> {
     let mut source = decode(upload, series, limits)?;
     let volume = take_voxels(&mut source);
     let start = std::time::Instant::now();
-    let seg = segment_volume(model, volume, opts, metrics)?;
+    // The server's voxel limit bounds the preprocessed grid and the logits too, unless the caller set its own.
+    let opts = SegmentOptions {
+        max_values: opts.max_values.or(Some(limits.max_voxels)),
+        ..opts.clone()
+    };
+    let seg = segment_volume(model, volume, &opts, metrics, cancel)?;
     Ok(SeriesSegmentation {
         seg,
         source,

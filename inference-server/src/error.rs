@@ -45,6 +45,10 @@ pub enum ServeError {
     /// The request ran past the server's deadline.
     #[error("request exceeded the server deadline of {0} s")]
     Deadline(f64),
+    /// A compute job stopped because the request it served was abandoned (deadline passed, client gone); nobody
+    /// receives this error, it only ends the job.
+    #[error("abandoned: the request was given up before its computation finished")]
+    Abandoned,
     /// A model file or its metadata is unusable (at start-up).
     #[error("{path}: {msg}")]
     Model {
@@ -80,6 +84,7 @@ impl ServeError {
             ServeError::InvalidArgument(_) => Code::InvalidArgument,
             ServeError::TooLarge(_) | ServeError::Busy { .. } => Code::ResourceExhausted,
             ServeError::Deadline(_) => Code::DeadlineExceeded,
+            ServeError::Abandoned => Code::Cancelled,
             ServeError::Model { .. } => Code::FailedPrecondition,
             ServeError::Transport(s) => s.code(),
             ServeError::Backend { .. } | ServeError::Internal(_) | ServeError::Startup(_) => {

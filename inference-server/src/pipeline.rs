@@ -11,6 +11,7 @@ use ndarray::ArrayD;
 use crate::error::ServeError;
 use crate::model::Model;
 use crate::ops::Metrics;
+use crate::state::Cancel;
 
 pub use imaging::inference::{LabelStat, SegmentOptions, Segmentation, Segmenter};
 
@@ -24,18 +25,27 @@ impl From<ImagingError> for ServeError {
 pub struct BackendPredictor<'a> {
     model: &'a Model,
     metrics: Option<&'a Metrics>,
+    cancel: Option<&'a Cancel>,
 }
 
 impl<'a> BackendPredictor<'a> {
-    /// Run `model`'s backend, recording each call's duration in `metrics` when given.
-    pub fn new(model: &'a Model, metrics: Option<&'a Metrics>) -> Self {
-        Self { model, metrics }
+    /// Run `model`'s backend, recording each call's duration in `metrics` when given; stop with
+    /// [`ServeError::Abandoned`] before a batch once `cancel` is set.
+    pub fn new(model: &'a Model, metrics: Option<&'a Metrics>, cancel: Option<&'a Cancel>) -> Self {
+        Self {
+            model,
+            metrics,
+            cancel,
+        }
     }
 }
 
 impl WindowPredictor for BackendPredictor<'_> {
     type Error = ServeError;
     fn predict(&mut self, windows: ArrayD<f32>) -> Result<ArrayD<f32>, ServeError> {
+        if self.cancel.is_some_and(Cancel::is_set) {
+            return Err(ServeError::Abandoned);
+        }
         let start = Instant::now();
         let out = self.model.backend.run(windows);
         if let Some(m) = self.metrics {
@@ -54,6 +64,11 @@ impl WindowPredictor for BackendPredictor<'_> {
 fn serve_error(e: InferenceError<ServeError>) -> ServeError {
     match e {
         InferenceError::Input(msg) => ServeError::invalid(msg),
+        // A limit of the server (`max_voxels`), applied to the preprocessed grid and the logits before allocating.
+        InferenceError::Preprocess(ImagingError::Limit(msg))
+        | InferenceError::Imaging(ImagingError::Limit(msg)) => ServeError::TooLarge(format!(
+            "preprocessing the volume for the model: {msg} (the server's max_voxels)"
+        )),
         InferenceError::Preprocess(e) => {
             ServeError::invalid(format!("preprocessing the volume: {e}"))
         }
@@ -62,12 +77,14 @@ fn serve_error(e: InferenceError<ServeError>) -> ServeError {
     }
 }
 
-/// Segment `image` (as loaded from the client's upload) with `model`.
+/// Segment `image` (as loaded from the client's upload) with `model`; stops between window batches once `cancel`
+/// is set.
 pub fn segment_volume(
     model: &Model,
     image: Volume,
     opts: &SegmentOptions,
     metrics: Option<&Metrics>,
+    cancel: Option<&Cancel>,
 ) -> Result<Segmentation, ServeError> {
     let segmenter = model.segmenter.as_ref().ok_or_else(|| {
         ServeError::invalid(format!(
@@ -76,6 +93,6 @@ pub fn segment_volume(
         ))
     })?;
     segmenter
-        .segment(image, opts, &mut BackendPredictor::new(model, metrics))
+        .segment(image, opts, &mut BackendPredictor::new(model, metrics, cancel))
         .map_err(serve_error)
 }

@@ -11,6 +11,33 @@ use crate::error::{code_label, ServeError};
 use crate::model::Repository;
 use crate::ops::{accounting, Admission, Metrics};
 
+/// Set when the request a compute job serves is abandoned (its deadline passed, the client went away): a job's
+/// window predictor then stops before its next batch, so the compute slot is freed instead of finishing work nobody
+/// will receive.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Whether the request was abandoned.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Mark the request abandoned.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Sets its [`Cancel`] when dropped: held by the future that awaits a compute job.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
 /// Shared by the gRPC services.
 pub struct Shared {
     /// Loaded models.
@@ -60,16 +87,19 @@ impl Shared {
         }
     }
 
-    /// Run blocking work `f` in a compute slot on a worker thread.
+    /// Run blocking work `f` in a compute slot on a worker thread. `f` gets a [`Cancel`] that is set when this
+    /// future is dropped before the job ends (the request deadline, a client that went away).
     pub async fn compute<T, F>(&self, f: F) -> Result<T, ServeError>
     where
         T: Send + 'static,
-        F: FnOnce() -> Result<T, ServeError> + Send + 'static,
+        F: FnOnce(Cancel) -> Result<T, ServeError> + Send + 'static,
     {
+        let cancel = Cancel::default();
+        let _guard = CancelOnDrop(cancel.clone());
         let permit = self.admission.acquire().await?;
         let handle = tokio::task::spawn_blocking(move || {
             let _slot = permit;
-            f()
+            f(cancel)
         });
         handle
             .await

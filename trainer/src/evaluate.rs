@@ -169,6 +169,7 @@ pub fn predict(
     let opts = SegmentOptions {
         overlap: None,
         probabilities: probabilities.is_some(),
+        ..Default::default()
     };
     let seg = m
         .segmenter

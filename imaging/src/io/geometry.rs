@@ -12,8 +12,9 @@ use crate::error::{ImagingError, Result};
 /// linearly dependent and no orientation or inverse is meaningful.
 pub(crate) const MIN_DIRECTION_DET: f64 = 1e-6;
 
-/// Check the voxel-to-world `affine` read from `field` of `path`.
-pub(crate) fn check_affine(path: &Path, field: &str, affine: &[[f64; 4]; 4]) -> Result<()> {
+/// Check the voxel-to-world `affine` read from `field` of `path`: finite entries, positive finite spacings, a
+/// non-singular direction matrix. Errors name `path` and `field`.
+pub fn check_affine(path: &Path, field: &str, affine: &[[f64; 4]; 4]) -> Result<()> {
     let bad = |msg: String| ImagingError::field(path, field, msg);
     if let Some((r, c)) = (0..3)
         .flat_map(|r| (0..4).map(move |c| (r, c)))

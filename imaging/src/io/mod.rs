@@ -28,7 +28,7 @@ use crate::volume::Volume;
 pub(crate) use atomic::write_atomic;
 pub use atomic::write_file_atomic;
 pub use dtype::ElementType;
-pub(crate) use geometry::check_affine;
+pub use geometry::check_affine;
 pub use header::{AffineSource, Header, StoredAxes, TimeUnit};
 use input::Input;
 pub(crate) use layout::channel_first;

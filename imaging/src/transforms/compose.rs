@@ -224,6 +224,12 @@ impl Compose {
     /// as are label-only ones: the BraTS conversion and `CropForeground` reading the label). Returns the
     /// preprocessed image and the [`Inverse`] that maps predictions back to the input grid.
     pub fn preprocess(&self, image: Volume) -> Result<(Volume, Inverse)> {
+        self.preprocess_within(image, crate::io::DEFAULT_MAX_VOXELS)
+    }
+
+    /// [`Self::preprocess`] with no intermediate image of more than `max_values` values (a resampled grid is
+    /// checked before it is allocated).
+    pub fn preprocess_within(&self, image: Volume, max_values: u64) -> Result<(Volume, Inverse)> {
         Sample::image_only(image.clone()).check()?;
         let mut inv = Inverse::new(image.affine, image.spatial_shape());
         let mut vol = image;
@@ -237,7 +243,7 @@ impl Compose {
                 }
                 Step::Spacing(sp) => {
                     let (affine, shape) = (vol.affine, vol.spatial_shape());
-                    vol = sp.apply_volume(&vol, false).map_err(&err)?;
+                    vol = sp.apply_volume_within(&vol, false, max_values).map_err(&err)?;
                     inv.push(InverseStep::Resample { affine, shape }, &vol);
                 }
                 Step::ScaleIntensityRange(t) => t.apply_volume(&mut vol),

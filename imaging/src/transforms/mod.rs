@@ -45,6 +45,25 @@ use rayon::prelude::*;
 
 use crate::{ImagingError, Result, Rng};
 
+/// Refuse an array of `channels` × `shape` values over `max_values` (checked before it is allocated; `what` names it).
+pub(crate) fn check_grid_values(
+    what: &str,
+    channels: usize,
+    shape: [usize; 3],
+    max_values: u64,
+) -> Result<()> {
+    let values = shape
+        .iter()
+        .fold(channels as u128, |n, &d| n.saturating_mul(d as u128));
+    if values > u128::from(max_values) {
+        return Err(ImagingError::Limit(format!(
+            "{what} of {shape:?} voxels x {channels} channel(s) = {values} values exceeds the limit of {max_values} \
+             values"
+        )));
+    }
+    Ok(())
+}
+
 /// Per-axis integer parameter: 0 values → `fill` everywhere, 1 → all axes, 2 → x, y (z = `fill`), 3 → as given.
 pub(crate) fn spatial3(field: &str, v: &[usize], fill: usize) -> Result<[usize; 3]> {
     match *v {

@@ -79,7 +79,19 @@ impl Spacing {
 
     /// Resample one volume (`label`: nearest instead of trilinear).
     pub fn apply_volume(&self, vol: &Volume, label: bool) -> Result<Volume> {
+        self.apply_volume_within(vol, label, crate::io::DEFAULT_MAX_VOXELS)
+    }
+
+    /// [`Self::apply_volume`], refusing before it allocates a resampled grid of more than `max_values` values over
+    /// all channels (a 128³ volume whose header claims 1 m voxels would otherwise ask for ~10^14 at 1.5 mm).
+    pub fn apply_volume_within(&self, vol: &Volume, label: bool, max_values: u64) -> Result<Volume> {
         let (affine, shape) = self.target_grid(&vol.affine, vol.spatial_shape())?;
+        super::check_grid_values(
+            "Spacing: the resampled grid",
+            vol.data.shape()[0],
+            shape,
+            max_values,
+        )?;
         resample_to(
             vol,
             &affine,

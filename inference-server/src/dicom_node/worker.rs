@@ -164,7 +164,7 @@ async fn infer(ctx: &Arc<NodeCtx>, dir: &Path, rec: &mut JobRecord) -> Result<()
     let metrics = ctx.shared.metrics.clone();
     let seg = ctx
         .shared
-        .compute(move || {
+        .compute(move |cancel| {
             let r = dicom::segment_series(
                 &model,
                 DicomUpload::Files(files),
@@ -172,6 +172,7 @@ async fn infer(ctx: &Arc<NodeCtx>, dir: &Path, rec: &mut JobRecord) -> Result<()
                 &limits,
                 &SegmentOptions::default(),
                 Some(&metrics),
+                Some(&cancel),
             )?;
             dicom::seg_bytes(&model, &r.seg.mask, &r.source, false)
         })

@@ -104,7 +104,8 @@ async fn infer(
     let metrics = shared.metrics.clone();
     let m = model.clone();
     let output = shared
-        .compute(move || {
+        // One engine call: nothing to stop between, so the cancel token is not consulted.
+        .compute(move |_cancel| {
             let start = Instant::now();
             let out = m.backend.run(input);
             metrics.record_inference(

@@ -162,9 +162,17 @@ async fn handle(
     let model = shared.repo.segmentation_model(&header.model_name)?;
     let output = output_format(&header)?;
     let limits = shared.limits.clone();
+    // 0 = the model's overlap; anything else must be a usable overlap, refused before the upload is read.
+    if !(0.0..1.0).contains(&header.overlap) {
+        return Err(ServeError::invalid(format!(
+            "header.overlap must be in [0, 1) (0 = the model's own), got {}",
+            header.overlap
+        )));
+    }
     let opts = SegmentOptions {
         overlap: (header.overlap > 0.0).then_some(f64::from(header.overlap)),
         probabilities: header.return_probabilities,
+        max_values: Some(limits.max_voxels),
     };
     // A raw volume declares its shape in the header: its outputs are checked before the upload is even read.
     if let Some(g) = header
@@ -181,7 +189,7 @@ async fn handle(
     let m = model.clone();
     let (series, anonymize) = (header.series.clone(), header.anonymize);
     let (seg, mask, probs, facts) = shared
-        .compute(move || {
+        .compute(move |cancel| {
             let (volume, source) = match upload {
                 Upload::Dicom(d) => {
                     let mut s = dicom::decode(d, &series, &limits)?;
@@ -193,7 +201,7 @@ async fn handle(
             let voxels = volume.spatial_shape().iter().map(|&d| d as u64).product();
             check_outputs(&m.info, voxels, &opts, &limits)?;
             let start = Instant::now();
-            let seg = segment_volume(&m, volume, &opts, Some(&metrics)).map_err(|e| match e {
+            let seg = segment_volume(&m, volume, &opts, Some(&metrics), Some(&cancel)).map_err(|e| match e {
                 // An input the model cannot take: name the upload, as the loader's errors do.
                 ServeError::InvalidArgument(msg) if from_file => {
                     ServeError::invalid(format!("{}: {msg}", upload::UPLOAD_NAME))

@@ -248,10 +248,15 @@ pub fn raw_volume(
     let shape = (c as usize, x as usize, y as usize, z as usize);
     let data =
         Array4::from_shape_vec(shape, data).map_err(|e| ServeError::Internal(e.to_string()))?;
-    Ok(Volume::new(
-        data,
-        Volume::affine_from(spacing, origin, direction),
-    ))
+    let affine = Volume::affine_from(spacing, origin, direction);
+    // The geometry a file loader would refuse (non-finite origin, singular direction) is refused here too.
+    io::check_affine(
+        std::path::Path::new("raw upload"),
+        "raw_geometry (spacing, origin, direction)",
+        &affine,
+    )
+    .map_err(|e| ServeError::invalid(e.to_string()))?;
+    Ok(Volume::new(data, affine))
 }
 
 /// Name under which errors about an uploaded file refer to it.
@@ -314,11 +319,35 @@ mod tests {
             .contains("3 values"));
         let bad = pb::RawGeometry {
             spacing: vec![1.0, 0.0, 1.0],
-            ..g
+            ..g.clone()
         };
         assert!(raw_volume(&bad, &bytes, 100)
             .unwrap_err()
             .to_string()
             .contains("spacing"));
+        // Geometry a file loader refuses: a non-finite origin, a singular direction matrix.
+        for (bad, expected) in [
+            (
+                pb::RawGeometry {
+                    origin: vec![0.0, f64::NAN, 0.0],
+                    ..g.clone()
+                },
+                "affine entry [1][3] is NaN",
+            ),
+            (
+                pb::RawGeometry {
+                    // Two equal columns (voxel axes 0 and 1 both along x).
+                    direction: vec![1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+                    ..g.clone()
+                },
+                "singular",
+            ),
+        ] {
+            let e = raw_volume(&bad, &bytes, 100).unwrap_err();
+            assert!(
+                matches!(&e, ServeError::InvalidArgument(m) if m.contains("raw_geometry") && m.contains(expected)),
+                "{e}"
+            );
+        }
     }
 }

@@ -152,3 +152,35 @@ async fn each_backend_reports_its_own_platform() {
         assert_eq!(cfg.platform, platform, "{backend}");
     }
 }
+
+/// A Segment request past its deadline stops computing before its next window batch, so its compute slot is freed
+/// for the next request instead of finishing work nobody receives (125 windows of the slow model at 4 per batch:
+/// 32 engine calls if it ran to the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_segment_stops_computing_and_frees_its_slot() {
+    let srv = start_server(
+        "slow_repo",
+        &["--backend", "ort", "--max-concurrent", "1", "--request-timeout", "3"],
+    );
+    let url = srv.url();
+    let mut c = SegmentationClient::connect(url.clone()).await.unwrap();
+    let e = match c
+        .segment(tokio_stream::iter(raw_segment_messages("", [64, 64, 64], false)))
+        .await
+    {
+        Ok(r) => collect_segment(r.into_inner()).await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{}", e.message());
+    wait_in_flight(&srv, 0);
+    let calls = sample(
+        &srv.metrics_text(),
+        r#"medmae_inference_duration_seconds_count{model="slow",backend="ort-cpu"}"#,
+    );
+    assert!(
+        (1.0..16.0).contains(&calls),
+        "{calls} engine calls for the abandoned request (32 if it ran to the end)"
+    );
+    // The freed slot serves the next request.
+    assert_eq!(slow_request(url, 1).await.unwrap(), vec![1, 2, 16, 16, 16]);
+}

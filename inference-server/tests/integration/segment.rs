@@ -77,7 +77,9 @@ fn medmae_client_segment_equals_the_offline_pipeline() {
         &SegmentOptions {
             overlap: None,
             probabilities: true,
+            ..Default::default()
         },
+        None,
         None,
     )
     .unwrap();
@@ -248,6 +250,7 @@ async fn raw_float_upload_with_geometry_matches_the_offline_pipeline() {
         input,
         &SegmentOptions::default(),
         None,
+        None,
     )
     .unwrap();
     assert_eq!(served.data, offline.mask.data);
@@ -342,4 +345,56 @@ fn unsupported_output_names_are_refused_before_connecting() {
         assert!(err.contains(name) && err.contains(expected), "{err}");
         assert!(!target.exists() && !other.exists());
     }
+}
+
+/// The model's preprocessing is bounded by the server's voxel limit before it allocates: a small raw upload whose
+/// geometry claims 1 m voxels (the demo model resamples to 1.5 mm) is RESOURCE_EXHAUSTED naming Spacing and the limit,
+/// and an overlap outside [0, 1) is refused before the upload is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preprocessing_beyond_the_voxel_limit_and_bad_overlaps_are_refused() {
+    use server::proto::medmae_v1::{
+        segment_request::Payload, segmentation_client::SegmentationClient, RawGeometry,
+        SegmentHeader, SegmentRequest, VolumeFormat,
+    };
+    let srv = start_server("repo", &["--backend", "ort"]);
+    let mut c = SegmentationClient::connect(srv.url()).await.unwrap();
+    let request = |spacing: f64, overlap: f32| {
+        let header = SegmentHeader {
+            model_name: "demo".into(),
+            format: VolumeFormat::RawF32 as i32,
+            raw_geometry: Some(RawGeometry {
+                channels: 1,
+                shape: vec![8, 8, 8],
+                spacing: vec![spacing; 3],
+                ..Default::default()
+            }),
+            overlap,
+            ..Default::default()
+        };
+        vec![
+            SegmentRequest {
+                payload: Some(Payload::Header(header)),
+            },
+            SegmentRequest {
+                payload: Some(Payload::Chunk(le(&values(512, 1)))),
+            },
+        ]
+    };
+    let mut send = async |msgs: Vec<SegmentRequest>| match c.segment(tokio_stream::iter(msgs)).await {
+        Ok(r) => collect_segment(r.into_inner()).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let e = send(request(1000.0, 0.0)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().contains("Spacing") && e.message().contains("268435456"),
+        "{}",
+        e.message()
+    );
+    for overlap in [-0.25f32, 1.0, f32::NAN] {
+        let e = send(request(1.0, overlap)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+        assert!(e.message().contains("header.overlap"), "{}", e.message());
+    }
+    send(request(1.0, 0.5)).await.unwrap();
 }
