@@ -107,9 +107,11 @@ pub(crate) fn check_lengths(name: &Path, body: &[u8]) -> Result<()> {
         let next = value + h.len as usize;
         if h.tag == (0x0002, 0x0010) {
             let uid = body.get(value..next).unwrap_or_default();
+            // Trimmed exactly as dicom-object trims it (any trailing white space or NUL): a UID ending in a tab
+            // must select the same encoding here as in the parser, or the walk checks the wrong lengths.
             syntax = Some(
                 String::from_utf8_lossy(uid)
-                    .trim_end_matches(['\0', ' '])
+                    .trim_end_matches(|c: char| c.is_whitespace() || c == '\0')
                     .to_string(),
             );
         }

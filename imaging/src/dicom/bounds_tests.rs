@@ -306,3 +306,42 @@ fn binary_values_must_hold_whole_numbers() {
         check(&file(syntax, &ok)).unwrap_or_else(|e| panic!("{syntax}: {e}"));
     }
 }
+
+#[test]
+fn a_transfer_syntax_uid_padded_with_any_white_space_selects_the_parsers_encoding() {
+    // dicom-object trims trailing white space and NULs of the UID: "1.2.840.10008.1.2\t" is Implicit VR, so the
+    // walk must read Implicit VR too (reading it as Explicit VR skipped the huge length below).
+    let enc = Enc {
+        explicit: false,
+        big: false,
+    };
+    let data = [
+        enc.el(0x0008, 0x0060, "CS", b"MR"),
+        enc.header(0x0009, 0x1001, "UN", 0x3000_0000),
+        vec![0; 16],
+    ]
+    .concat();
+    for pad in ["\t", "\n", "\r", " \t"] {
+        let e = check(&file(&format!("{IMPLICIT_LE}{pad}"), &data)).unwrap_err();
+        assert!(
+            e.contains("(0009,1001)") && e.contains("declares 805306368 bytes"),
+            "{pad:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_tab_padded_transfer_syntax_reproducer_is_rejected_before_parsing() {
+    // Found by the `dicom` libFuzzer target: 415 bytes whose transfer syntax UID ends in a tab made dicom-parser
+    // allocate 821 MiB for an element the walk had read with the wrong VR encoding.
+    let bytes = include_bytes!("testdata/ts_uid_tab.bin");
+    for header_only in [true, false] {
+        let e = meta::parse(Path::new("upload/slice.dcm"), bytes, header_only)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upload/slice.dcm") && e.contains("declares"),
+            "{e}"
+        );
+    }
+}
