@@ -284,7 +284,9 @@ fn a_resampled_grid_over_the_value_limit_is_refused_before_it_is_allocated() {
     };
     let plain = segmenter(3, BlendMode::Constant, OutputActivation::Softmax);
     let small = Volume::new(image(), Volume::diag_affine([1.0; 3]));
-    let e = plain.segment(small.clone(), &tight, &mut counting).unwrap_err();
+    let e = plain
+        .segment(small.clone(), &tight, &mut counting)
+        .unwrap_err();
     assert!(
         matches!(&e, InferenceError::Imaging(ImagingError::Limit(m)) if m.contains("logits") && m.contains("420")),
         "{e}"

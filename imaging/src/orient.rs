@@ -2,7 +2,7 @@
 //! `aff2axcodes`, `ornt_transform`, `inv_ornt_aff` and MONAI's `Orientation` (flip + transpose of voxel axes; the
 //! affine changes so that every voxel keeps its world position).
 
-use crate::transforms::geometry::{permute_flip, permute_flip_affine};
+use crate::transforms::geometry::{permute_flip, permute_flip_affine, permute_flip_owned};
 use crate::transforms::linalg::{inv4, matmul4, sym_eig3, Mat4};
 use crate::{ImagingError, Result, Volume};
 
@@ -149,6 +149,17 @@ impl OrientOp {
             return Ok(vol.clone());
         }
         Ok(permute_flip(vol, self.perm, self.flip))
+    }
+
+    /// [`Self::apply`] to a volume the caller gives up: flips without a permutation happen in place.
+    pub fn apply_owned(&self, vol: Volume) -> Result<Volume> {
+        if vol.spatial_shape() != self.in_shape {
+            return self.apply(&vol);
+        }
+        if self.is_identity() {
+            return Ok(vol);
+        }
+        Ok(permute_flip_owned(vol, self.perm, self.flip))
     }
 
     /// Map a volume on the reoriented grid back to the original voxel axes (and affine).

@@ -63,6 +63,19 @@ impl Sample {
         };
         Ok(Self { image, label })
     }
+
+    /// [`Self::map_both`] for operations that consume their volume (in-place kernels).
+    pub(crate) fn map_both_owned(
+        self,
+        mut f: impl FnMut(Volume, bool) -> Result<Volume>,
+    ) -> Result<Self> {
+        let image = f(self.image, false)?;
+        let label = match self.label {
+            Some(l) => Some(f(l, true)?),
+            None => None,
+        };
+        Ok(Self { image, label })
+    }
 }
 
 #[cfg(test)]

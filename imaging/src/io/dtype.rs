@@ -87,22 +87,38 @@ pub(crate) fn decode(
     order: ByteOrder,
     scaling: Option<(f64, f64)>,
 ) -> Vec<f32> {
+    let mut out = vec![0f32; bytes.len() / ty.size()];
+    decode_into(bytes, ty, order, scaling, &mut out);
+    out
+}
+
+/// [`decode`] into `out`, which receives `min(out.len(), bytes.len() / ty.size())` values.
+pub(crate) fn decode_into(
+    bytes: &[u8],
+    ty: ElementType,
+    order: ByteOrder,
+    scaling: Option<(f64, f64)>,
+    out: &mut [f32],
+) {
     macro_rules! run {
         ($t:ty, $n:literal) => {{
-            let conv = |c: &[u8]| -> f64 {
-                let mut a = [0u8; $n];
-                a.copy_from_slice(c);
-                (match order {
-                    ByteOrder::Little => <$t>::from_le_bytes(a),
-                    ByteOrder::Big => <$t>::from_be_bytes(a),
-                }) as f64
-            };
-            match scaling {
-                Some((slope, inter)) => bytes
-                    .chunks_exact($n)
-                    .map(|c| (conv(c) * slope + inter) as f32)
-                    .collect(),
-                None => bytes.chunks_exact($n).map(|c| conv(c) as f32).collect(),
+            let pairs = bytes.chunks_exact($n).zip(out.iter_mut());
+            // One loop per (order, scaling) so that each is a plain, vectorisable conversion.
+            match (order, scaling) {
+                (ByteOrder::Little, None) => pairs.for_each(|(c, o)| {
+                    *o = <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])) as f64 as f32
+                }),
+                (ByteOrder::Big, None) => pairs.for_each(|(c, o)| {
+                    *o = <$t>::from_be_bytes(c.try_into().unwrap_or([0; $n])) as f64 as f32
+                }),
+                (ByteOrder::Little, Some((slope, inter))) => pairs.for_each(|(c, o)| {
+                    let v = <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])) as f64;
+                    *o = (v * slope + inter) as f32
+                }),
+                (ByteOrder::Big, Some((slope, inter))) => pairs.for_each(|(c, o)| {
+                    let v = <$t>::from_be_bytes(c.try_into().unwrap_or([0; $n])) as f64;
+                    *o = (v * slope + inter) as f32
+                }),
             }
         }};
     }

@@ -16,6 +16,7 @@ mod layout;
 mod metaimage;
 mod nifti;
 mod qform;
+mod slabs;
 mod stream;
 
 use std::path::{Path, PathBuf};

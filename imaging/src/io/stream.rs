@@ -11,7 +11,10 @@ use super::input::Input;
 use crate::error::{ImagingError, Result};
 
 /// DEFLATE cannot expand data by more than about 1032:1, which bounds what a compressed stream can produce.
-const MAX_DEFLATE_RATIO: u64 = 1032;
+pub(crate) const MAX_DEFLATE_RATIO: u64 = 1032;
+
+/// Buffer of the compressed bytes fed to an inflater (larger than `BufReader`'s 8 KiB: fewer, longer inflate calls).
+pub(crate) const READ_BUFFER: usize = 256 << 10;
 
 /// A compression codec of a data stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +122,7 @@ pub(crate) fn skip_inflated(
 }
 
 /// Turn a decoder's outcome into the right typed error: too few bytes is truncation, a decode error is corruption.
-fn finish_inflate(
+pub(crate) fn finish_inflate(
     path: &Path,
     codec: Codec,
     res: io::Result<usize>,

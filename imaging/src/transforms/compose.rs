@@ -243,7 +243,9 @@ impl Compose {
                 }
                 Step::Spacing(sp) => {
                     let (affine, shape) = (vol.affine, vol.spatial_shape());
-                    vol = sp.apply_volume_within(&vol, false, max_values).map_err(&err)?;
+                    vol = sp
+                        .apply_volume_within(&vol, false, max_values)
+                        .map_err(&err)?;
                     inv.push(InverseStep::Resample { affine, shape }, &vol);
                 }
                 Step::ScaleIntensityRange(t) => t.apply_volume(&mut vol),

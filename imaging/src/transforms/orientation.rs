@@ -25,7 +25,7 @@ impl Orientation {
             sample.image.spatial_shape(),
             &self.axcodes,
         )?;
-        let out = sample.map_both(|v, _| op.apply(v))?;
+        let out = sample.map_both_owned(|v, _| op.apply_owned(v))?;
         Ok((out, op))
     }
 }

@@ -1,7 +1,7 @@
 //! MONAI `RandFlip`: with probability `prob`, reverse one spatial axis of image and label (affine updated so world
 //! positions are kept).
 
-use super::geometry::permute_flip;
+use super::geometry::permute_flip_owned;
 use super::{check_prob, rand_unit};
 use crate::{ImagingError, Result, Rng, Sample};
 
@@ -32,7 +32,7 @@ impl RandFlip {
     pub fn flip(&self, sample: Sample) -> Result<Sample> {
         let mut f = [false; 3];
         f[self.axis] = true;
-        sample.map_both(|v, _| Ok(permute_flip(v, [0, 1, 2], f)))
+        sample.map_both_owned(|v, _| Ok(permute_flip_owned(v, [0, 1, 2], f)))
     }
 
     /// Flip with probability `prob` (one draw).

@@ -84,7 +84,12 @@ impl Spacing {
 
     /// [`Self::apply_volume`], refusing before it allocates a resampled grid of more than `max_values` values over
     /// all channels (a 128³ volume whose header claims 1 m voxels would otherwise ask for ~10^14 at 1.5 mm).
-    pub fn apply_volume_within(&self, vol: &Volume, label: bool, max_values: u64) -> Result<Volume> {
+    pub fn apply_volume_within(
+        &self,
+        vol: &Volume,
+        label: bool,
+        max_values: u64,
+    ) -> Result<Volume> {
         let (affine, shape) = self.target_grid(&vol.affine, vol.spatial_shape())?;
         super::check_grid_values(
             "Spacing: the resampled grid",

@@ -11,6 +11,7 @@ use super::dtype::{decode, ByteOrder, ElementType};
 use super::geometry::{check_affine, check_spacing};
 use super::input::Input;
 use super::layout::interleave_channels;
+use super::slabs::{self, Stored};
 use super::{channel_first, AffineSource, FileFormat, Header, LoadOptions, StoredAxes, TimeUnit};
 use crate::error::{ImagingError, Result};
 use crate::volume::Volume;
@@ -62,8 +63,24 @@ pub(crate) fn load(input: &mut Input, opts: &LoadOptions) -> Result<Volume> {
             all
         }
     };
-    let values = decode(&bytes, l.header.dtype, l.order, None);
-    let data = channel_first(&input.name, values, l.file_shape)?;
+    let data = match l.file_shape {
+        // Scalar voxels: decoded straight into the volume's layout.
+        [time, z, y, x, 1] => {
+            let stored = Stored {
+                ty: l.header.dtype,
+                order: l.order,
+                scaling: None,
+                channels: time,
+                dims: [z, y, x],
+            };
+            slabs::decode_all(&input.name, &bytes, stored)?
+        }
+        shape => channel_first(
+            &input.name,
+            decode(&bytes, l.header.dtype, l.order, None),
+            shape,
+        )?,
+    };
     let axes = l.header.axes;
     let data = interleave_channels(data, axes.time, axes.components, false);
     Ok(Volume::new(data, l.header.affine))

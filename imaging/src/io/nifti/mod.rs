@@ -7,12 +7,13 @@ mod write;
 use std::io::BufReader;
 use std::path::Path;
 
-use super::dtype::{decode, ByteOrder, ElementType};
+use super::dtype::{ByteOrder, ElementType};
 use super::geometry::check_affine;
 use super::input::Input;
 use super::qform::{base_affine, qform_to_affine, Qform};
+use super::slabs::{self, Stored};
 use super::stream::{self, Codec};
-use super::{channel_first, AffineSource, FileFormat, Header, LoadOptions, StoredAxes, TimeUnit};
+use super::{AffineSource, FileFormat, Header, LoadOptions, StoredAxes, TimeUnit};
 use crate::error::{ImagingError, Result};
 use crate::volume::Volume;
 use header::RawHeader;
@@ -41,9 +42,20 @@ pub(crate) fn probe(input: &mut Input, opts: &LoadOptions) -> Result<Header> {
 pub(crate) fn load(input: &mut Input, opts: &LoadOptions) -> Result<Volume> {
     let (raw, gzip) = read_header(input)?;
     let layout = parse(&input.name, &raw, gzip, opts)?;
-    let bytes = if gzip {
-        let (name, compressed_len) = (input.name.clone(), input.len());
-        let mut dec = Codec::Gzip.decoder(BufReader::new(input.at(0)?));
+    let [channels, z, y, x, _] = layout.file_shape;
+    let stored = Stored {
+        ty: layout.header.dtype,
+        order: layout.order,
+        // Like nibabel's `apply_read_scaling`, slope 1 and intercept 0 leave the values alone (so -0.0 stays -0.0).
+        scaling: layout.header.scaling.filter(|&s| s != (1.0, 0.0)),
+        channels,
+        dims: [z, y, x],
+    };
+    let name = input.name.clone();
+    let data = if gzip {
+        let compressed_len = input.len();
+        let mut dec =
+            Codec::Gzip.decoder(BufReader::with_capacity(stream::READ_BUFFER, input.at(0)?));
         stream::skip_inflated(
             &name,
             &mut dec,
@@ -51,21 +63,18 @@ pub(crate) fn load(input: &mut Input, opts: &LoadOptions) -> Result<Volume> {
             layout.vox_offset,
             "header and extensions",
         )?;
-        stream::read_inflated(
+        slabs::inflate_decoded(
             &name,
             &mut dec,
             Codec::Gzip,
-            layout.nbytes,
             compressed_len,
+            stored,
             "voxel data",
         )?
     } else {
-        stream::read_region(input, layout.vox_offset, layout.nbytes, "voxel data")?
+        let bytes = stream::read_region(input, layout.vox_offset, layout.nbytes, "voxel data")?;
+        slabs::decode_all(&name, &bytes, stored)?
     };
-    // Like nibabel's `apply_read_scaling`, slope 1 and intercept 0 leave the values alone (so -0.0 stays -0.0).
-    let scaling = layout.header.scaling.filter(|&s| s != (1.0, 0.0));
-    let values = decode(&bytes, layout.header.dtype, layout.order, scaling);
-    let data = channel_first(&input.name, values, layout.file_shape)?;
     Ok(Volume::new(data, layout.header.affine))
 }
 
