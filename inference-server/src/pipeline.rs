@@ -93,6 +93,10 @@ pub fn segment_volume(
         ))
     })?;
     segmenter
-        .segment(image, opts, &mut BackendPredictor::new(model, metrics, cancel))
+        .segment(
+            image,
+            opts,
+            &mut BackendPredictor::new(model, metrics, cancel),
+        )
         .map_err(serve_error)
 }

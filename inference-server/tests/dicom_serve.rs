@@ -165,7 +165,14 @@ fn dicom_series_to_seg_matches_the_nifti_path_voxel_for_voxel() {
     };
     let repo = Repository::load(&fixtures().join("repo"), &opts).unwrap();
     let model = repo.get("demo", "").unwrap();
-    let offline = segment_volume(&model, source.clone(), &SegmentOptions::default(), None, None).unwrap();
+    let offline = segment_volume(
+        &model,
+        source.clone(),
+        &SegmentOptions::default(),
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(
         mask.data, offline.mask.data,
         "served NIfTI differs from the offline pipeline"

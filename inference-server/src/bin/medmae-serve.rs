@@ -91,6 +91,9 @@ fn main() -> ExitCode {
     } else {
         fmt.init();
     }
+    // Before any thread starts: engines' per-window tensors reuse freed memory instead of faulting it in again.
+    let retention = server::ops::memory::keep_freed_memory();
+    tracing::debug!(?retention, "allocator retention of freed memory");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

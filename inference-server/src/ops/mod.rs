@@ -1,10 +1,12 @@
 //! Operational concerns shared by every RPC: bearer-token auth, admission control (bounded concurrency + queue),
-//! Prometheus metrics, accounting of every call at the gRPC edge, and the shutdown drain.
+//! Prometheus metrics, accounting of every call at the gRPC edge, the shutdown drain, and the allocator's retention
+//! of freed memory.
 
 pub mod accounting;
 pub mod admission;
 pub mod auth;
 pub mod drain;
+pub mod memory;
 pub mod metrics;
 
 pub use accounting::{Accounting, Calls};

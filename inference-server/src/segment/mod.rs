@@ -188,48 +188,50 @@ async fn handle(
     let metrics = shared.metrics.clone();
     let m = model.clone();
     let (series, anonymize) = (header.series.clone(), header.anonymize);
-    let (seg, mask, probs, facts) = shared
-        .compute(move |cancel| {
-            let (volume, source) = match upload {
-                Upload::Dicom(d) => {
-                    let mut s = dicom::decode(d, &series, &limits)?;
-                    (dicom::take_voxels(&mut s), Some(s))
-                }
-                other => (load_upload(&other, limits.max_voxels)?, None),
-            };
-            let from_file = is_file;
-            let voxels = volume.spatial_shape().iter().map(|&d| d as u64).product();
-            check_outputs(&m.info, voxels, &opts, &limits)?;
-            let start = Instant::now();
-            let seg = segment_volume(&m, volume, &opts, Some(&metrics), Some(&cancel)).map_err(|e| match e {
-                // An input the model cannot take: name the upload, as the loader's errors do.
-                ServeError::InvalidArgument(msg) if from_file => {
-                    ServeError::invalid(format!("{}: {msg}", upload::UPLOAD_NAME))
-                }
-                other => other,
-            })?;
-            let seconds = start.elapsed().as_secs_f64();
-            let mask = match (&source, output) {
-                (Some(src), OutputFormat::DicomSeg) => {
-                    dicom::seg_bytes(&m, &seg.mask, src, anonymize)?
-                }
-                _ => nifti_bytes(&seg.mask, mask_dtype(m.info.out_channels))?,
-            };
-            let probs = seg
-                .probabilities
-                .as_ref()
-                .map(|p| nifti_bytes(p, NiftiDtype::F32))
-                .transpose()?;
-            let facts = Facts {
-                mask_len: mask.len(),
-                prob_len: probs.as_ref().map_or(0, Vec::len),
-                seconds,
-                mask_format: output,
-                series: source.map(|s| (s.info.series_uid, s.instances.len() as u32)),
-            };
-            Ok((seg, mask, probs, facts))
-        })
-        .await?;
+    let (seg, mask, probs, facts) =
+        shared
+            .compute(move |cancel| {
+                let (volume, source) = match upload {
+                    Upload::Dicom(d) => {
+                        let mut s = dicom::decode(d, &series, &limits)?;
+                        (dicom::take_voxels(&mut s), Some(s))
+                    }
+                    other => (load_upload(&other, limits.max_voxels)?, None),
+                };
+                let from_file = is_file;
+                let voxels = volume.spatial_shape().iter().map(|&d| d as u64).product();
+                check_outputs(&m.info, voxels, &opts, &limits)?;
+                let start = Instant::now();
+                let seg = segment_volume(&m, volume, &opts, Some(&metrics), Some(&cancel))
+                    .map_err(|e| match e {
+                        // An input the model cannot take: name the upload, as the loader's errors do.
+                        ServeError::InvalidArgument(msg) if from_file => {
+                            ServeError::invalid(format!("{}: {msg}", upload::UPLOAD_NAME))
+                        }
+                        other => other,
+                    })?;
+                let seconds = start.elapsed().as_secs_f64();
+                let mask = match (&source, output) {
+                    (Some(src), OutputFormat::DicomSeg) => {
+                        dicom::seg_bytes(&m, &seg.mask, src, anonymize)?
+                    }
+                    _ => nifti_bytes(&seg.mask, mask_dtype(m.info.out_channels))?,
+                };
+                let probs = seg
+                    .probabilities
+                    .as_ref()
+                    .map(|p| nifti_bytes(p, NiftiDtype::F32))
+                    .transpose()?;
+                let facts = Facts {
+                    mask_len: mask.len(),
+                    prob_len: probs.as_ref().map_or(0, Vec::len),
+                    seconds,
+                    mask_format: output,
+                    series: source.map(|s| (s.info.series_uid, s.instances.len() as u32)),
+                };
+                Ok((seg, mask, probs, facts))
+            })
+            .await?;
     let mut out = vec![pb::SegmentResponse {
         payload: Some(pb::segment_response::Payload::Summary(summary(
             &model, &seg, &facts,

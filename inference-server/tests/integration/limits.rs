@@ -160,12 +160,23 @@ async fn each_backend_reports_its_own_platform() {
 async fn an_abandoned_segment_stops_computing_and_frees_its_slot() {
     let srv = start_server(
         "slow_repo",
-        &["--backend", "ort", "--max-concurrent", "1", "--request-timeout", "3"],
+        &[
+            "--backend",
+            "ort",
+            "--max-concurrent",
+            "1",
+            "--request-timeout",
+            "3",
+        ],
     );
     let url = srv.url();
     let mut c = SegmentationClient::connect(url.clone()).await.unwrap();
     let e = match c
-        .segment(tokio_stream::iter(raw_segment_messages("", [64, 64, 64], false)))
+        .segment(tokio_stream::iter(raw_segment_messages(
+            "",
+            [64, 64, 64],
+            false,
+        )))
         .await
     {
         Ok(r) => collect_segment(r.into_inner()).await.unwrap_err(),

@@ -282,7 +282,10 @@ async fn raw_float_upload_with_geometry_matches_the_offline_pipeline() {
 /// accepts: a chunk message, framing included, is at most 1 MiB.
 #[test]
 fn multi_chunk_upload_passes_the_smallest_message_limit() {
-    let srv = start_server("repo", &["--backend", "ort", "--max-message-bytes", "1048576"]);
+    let srv = start_server(
+        "repo",
+        &["--backend", "ort", "--max-message-bytes", "1048576"],
+    );
     let dir = tempfile::tempdir().unwrap();
     let shape = (1, 80, 80, 48);
     let n = shape.0 * shape.1 * shape.2 * shape.3;
@@ -293,8 +296,13 @@ fn multi_chunk_upload_passes_the_smallest_message_limit() {
     }
     let vol = imaging::Volume::new(data, affine);
     let input = dir.path().join("big.nii");
-    let bytes = imaging::io::encode_nifti(&vol, "big.nii", imaging::io::NiftiDtype::F32, false).unwrap();
-    assert!(bytes.len() > protocol::CHUNK_MESSAGE_BYTES, "{} bytes", bytes.len());
+    let bytes =
+        imaging::io::encode_nifti(&vol, "big.nii", imaging::io::NiftiDtype::F32, false).unwrap();
+    assert!(
+        bytes.len() > protocol::CHUNK_MESSAGE_BYTES,
+        "{} bytes",
+        bytes.len()
+    );
     std::fs::write(&input, bytes).unwrap();
     let (mask, probs) = (dir.path().join("mask.nii.gz"), dir.path().join("probs.nii"));
     let o = Command::new(medmae_test_support::workspace_bin("medmae-client"))
@@ -312,11 +320,21 @@ fn multi_chunk_upload_passes_the_smallest_message_limit() {
         String::from_utf8_lossy(&o.stderr),
         srv.logs()
     );
-    assert_eq!(imaging::io::load(&mask).unwrap().spatial_shape(), [80, 80, 48]);
+    assert_eq!(
+        imaging::io::load(&mask).unwrap().spatial_shape(),
+        [80, 80, 48]
+    );
     // `.nii` outputs are stored uncompressed: the NIfTI-1 header size first, not the gzip magic.
     let raw = std::fs::read(&probs).unwrap();
-    assert_eq!(&raw[..4], &348i32.to_le_bytes(), "probabilities .nii is not a plain NIfTI");
-    assert_eq!(imaging::io::load(&probs).unwrap().data.shape()[1..], [80, 80, 48]);
+    assert_eq!(
+        &raw[..4],
+        &348i32.to_le_bytes(),
+        "probabilities .nii is not a plain NIfTI"
+    );
+    assert_eq!(
+        imaging::io::load(&probs).unwrap().data.shape()[1..],
+        [80, 80, 48]
+    );
 }
 
 /// Output names the client cannot produce are refused before it connects (the server here does not exist).
@@ -325,16 +343,34 @@ fn unsupported_output_names_are_refused_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let volume = fixtures().join("volume.nii.gz");
     for (flag, name, expected) in [
-        ("-o", "mask.mha", "expected a name ending in .nii.gz or .nii, or .dcm"),
-        ("--probabilities", "probs.dcm", "expected a name ending in .nii.gz or .nii"),
+        (
+            "-o",
+            "mask.mha",
+            "expected a name ending in .nii.gz or .nii, or .dcm",
+        ),
+        (
+            "--probabilities",
+            "probs.dcm",
+            "expected a name ending in .nii.gz or .nii",
+        ),
     ] {
-        let mut args = vec!["--server", "http://127.0.0.1:9", "segment", volume.to_str().unwrap()];
+        let mut args = vec![
+            "--server",
+            "http://127.0.0.1:9",
+            "segment",
+            volume.to_str().unwrap(),
+        ];
         let target = dir.path().join(name);
         let other = dir.path().join("mask.nii.gz");
         if flag == "-o" {
             args.extend(["-o", target.to_str().unwrap()]);
         } else {
-            args.extend(["-o", other.to_str().unwrap(), flag, target.to_str().unwrap()]);
+            args.extend([
+                "-o",
+                other.to_str().unwrap(),
+                flag,
+                target.to_str().unwrap(),
+            ]);
         }
         let o = Command::new(medmae_test_support::workspace_bin("medmae-client"))
             .args(&args)
@@ -380,7 +416,8 @@ async fn preprocessing_beyond_the_voxel_limit_and_bad_overlaps_are_refused() {
             },
         ]
     };
-    let mut send = async |msgs: Vec<SegmentRequest>| match c.segment(tokio_stream::iter(msgs)).await {
+    let mut send = async |msgs: Vec<SegmentRequest>| match c.segment(tokio_stream::iter(msgs)).await
+    {
         Ok(r) => collect_segment(r.into_inner()).await.map(|_| ()),
         Err(e) => Err(e),
     };
