@@ -4,7 +4,8 @@ sliding_window_inference driving onnxruntime, in one process.
 Run: $MEDMAE_PYTHON baseline.py MODEL_ONNX VOLUME OUT_MASK [THREADS [REPEATS]]
 The window size, overlap, blending and windows per batch come from the model's `medmae.inference` metadata (as in
 the server). Times REPEATS runs of the whole pipeline (load, preprocess, sliding window, argmax, invert, save) after
-creating and warming up the ONNX session (as the server does before its first request) and prints one line:
+creating and warming up the ONNX session and one untimed run of the whole pipeline (as the servers get one warm-up
+request) and prints one line:
 the seconds of each run, comma-separated.
 """
 import json
@@ -50,6 +51,7 @@ def segment():
     nib.save(nib.Nifti1Image(mask, nib.load(volume).affine), out)
 
 
+segment()  # one untimed run of the whole pipeline (first-call costs), as the servers get a warm-up request
 times = []
 for _ in range(max(1, repeats)):
     start = time.perf_counter()

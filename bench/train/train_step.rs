@@ -70,6 +70,10 @@ struct Args {
     /// fp16 autocast with loss scaling as PyTorch AMP (CUDA only).
     #[arg(long)]
     amp: bool,
+    /// Also print, on stderr, the median milliseconds of each phase of the timed steps (forward + loss, loss read
+    /// back, backward, optimiser): where a step's time goes.
+    #[arg(long)]
+    phases: bool,
 }
 
 /// The initial loss scale of PyTorch's GradScaler.
@@ -199,6 +203,7 @@ fn main() -> anyhow::Result<()> {
     let (mut net, depth) = Net::build(&a, &vs)?;
     let mut opt = AdamW::new(&vs, &OptimConfig::default(), depth);
     let mut times = Vec::new();
+    let mut phases: [Vec<f64>; 4] = Default::default();
     let mut faults = 0;
     for i in 0..a.warmup + a.steps {
         if i == a.warmup {
@@ -209,7 +214,9 @@ fn main() -> anyhow::Result<()> {
         // The trainer's step (engine.rs) with one micro-batch and no clipping.
         opt.zero_grad();
         let loss = tch::autocast(a.amp, || net.loss())?;
+        let t_fwd = t0.elapsed();
         let value = loss.f_double_value(&[])?;
+        let t_read = t0.elapsed();
         anyhow::ensure!(value.is_finite(), "loss {value} at step {i}");
         if a.amp {
             (loss * LOSS_SCALE).f_backward()?;
@@ -219,7 +226,17 @@ fn main() -> anyhow::Result<()> {
             }
         } else {
             loss.f_backward()?;
+            let t_back = t0.elapsed();
             opt.step(1e-4);
+            if i >= a.warmup {
+                let ms = |d: std::time::Duration| 1000.0 * d.as_secs_f64();
+                let ends = [t_fwd, t_read, t_back, t0.elapsed()];
+                let mut prev = 0.0;
+                for (p, end) in phases.iter_mut().zip(ends) {
+                    p.push(ms(end) - prev);
+                    prev = ms(end);
+                }
+            }
         }
         if let Device::Cuda(index) = device {
             tch::Cuda::synchronize(index as i64);
@@ -229,6 +246,19 @@ fn main() -> anyhow::Result<()> {
         }
     }
     callgrind(CALLGRIND_STOP_INSTRUMENTATION);
+    if a.phases {
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let names = ["forward+loss", "loss read", "backward", "optimiser"];
+        let parts: Vec<String> = names
+            .iter()
+            .zip(phases.iter_mut())
+            .map(|(n, v)| format!("{n} {:.1} ms", median(v)))
+            .collect();
+        eprintln!("phases (median): {}", parts.join(", "));
+    }
     let faults_per_step = (minor_faults() - faults) / a.steps.max(1) as u64;
     let params: i64 = vs
         .trainable_variables()

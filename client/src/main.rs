@@ -101,7 +101,11 @@ fn output_format(path: &Path, seg_allowed: bool) -> anyhow::Result<(OutputFormat
         anyhow::bail!(
             "{}: expected a name ending in .nii.gz or .nii{}",
             path.display(),
-            if seg_allowed { ", or .dcm for a DICOM SEG" } else { "" }
+            if seg_allowed {
+                ", or .dcm for a DICOM SEG"
+            } else {
+                ""
+            }
         )
     }
 }

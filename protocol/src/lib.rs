@@ -79,23 +79,39 @@ mod tests {
     fn non_utf8_names_are_recognised_by_their_extension() {
         use std::os::unix::ffi::OsStrExt;
         let name = std::ffi::OsStr::from_bytes(b"scan-\xff.nii.gz");
-        assert_eq!(format_for_path(Path::new(name)), Some(VolumeFormat::NiftiGz));
+        assert_eq!(
+            format_for_path(Path::new(name)),
+            Some(VolumeFormat::NiftiGz)
+        );
     }
 
     #[test]
     fn a_full_chunk_message_fits_the_smallest_message_limit() {
         use prost::Message;
         let up = medmae_v1::SegmentRequest {
-            payload: Some(medmae_v1::segment_request::Payload::Chunk(vec![7; CHUNK_BYTES])),
+            payload: Some(medmae_v1::segment_request::Payload::Chunk(vec![
+                7;
+                CHUNK_BYTES
+            ])),
         };
-        assert!(up.encoded_len() <= CHUNK_MESSAGE_BYTES, "{}", up.encoded_len());
+        assert!(
+            up.encoded_len() <= CHUNK_MESSAGE_BYTES,
+            "{}",
+            up.encoded_len()
+        );
         assert!(up.encoded_len() > CHUNK_BYTES);
         for down in [
             medmae_v1::segment_response::Payload::MaskChunk(vec![7; CHUNK_BYTES]),
             medmae_v1::segment_response::Payload::ProbabilitiesChunk(vec![7; CHUNK_BYTES]),
         ] {
-            let m = medmae_v1::SegmentResponse { payload: Some(down) };
-            assert!(m.encoded_len() <= CHUNK_MESSAGE_BYTES, "{}", m.encoded_len());
+            let m = medmae_v1::SegmentResponse {
+                payload: Some(down),
+            };
+            assert!(
+                m.encoded_len() <= CHUNK_MESSAGE_BYTES,
+                "{}",
+                m.encoded_len()
+            );
         }
     }
 }
