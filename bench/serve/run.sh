@@ -22,6 +22,7 @@ case "$CASE" in
 esac
 BIN="${MEDMAE_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
 WORK="$WORK/$CASE"
+echo "binaries: $BIN"
 mkdir -p "$WORK"
 [ -f "$WORK/repo/unetr/model.onnx" ] || "$MEDMAE_PYTHON" "$ROOT/bench/serve/make_inputs.py" "$WORK" "$CASE"
 
