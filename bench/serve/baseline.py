@@ -5,8 +5,7 @@ Run: $MEDMAE_PYTHON baseline.py MODEL_ONNX VOLUME OUT_MASK [THREADS [REPEATS]]
 The window size, overlap, blending and windows per batch come from the model's `medmae.inference` metadata (as in
 the server). Times REPEATS runs of the whole pipeline (load, preprocess, sliding window, argmax, invert, save) after
 creating and warming up the ONNX session and one untimed run of the whole pipeline (as the servers get one warm-up
-request) and prints one line:
-the seconds of each run, comma-separated.
+request) and prints one line: the seconds of each run, comma-separated.
 """
 import json
 import sys
