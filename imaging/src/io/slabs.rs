@@ -78,11 +78,6 @@ impl SlabDecoder {
         self.shape[2] * self.shape[3] * self.ty.size()
     }
 
-    /// Bytes of all the voxel data.
-    fn total_bytes(&self) -> usize {
-        self.shape[0] * self.shape[1] * self.slice_bytes()
-    }
-
     /// Decode the slices that follow those already pushed; `bytes` holds whole slices (a partial trailing slice and
     /// slices beyond the volume are ignored).
     pub(crate) fn push(&mut self, bytes: &[u8]) {
@@ -179,8 +174,9 @@ pub(crate) fn inflate_decoded(
         let bytes = stream::read_inflated(path, reader, codec, total, compressed_len, what)?;
         return decode_all(path, &bytes, stored);
     }
+    // Within the DEFLATE bound, so it fits in memory's address space.
+    let total = stream::to_usize(path, total)?;
     let decoder = SlabDecoder::new(stored);
-    let total = decoder.total_bytes();
     let sb = decoder.slice_bytes().max(1);
     let chunk = (MIN_CHUNK_BYTES.div_ceil(sb).max(SLAB_SLICES) * sb).min(total.max(1));
     std::thread::scope(|s| {
