@@ -13,7 +13,7 @@ use protocol::medmae_v1::{
     self as pb, segment_request::Payload, segmentation_client::SegmentationClient, OutputFormat,
     VolumeFormat,
 };
-use protocol::{format_for_path, CHUNK_BYTES};
+use protocol::CHUNK_BYTES;
 
 /// Client-side failures.
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +54,31 @@ pub struct ClientOptions {
     pub domain: Option<String>,
     /// Largest message accepted from the server.
     pub max_message_bytes: usize,
+    /// Largest result (mask + probabilities) this client accepts from one segmentation; 0 =
+    /// [`DEFAULT_MAX_RESULT_BYTES`]. Checked against the sizes the summary announces, before any chunk is stored.
+    pub max_result_bytes: u64,
 }
+
+/// Default bound on one segmentation's result held in memory (mask + probabilities): 8 GiB, room for float
+/// probabilities of several classes over a 512×512×1000 CT.
+pub const DEFAULT_MAX_RESULT_BYTES: u64 = 8 << 30;
 
 impl From<Status> for ClientError {
     fn from(s: Status) -> Self {
         // Not a `source`: the message is already in this error's text.
         ClientError::Status(s)
+    }
+}
+
+/// The upload format of a volume file, from its name by the imaging crate's extension rules; `None` for a name
+/// the server cannot take as one upload (`.mhd` names a separate data file; DICOM is recognised by content).
+pub fn upload_format(path: &Path) -> Option<VolumeFormat> {
+    use imaging::io::FileFormat;
+    match FileFormat::from_path(path)? {
+        FileFormat::NiiGz => Some(VolumeFormat::NiftiGz),
+        FileFormat::Nii => Some(VolumeFormat::Nifti),
+        FileFormat::Mha => Some(VolumeFormat::Metaimage),
+        FileFormat::Mhd => None,
     }
 }
 
@@ -104,6 +123,7 @@ pub struct Client {
     channel: Channel,
     auth: TokenInterceptor,
     max: usize,
+    max_result: u64,
 }
 
 /// What to upload for segmentation.
@@ -199,7 +219,7 @@ pub fn resolve_input(
         let (info, ()) = pick_series(&found, series)?;
         return Ok((SegmentInput::DicomZip(path.into()), info.series_uid.clone()));
     }
-    if format_for_path(path).is_none() && imaging::dicom::looks_like_dicom(path) {
+    if upload_format(path).is_none() && imaging::dicom::looks_like_dicom(path) {
         return Ok((
             SegmentInput::DicomFiles(vec![path.into()]),
             series.unwrap_or_default().to_string(),
@@ -279,6 +299,11 @@ impl Client {
             channel,
             auth: TokenInterceptor(token),
             max,
+            max_result: if opts.max_result_bytes == 0 {
+                DEFAULT_MAX_RESULT_BYTES
+            } else {
+                opts.max_result_bytes
+            },
         })
     }
 
@@ -349,7 +374,7 @@ impl Client {
     {
         match input {
             SegmentInput::Volume(path) => {
-                let format = format_for_path(path).ok_or_else(|| {
+                let format = upload_format(path).ok_or_else(|| {
                     ClientError::Protocol(format!(
                         "{}: expected a .nii, .nii.gz or .mha file, a .zip or a directory of DICOM files",
                         path.display()
@@ -422,30 +447,11 @@ impl Client {
             m
         });
         let mut replies = self.segmentation().segment(outbound).await?.into_inner();
-        let (mut summary, mut mask, mut probs) = (None, Vec::new(), Vec::new());
+        let mut result = ResultCollector::new(self.max_result);
         while let Some(r) = replies.next().await {
-            match r?.payload {
-                Some(pb::segment_response::Payload::Summary(s)) => summary = Some(s),
-                Some(pb::segment_response::Payload::MaskChunk(c)) => mask.extend_from_slice(&c),
-                Some(pb::segment_response::Payload::ProbabilitiesChunk(c)) => {
-                    probs.extend_from_slice(&c)
-                }
-                None => return Err(ClientError::Protocol("empty response message".into())),
-            }
+            result.take(r?)?;
         }
-        let summary =
-            summary.ok_or_else(|| ClientError::Protocol("the server sent no summary".into()))?;
-        if mask.len() as u64 != summary.mask_bytes
-            || probs.len() as u64 != summary.probabilities_bytes
-        {
-            return Err(ClientError::Protocol(format!(
-                "received {} mask / {} probability bytes, summary announced {} / {}",
-                mask.len(),
-                probs.len(),
-                summary.mask_bytes,
-                summary.probabilities_bytes
-            )));
-        }
+        let (summary, mask, probs) = result.finish()?;
         Ok(SegmentResult {
             summary,
             mask,
@@ -454,9 +460,162 @@ impl Client {
     }
 }
 
+/// Assembles a segmentation's response stream: the summary first (it announces the sizes of the mask and
+/// probability streams), then chunks that must add up to exactly those sizes. Memory is bounded by the client's limit
+/// on the announced sizes, checked before anything is stored, and by the announcement itself while chunks arrive.
+struct ResultCollector {
+    limit: u64,
+    summary: Option<pb::SegmentSummary>,
+    mask: Vec<u8>,
+    probs: Vec<u8>,
+}
+
+impl ResultCollector {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            summary: None,
+            mask: Vec::new(),
+            probs: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, r: pb::SegmentResponse) -> Result<(), ClientError> {
+        use pb::segment_response::Payload as P;
+        let protocol = |m: String| Err(ClientError::Protocol(m));
+        match (r.payload, &self.summary) {
+            (None, _) => protocol("empty response message".into()),
+            (Some(P::Summary(_)), Some(_)) => protocol("the server sent a second summary".into()),
+            (Some(P::Summary(s)), None) => {
+                let announced = s.mask_bytes.saturating_add(s.probabilities_bytes);
+                if announced > self.limit {
+                    return protocol(format!(
+                        "the server announced {} mask + {} probability bytes, more than this client's limit of {} \
+                         bytes (max_result_bytes)",
+                        s.mask_bytes, s.probabilities_bytes, self.limit
+                    ));
+                }
+                // Within the limit, so reserving what was announced is bounded.
+                self.mask.reserve_exact(s.mask_bytes as usize);
+                self.probs.reserve_exact(s.probabilities_bytes as usize);
+                self.summary = Some(s);
+                Ok(())
+            }
+            (Some(P::MaskChunk(_) | P::ProbabilitiesChunk(_)), None) => {
+                protocol("a result chunk came before the summary".into())
+            }
+            (Some(P::MaskChunk(c)), Some(s)) => {
+                Self::append(&mut self.mask, &c, s.mask_bytes, "mask")
+            }
+            (Some(P::ProbabilitiesChunk(c)), Some(s)) => {
+                Self::append(&mut self.probs, &c, s.probabilities_bytes, "probability")
+            }
+        }
+    }
+
+    fn append(to: &mut Vec<u8>, chunk: &[u8], announced: u64, what: &str) -> Result<(), ClientError> {
+        let total = to.len() as u64 + chunk.len() as u64;
+        if total > announced {
+            return Err(ClientError::Protocol(format!(
+                "received at least {total} {what} bytes, the summary announced {announced}"
+            )));
+        }
+        to.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(pb::SegmentSummary, Vec<u8>, Vec<u8>), ClientError> {
+        let summary = self
+            .summary
+            .ok_or_else(|| ClientError::Protocol("the server sent no summary".into()))?;
+        if self.mask.len() as u64 != summary.mask_bytes
+            || self.probs.len() as u64 != summary.probabilities_bytes
+        {
+            return Err(ClientError::Protocol(format!(
+                "received {} mask / {} probability bytes, summary announced {} / {}",
+                self.mask.len(),
+                self.probs.len(),
+                summary.mask_bytes,
+                summary.probabilities_bytes
+            )));
+        }
+        Ok((summary, self.mask, self.probs))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(mask: u64, probs: u64) -> pb::SegmentResponse {
+        pb::SegmentResponse {
+            payload: Some(pb::segment_response::Payload::Summary(pb::SegmentSummary {
+                mask_bytes: mask,
+                probabilities_bytes: probs,
+                ..Default::default()
+            })),
+        }
+    }
+    fn mask(n: usize) -> pb::SegmentResponse {
+        pb::SegmentResponse {
+            payload: Some(pb::segment_response::Payload::MaskChunk(vec![7; n])),
+        }
+    }
+    fn probs(n: usize) -> pb::SegmentResponse {
+        pb::SegmentResponse {
+            payload: Some(pb::segment_response::Payload::ProbabilitiesChunk(vec![1; n])),
+        }
+    }
+    fn collect(limit: u64, msgs: Vec<pb::SegmentResponse>) -> Result<(u64, usize, usize), String> {
+        let mut c = ResultCollector::new(limit);
+        for m in msgs {
+            c.take(m).map_err(|e| e.to_string())?;
+        }
+        let (s, m, p) = c.finish().map_err(|e| e.to_string())?;
+        Ok((s.mask_bytes, m.len(), p.len()))
+    }
+
+    #[test]
+    fn upload_formats_from_names() {
+        use std::os::unix::ffi::OsStrExt;
+        let f = |n: &str| upload_format(Path::new(n));
+        assert_eq!(f("/a/b.NII.GZ"), Some(VolumeFormat::NiftiGz));
+        assert_eq!(f("b.nii"), Some(VolumeFormat::Nifti));
+        assert_eq!(f("b.mha"), Some(VolumeFormat::Metaimage));
+        assert_eq!(f("b.mhd"), None);
+        assert_eq!(f("dicom_dir"), None);
+        let non_utf8 = std::ffi::OsStr::from_bytes(b"scan-\xff.nii.gz");
+        assert_eq!(upload_format(Path::new(non_utf8)), Some(VolumeFormat::NiftiGz));
+    }
+
+    #[test]
+    fn results_are_assembled_and_bounded_by_the_announcement_and_the_limit() {
+        // Chunks add up to the announced sizes, in any interleaving.
+        assert_eq!(
+            collect(100, vec![summary(5, 8), mask(3), probs(4), mask(2), probs(4)]),
+            Ok((5, 5, 8))
+        );
+        let err = |limit, msgs| collect(limit, msgs).unwrap_err();
+        // The limit is checked on the announcement, before any chunk is stored (5 + 8 > 12).
+        let e = err(12, vec![summary(5, 8), mask(5)]);
+        assert!(e.contains("5 mask + 8 probability bytes") && e.contains("limit of 12"), "{e}");
+        // Announced sizes that overflow u64 when added are over any limit.
+        let e = err(u64::MAX - 1, vec![summary(u64::MAX, 2)]);
+        assert!(e.contains("limit"), "{e}");
+        // More than announced: refused at the chunk that crosses the announcement.
+        let e = err(100, vec![summary(4, 0), mask(3), mask(3)]);
+        assert!(e.contains("at least 6 mask bytes, the summary announced 4"), "{e}");
+        let e = err(100, vec![summary(4, 2), probs(3)]);
+        assert!(e.contains("at least 3 probability bytes"), "{e}");
+        // Fewer than announced, no summary, chunks first, two summaries, empty messages.
+        let e = err(100, vec![summary(4, 0), mask(3)]);
+        assert!(e.contains("received 3 mask / 0 probability bytes, summary announced 4 / 0"), "{e}");
+        assert!(err(100, vec![]).contains("no summary"));
+        assert!(err(100, vec![mask(1), summary(1, 0)]).contains("before the summary"));
+        assert!(err(100, vec![summary(0, 0), summary(0, 0)]).contains("second summary"));
+        let empty = pb::SegmentResponse { payload: None };
+        assert!(err(100, vec![summary(0, 0), empty]).contains("empty response"));
+    }
 
     #[test]
     fn server_file_positions_name_local_files() {

@@ -30,6 +30,9 @@ struct Cli {
     /// TLS server name to verify instead of the URL host.
     #[arg(long)]
     domain: Option<String>,
+    /// Largest segmentation result (mask + probabilities, bytes) to accept from the server; 0 = 8 GiB.
+    #[arg(long, default_value_t = 0)]
+    max_result_bytes: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -126,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         client_key: cli.client_key,
         domain: cli.domain,
         max_message_bytes: 0,
+        max_result_bytes: cli.max_result_bytes,
     };
     match cli.command {
         Command::Health { service } => {

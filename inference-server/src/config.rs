@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Largest segmentation upload, bytes [default: 1 GiB].
     #[arg(long, env = "MEDMAE_SERVE_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
+    /// Upload bytes held in memory by all requests together (received, not yet decoded); beyond it a request is
+    /// refused with RESOURCE_EXHAUSTED. At least max_upload_bytes [default: 4 × max_upload_bytes].
+    #[arg(long, env = "MEDMAE_SERVE_MAX_UPLOAD_MEMORY_BYTES")]
+    pub max_upload_memory_bytes: Option<u64>,
     /// Most files in one DICOM series upload (streamed files or zip entries) [default: 4096].
     #[arg(long, env = "MEDMAE_SERVE_MAX_DICOM_FILES")]
     pub max_dicom_files: Option<usize>,
@@ -136,6 +140,7 @@ pub struct FileConfig {
     max_message_bytes: Option<usize>,
     max_voxels: Option<u64>,
     max_upload_bytes: Option<u64>,
+    max_upload_memory_bytes: Option<u64>,
     max_dicom_files: Option<usize>,
     request_timeout: Option<f64>,
     max_concurrent: Option<usize>,
@@ -166,6 +171,8 @@ pub struct Limits {
     pub max_voxels: u64,
     /// Largest segmentation upload in bytes (for DICOM also the total of the inflated files).
     pub max_upload_bytes: u64,
+    /// Upload bytes held in memory by all requests together.
+    pub max_upload_memory_bytes: u64,
     /// Most files in one DICOM series upload.
     pub max_dicom_files: usize,
     /// Deadline per request.
@@ -381,10 +388,24 @@ impl ServerConfig {
                 "must be positive",
             ));
         }
+        let max_upload_memory_bytes = a
+            .max_upload_memory_bytes
+            .or(f.max_upload_memory_bytes)
+            .unwrap_or(max_upload_bytes.saturating_mul(4));
+        if max_upload_memory_bytes < max_upload_bytes {
+            return Err(cerr(
+                "max_upload_memory_bytes",
+                format!(
+                    "{max_upload_memory_bytes} is below max_upload_bytes ({max_upload_bytes}): the largest upload \
+                     allowed could never be received"
+                ),
+            ));
+        }
         let limits = Limits {
             max_message_bytes,
             max_voxels,
             max_upload_bytes,
+            max_upload_memory_bytes,
             max_dicom_files,
             request_timeout: seconds(
                 "request_timeout",

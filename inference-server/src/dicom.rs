@@ -206,6 +206,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             max_voxels: 1 << 20,
             max_upload_bytes: 1 << 20,
+            max_upload_memory_bytes: 1 << 20,
             max_dicom_files: 2,
             request_timeout: std::time::Duration::from_secs(1),
             max_concurrent: 1,

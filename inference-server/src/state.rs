@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::config::Limits;
 use crate::error::{code_label, ServeError};
 use crate::model::Repository;
-use crate::ops::{accounting, Admission, Metrics};
+use crate::ops::{accounting, Admission, Metrics, UploadBudget};
 
 /// Set when the request a compute job serves is abandoned (its deadline passed, the client went away): a job's
 /// window predictor then stops before its next batch, so the compute slot is freed instead of finishing work nobody
@@ -44,6 +44,8 @@ pub struct Shared {
     pub repo: Arc<Repository>,
     /// Concurrency gate.
     pub admission: Admission,
+    /// Bound on the upload bytes all requests hold in memory.
+    pub uploads: Arc<UploadBudget>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Limits.
@@ -56,9 +58,11 @@ impl Shared {
     /// Bundle the parts.
     pub fn new(repo: Arc<Repository>, metrics: Arc<Metrics>, limits: Limits) -> Self {
         let admission = Admission::new(limits.max_concurrent, limits.max_queue, metrics.clone());
+        let uploads = UploadBudget::new(limits.max_upload_memory_bytes, metrics.upload_bytes.clone());
         Self {
             repo,
             admission,
+            uploads,
             metrics,
             limits,
             draining: AtomicBool::new(false),

@@ -3,8 +3,6 @@
 //! client and the server must agree on. Depends on tonic and prost only, so a client needs neither ONNX Runtime nor
 //! tract.
 
-use std::path::Path;
-
 /// KServe v2 / Triton `inference` package.
 pub mod inference {
     #![allow(missing_docs, clippy::all)]
@@ -36,54 +34,9 @@ pub const CHUNK_FRAMING: usize = 64;
 /// Payload bytes per chunk, so that payload and framing together are at most [`CHUNK_MESSAGE_BYTES`].
 pub const CHUNK_BYTES: usize = CHUNK_MESSAGE_BYTES - CHUNK_FRAMING;
 
-/// The upload format of a volume file, from its extension (`.nii.gz`, `.nii`, `.mha`; case-insensitive); `None`
-/// for anything else (DICOM inputs are recognised by content, not by name).
-pub fn format_for_path(path: &Path) -> Option<medmae_v1::VolumeFormat> {
-    use medmae_v1::VolumeFormat;
-    let n = path.file_name()?.to_string_lossy().to_ascii_lowercase();
-    if n.ends_with(".nii.gz") {
-        Some(VolumeFormat::NiftiGz)
-    } else if n.ends_with(".nii") {
-        Some(VolumeFormat::Nifti)
-    } else if n.ends_with(".mha") {
-        Some(VolumeFormat::Metaimage)
-    } else {
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::medmae_v1::VolumeFormat;
     use super::*;
-
-    #[test]
-    fn formats_from_names() {
-        assert_eq!(
-            format_for_path(Path::new("/a/b.NII.GZ")),
-            Some(VolumeFormat::NiftiGz)
-        );
-        assert_eq!(
-            format_for_path(Path::new("b.nii")),
-            Some(VolumeFormat::Nifti)
-        );
-        assert_eq!(
-            format_for_path(Path::new("b.mha")),
-            Some(VolumeFormat::Metaimage)
-        );
-        assert_eq!(format_for_path(Path::new("b.mhd")), None);
-        assert_eq!(format_for_path(Path::new("dicom_dir")), None);
-    }
-
-    #[test]
-    fn non_utf8_names_are_recognised_by_their_extension() {
-        use std::os::unix::ffi::OsStrExt;
-        let name = std::ffi::OsStr::from_bytes(b"scan-\xff.nii.gz");
-        assert_eq!(
-            format_for_path(Path::new(name)),
-            Some(VolumeFormat::NiftiGz)
-        );
-    }
 
     #[test]
     fn a_full_chunk_message_fits_the_smallest_message_limit() {

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Requests holding a compute slot.
     pub in_flight: Gauge,
+    /// Upload bytes held in memory (received, not yet decoded).
+    pub upload_bytes: Gauge,
     /// Requests refused by authentication.
     pub auth_failures: Counter,
     /// The DICOM node's metrics (`medmae_dicom_*`).
@@ -72,6 +74,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         let queue_depth = Gauge::default();
         let in_flight = Gauge::default();
+        let upload_bytes = Gauge::default();
         let auth_failures = Counter::default();
         registry.register(
             "requests",
@@ -95,6 +98,11 @@ impl Metrics {
         );
         registry.register("in_flight", "Requests computing now", in_flight.clone());
         registry.register(
+            "upload_bytes",
+            "Upload bytes held in memory (received and not yet decoded)",
+            upload_bytes.clone(),
+        );
+        registry.register(
             "auth_failures",
             "Requests refused for a missing or invalid bearer token",
             auth_failures.clone(),
@@ -108,6 +116,7 @@ impl Metrics {
             inference,
             queue_depth,
             in_flight,
+            upload_bytes,
             auth_failures,
         }
     }

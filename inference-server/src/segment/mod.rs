@@ -29,7 +29,7 @@ use crate::state::Shared;
 pub use upload::raw_volume;
 use upload::{load_upload, raw_shape, receive, Upload};
 
-pub use protocol::{format_for_path, CHUNK_BYTES, CHUNK_FRAMING};
+pub use protocol::{CHUNK_BYTES, CHUNK_FRAMING};
 /// Metrics label of this service.
 pub(crate) const SERVICE: &str = "segmentation";
 
@@ -183,7 +183,9 @@ async fn handle(
         let (_, shape) = raw_shape(g, limits.max_voxels)?;
         check_outputs(&model.info, shape.iter().product(), &opts, &limits)?;
     }
-    let upload = receive(stream, &header, &limits).await?;
+    // Held until the upload is decoded (or the request ends): the server-wide bound on upload bytes in memory.
+    let mut held = shared.uploads.reservation();
+    let upload = receive(stream, &header, &limits, &mut held).await?;
     let is_file = matches!(upload, Upload::File { .. });
     let metrics = shared.metrics.clone();
     let m = model.clone();
@@ -198,6 +200,7 @@ async fn handle(
                     }
                     other => (load_upload(&other, limits.max_voxels)?, None),
                 };
+                drop(held);
                 let from_file = is_file;
                 let voxels = volume.spatial_shape().iter().map(|&d| d as u64).product();
                 check_outputs(&m.info, voxels, &opts, &limits)?;

@@ -11,7 +11,7 @@ use tonic::Streaming;
 use crate::config::Limits;
 use crate::dicom::DicomUpload;
 use crate::error::ServeError;
-use crate::ops::accounting;
+use crate::ops::{accounting, UploadReservation};
 use crate::proto::medmae_v1::{self as pb, segment_request::Payload, VolumeFormat};
 
 /// A received upload, held in memory.
@@ -46,6 +46,7 @@ pub(super) async fn receive(
     stream: &mut Streaming<pb::SegmentRequest>,
     header: &pb::SegmentHeader,
     limits: &Limits,
+    held: &mut UploadReservation,
 ) -> Result<Upload, ServeError> {
     let max_bytes = limits.max_upload_bytes;
     let max_message = limits.max_message_bytes;
@@ -62,12 +63,16 @@ pub(super) async fn receive(
             header.total_bytes
         )));
     }
+    // A declared size is taken from the server's upload memory at once (and the buffer sized to it); bytes beyond
+    // what is held are taken as they arrive.
+    held.grow_to(header.total_bytes)?;
     if format == VolumeFormat::DicomFiles {
-        return receive_files(stream, header, limits).await;
+        return receive_files(stream, header, limits, held).await;
     }
     let mut total: u64 = 0;
     let next = async |stream: &mut Streaming<pb::SegmentRequest>,
-                      total: &mut u64|
+                      total: &mut u64,
+                      held: &mut UploadReservation|
            -> Result<Option<Vec<u8>>, ServeError> {
         match stream.next().await {
             None => Ok(None),
@@ -81,6 +86,7 @@ pub(super) async fn receive(
                         "upload exceeds the server limit of {max_bytes} bytes"
                     )));
                 }
+                held.grow_to(*total)?;
                 Ok(Some(c))
             }
             Some(Ok(pb::SegmentRequest {
@@ -103,8 +109,8 @@ pub(super) async fn receive(
     } else {
         None
     };
-    let mut bytes = Vec::new();
-    while let Some(c) = next(stream, &mut total).await? {
+    let mut bytes = Vec::with_capacity(header.total_bytes as usize);
+    while let Some(c) = next(stream, &mut total, held).await? {
         bytes.extend_from_slice(&c);
     }
     if let Some(geometry) = geometry {
@@ -128,6 +134,7 @@ async fn receive_files(
     stream: &mut Streaming<pb::SegmentRequest>,
     header: &pb::SegmentHeader,
     limits: &Limits,
+    held: &mut UploadReservation,
 ) -> Result<Upload, ServeError> {
     let (max_bytes, max_files) = (limits.max_upload_bytes, limits.max_dicom_files);
     let too_many = |n: usize| {
@@ -149,6 +156,7 @@ async fn receive_files(
                         "DICOM upload exceeds the server limit of {max_bytes} bytes"
                     )));
                 }
+                held.grow_to(total)?;
                 if files.len() == max_files {
                     return Err(too_many(max_files + 1));
                 }

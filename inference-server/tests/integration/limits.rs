@@ -195,3 +195,83 @@ async fn an_abandoned_segment_stops_computing_and_frees_its_slot() {
     // The freed slot serves the next request.
     assert_eq!(slow_request(url, 1).await.unwrap(), vec![1, 2, 16, 16, 16]);
 }
+
+/// Uploads are received before a request asks for a compute slot, so the bytes all open streams hold in memory have
+/// their own bound: a declared upload that does not fit beside the others is refused at its header with
+/// RESOURCE_EXHAUSTED (the limit named), the bytes held show in `medmae_upload_bytes`, and they are given back when
+/// an upload has been decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_bytes_in_memory_are_bounded_across_streams() {
+    use server::proto::medmae_v1::segment_request::Payload;
+    let srv = start_server(
+        "slow_repo",
+        &[
+            "--backend",
+            "ort",
+            "--max-upload-bytes",
+            "1048576",
+            "--max-upload-memory-bytes",
+            "1572864",
+        ],
+    );
+    // A 64³ float32 volume: exactly 1 MiB, declared in the header.
+    let messages = || {
+        let mut m = raw_segment_messages("", [64, 64, 64], false);
+        if let Some(Payload::Header(h)) = &mut m[0].payload {
+            h.total_bytes = 1 << 20;
+        }
+        m
+    };
+    let held = |srv: &ServeProcess| sample(&srv.metrics_text(), "medmae_upload_bytes ");
+    let wait_held = |srv: &ServeProcess, want: f64| {
+        for _ in 0..400 {
+            if held(srv) == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("medmae_upload_bytes never became {want} (now {})", held(srv));
+    };
+    // Stream A: the header and one chunk, then it waits (as a slow client's upload would).
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut a_messages = messages().into_iter();
+    tx.send(a_messages.next().unwrap()).await.unwrap();
+    tx.send(a_messages.next().unwrap()).await.unwrap();
+    let url = srv.url();
+    let a = tokio::spawn(async move {
+        let mut c = SegmentationClient::connect(url).await.unwrap();
+        let replies = c
+            .segment(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?;
+        collect_segment(replies.into_inner()).await
+    });
+    wait_held(&srv, 1048576.0);
+
+    // Stream B declares another MiB: 2 MiB would be held, over 1.5 MiB.
+    let mut c = SegmentationClient::connect(srv.url()).await.unwrap();
+    let e = match c.segment(tokio_stream::iter(messages())).await {
+        Ok(r) => collect_segment(r.into_inner()).await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().contains("max_upload_memory_bytes")
+            && e.message().contains("1048576 of its 1572864 bytes"),
+        "{}",
+        e.message()
+    );
+
+    // A finishes its upload and is served; its bytes are given back, and B's retry fits.
+    for m in a_messages {
+        tx.send(m).await.unwrap();
+    }
+    drop(tx);
+    let (summary, mask) = a.await.unwrap().unwrap();
+    assert_eq!(summary.shape, vec![64, 64, 64]);
+    assert_eq!(mask.len() as u64, summary.mask_bytes);
+    wait_held(&srv, 0.0);
+    let r = c.segment(tokio_stream::iter(messages())).await.unwrap();
+    let (summary, _) = collect_segment(r.into_inner()).await.unwrap();
+    assert_eq!(summary.shape, vec![64, 64, 64]);
+    assert_eq!(held(&srv), 0.0);
+}
