@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write bench/RESULTS.md from the logs of one `bench/run` (called by bench/run; standard library only).
 
-Input: LOGS/runs.tsv (name, status, seconds, time, load before, load after, flag per benchmark) and LOGS/NAME.log,
+Input: LOGS/runs.tsv (name, status, seconds, time, load before, load after, flag, machine probe before and after,
+steal % per benchmark) and LOGS/NAME.log,
 whose `RESULT {json}` lines come from bench/result.py. Output: a markdown report with the machine, the load policy
 and any warning, one row per measured figure with its goal verdict, one row per benchmark, and each log's tail.
 """
@@ -22,8 +23,42 @@ def read_runs(logs):
         for line in open(path):
             f = line.rstrip("\n").split("\t")
             if len(f) >= 7:
-                runs.append(dict(zip(["name", "status", "secs", "time", "before", "after", "flag"], f)))
+                f += [""] * (10 - len(f))
+                r = dict(zip(["name", "status", "secs", "time", "before", "after", "flag", "probe_before",
+                              "probe_after", "steal"], f))
+                for k in ("probe_before", "probe_after"):
+                    try:
+                        r[k] = json.loads(r[k]) if r[k] else {}
+                    except json.JSONDecodeError:
+                        r[k] = {}
+                runs.append(r)
+    mark_slowed(runs)
     return runs
+
+
+SLOWED = 1.25  # a probe this much slower than the run's best marks the benchmark
+
+
+def mark_slowed(runs):
+    """Set r["slowed"] to a reason when a probe around benchmark r took ≥ SLOWED × the run's fastest probe of the same
+    kind (cpu_s: a pure-Python loop per core; mem_s: a 64 MiB copy per core)."""
+    best = {}
+    for r in runs:
+        for p in (r["probe_before"], r["probe_after"]):
+            for k, v in p.items():
+                best[k] = min(best.get(k, v), v)
+    for r in runs:
+        worst = {}
+        for p in (r["probe_before"], r["probe_after"]):
+            for k, v in p.items():
+                worst[k] = max(worst.get(k, v), v)
+        why = [f"{k.split('_')[0]} {v / best[k]:.2f}×" for k, v in sorted(worst.items())
+               if best.get(k) and v >= SLOWED * best[k]]
+        r["slowed"] = ", ".join(why)
+
+
+def probe_text(p):
+    return f"{p['cpu_s']:.3f} / {p['mem_s']:.3f}" if "cpu_s" in p and "mem_s" in p else "–"
 
 
 def results_of(log):
@@ -97,6 +132,18 @@ def main():
     else:
         L.append(f"Load: every benchmark started with a 1-minute load average ≤ {a.cores} (the core count); the "
                  f"load before and after each one is in the tables.")
+    slowed = [r for r in runs if r.get("slowed")]
+    probed = [r for r in runs if r["probe_before"]]
+    if slowed:
+        L.append("")
+        L.append(f"> **Note: the machine was slower around {', '.join(r['name'] for r in slowed)}** — the speed probe "
+                 f"(`bench/probe.py`: a fixed loop and a 64 MiB copy on every core, before and after each benchmark) "
+                 f"took ≥ {SLOWED}× its best time of this run there, which the load average cannot show (other "
+                 f"tenants of a shared host). Ratios are measured side by side and suffer less than absolute times.")
+    elif probed:
+        L.append("")
+        L.append(f"Machine speed: the speed probe (`bench/probe.py`, before and after each benchmark) stayed within "
+                 f"{SLOWED}× of its best time of this run throughout.")
     L.append("")
     L.append("## Goals and figures")
     L.append("")
@@ -107,20 +154,24 @@ def main():
         if not res:
             L.append(f"| {r['name']} | – | – | no figure ({r['status']}) | – | – |")
         for x in res:
-            flag = " ⚠ LOADED" if r["flag"] else ""
+            flag = (" ⚠ LOADED" if r["flag"] else "") + (" ⚠ slower machine" if r.get("slowed") else "")
             L.append(f"| {r['name']} | {x['case']} | {x['figure']} | {fmt_value(x)} | {x.get('goal') or '–'} | "
                      f"{verdict(x)}{flag} |")
     L.append("")
     L.append("## Benchmarks")
     L.append("")
-    L.append("| benchmark | status | wall | finished (UTC) | load before (1/5/15 min) | load after | flag |")
-    L.append("|---|---|---|---|---|---|---|")
+    L.append("| benchmark | status | wall | finished (UTC) | load before (1/5/15 min) | load after | "
+             "probe before (cpu / mem s) | probe after | steal | flag |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
+        flags = [f for f in (r["flag"], r.get("slowed") and f"slower: {r['slowed']}") if f]
+        steal = f"{r['steal']} %" if r["steal"] else "–"
         L.append(f"| {r['name']} | {r['status']} | {r['secs']} s | {r['time']} | {r['before']} | {r['after']} | "
-                 f"{r['flag'] or '–'} |")
+                 f"{probe_text(r['probe_before'])} | {probe_text(r['probe_after'])} | {steal} | "
+                 f"{'; '.join(flags) or '–'} |")
     for name in a.all.split():
         if name not in ran:
-            L.append(f"| {name} | not run in this run | – | – | – | – | – |")
+            L.append(f"| {name} | not run in this run | – | – | – | – | – | – | – | – |")
     for r in runs:
         L.append("")
         L.append(f"## {r['name']}")

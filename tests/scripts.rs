@@ -235,3 +235,63 @@ fn gpu_build_arguments() {
         text(&out)
     );
 }
+
+/// bench/report.py marks a benchmark whose machine-speed probe (before or after it) took ≥ 1.25× the run's fastest
+/// probe of the same kind, shows the probes and the steal share, and still reads rows written without probes;
+/// bench/probe.py's two outputs are what bench/run parses.
+#[test]
+fn bench_report_marks_benchmarks_run_on_a_slower_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let row = |f: &[&str]| f.join("\t") + "\n";
+    let runs = [
+        row(&[
+            "imaging", "ok", "17", "11:48", "1.7 1.8 1.7", "1.5 1.7 1.7", "",
+            r#"{"cpu_s": 0.100, "mem_s": 0.020}"#, r#"{"cpu_s": 0.110, "mem_s": 0.024}"#, "0.3",
+        ]),
+        // cpu 0.130 / 0.100 = 1.30 and mem 0.030 / 0.020 = 1.50: both over 1.25.
+        row(&[
+            "train", "ok", "400", "11:56", "1.5 1.7 1.7", "1.7 1.7 1.7", "",
+            r#"{"cpu_s": 0.130, "mem_s": 0.021}"#, r#"{"cpu_s": 0.100, "mem_s": 0.030}"#, "4.0",
+        ]),
+        row(&["serve", "ok", "100", "11:59", "1.5 1.7 1.7", "1.7 1.7 1.7", ""]),
+    ]
+    .concat();
+    std::fs::write(dir.path().join("runs.tsv"), runs).unwrap();
+    let out_md = dir.path().join("R.md");
+    let out = Command::new(medmae_test_support::python())
+        .arg(repo().join("bench/report.py"))
+        .args(["--logs", dir.path().to_str().unwrap(), "--out", out_md.to_str().unwrap()])
+        .args(["--cores", "2", "--all", "imaging train serve init"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let md = std::fs::read_to_string(&out_md).unwrap();
+    assert!(md.contains("the machine was slower around train**"), "{md}");
+    assert!(
+        md.contains("| 0.130 / 0.021 | 0.100 / 0.030 | 4.0 % | slower: cpu 1.30×, mem 1.50× |"),
+        "{md}"
+    );
+    assert!(md.contains("| 0.100 / 0.020 | 0.110 / 0.024 | 0.3 % | – |"), "{md}");
+    assert!(md.contains("| serve | ok | 100 s | 11:59 | 1.5 1.7 1.7 | 1.7 1.7 1.7 | – | – | – | – |"), "{md}");
+    assert!(md.contains("| init | not run in this run |"), "{md}");
+
+    let probe = |cmd: &str| {
+        let o = Command::new(medmae_test_support::python())
+            .arg(repo().join("bench/probe.py"))
+            .arg(cmd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let speed: serde_json::Value = serde_json::from_str(probe("speed").trim()).unwrap();
+    for k in ["cpu_s", "mem_s"] {
+        let v = speed[k].as_f64().unwrap_or(-1.0);
+        assert!(v > 0.0 && v < 60.0, "{k} = {v}");
+    }
+    let stat: Vec<u64> = probe("stat")
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(stat.len() == 2 && stat[0] <= stat[1] && stat[1] > 0, "{stat:?}");
+}
