@@ -74,6 +74,10 @@ struct Args {
     /// back, backward, optimiser): where a step's time goes.
     #[arg(long)]
     phases: bool,
+    /// Clear the gradients with `zero_grad` and accumulate into them (the trainer's step before it handed fresh
+    /// gradients over: `AdamW::backward`), for A/B timings of the two.
+    #[arg(long)]
+    zero_grad: bool,
 }
 
 /// The initial loss scale of PyTorch's GradScaler.
@@ -211,21 +215,30 @@ fn main() -> anyhow::Result<()> {
             faults = minor_faults();
         }
         let t0 = Instant::now();
-        // The trainer's step (engine.rs) with one micro-batch and no clipping.
-        opt.zero_grad();
+        // The trainer's step (engine/step.rs) with one micro-batch and no clipping.
+        if a.zero_grad {
+            opt.zero_grad();
+        }
+        let backward = |opt: &mut AdamW, loss: &Tensor| -> anyhow::Result<()> {
+            if a.zero_grad {
+                Ok(loss.f_backward()?)
+            } else {
+                Ok(opt.backward(loss, false)?)
+            }
+        };
         let loss = tch::autocast(a.amp, || net.loss())?;
         let t_fwd = t0.elapsed();
         let value = loss.f_double_value(&[])?;
         let t_read = t0.elapsed();
         anyhow::ensure!(value.is_finite(), "loss {value} at step {i}");
         if a.amp {
-            (loss * LOSS_SCALE).f_backward()?;
+            backward(&mut opt, &(loss * LOSS_SCALE))?;
             opt.scale_grads(1.0 / LOSS_SCALE);
             if opt.grads_finite() {
                 opt.step(1e-4);
             }
         } else {
-            loss.f_backward()?;
+            backward(&mut opt, &loss)?;
             let t_back = t0.elapsed();
             opt.step(1e-4);
             if i >= a.warmup {

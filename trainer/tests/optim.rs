@@ -288,8 +288,8 @@ fn grad_checks_cover_every_parameter() {
     opt.zero_grad();
     (&a * 2.0 + 0.0).sum(Kind::Float).backward();
     (&b * 0.5).sum(Kind::Float).backward();
-    // |g|² = 2·2² + 4·0.5² = 9
-    assert!((opt.grad_norm() - 3.0).abs() < 1e-12);
+    // |g|² = 2·2² + 4·0.5² = 9 (each parameter's norm in f32, as PyTorch's clip_grad_norm_, summed in f64)
+    assert!((opt.grad_norm() - 3.0).abs() < 1e-6);
     assert!(opt.grads_finite());
     tch::no_grad(|| {
         let _ = b.grad().get(1).get(0).fill_(f64::NAN);
@@ -300,4 +300,112 @@ fn grad_checks_cover_every_parameter() {
         let _ = a.grad().get(0).fill_(f64::INFINITY);
     });
     assert!(!opt.grads_finite(), "an inf in the first parameter is seen");
+}
+
+/// `AdamW::backward` gives the gradients of `zero_grad` + `backward` (first micro-batch: replaced, no stale values;
+/// later ones: summed), none for a parameter the loss never reaches and zero for one it stops reaching, and the
+/// same gradient tensor a caller already holds sees the new values (the storage is handed over, not the tensor).
+#[test]
+fn backward_replaces_then_accumulates_like_zero_grad_and_backward() {
+    let vs = VarStore::new(Device::Cpu);
+    let a = vs.root().var("a", &[2, 3], tch::nn::Init::Const(1.0));
+    let b = vs.root().var("b", &[3], tch::nn::Init::Const(2.0));
+    let unused = vs.root().var("unused", &[4], tch::nn::Init::Const(0.0));
+    let mut opt = AdamW::new(&vs, &OptimConfig::default(), 0);
+    // loss = Σ (x · a + b)² for a fixed x; d/da and d/db by hand below.
+    let x = Tensor::from_slice(&[1.0f32, -2.0]).reshape([1, 2]);
+    let loss = |scale: f64| (x.matmul(&a) + &b).square().sum(Kind::Float) * scale;
+    // Per column j: y_j = a[0][j] − 2·a[1][j] + b_j; dL/dy_j = 2·y_j·scale; dL/da[0][j] = dL/dy_j,
+    // dL/da[1][j] = −2·dL/dy_j, dL/db_j = dL/dy_j — from the parameters' current values (they move every step).
+    let expect = |scale: f64| {
+        let av = Vec::<f64>::try_from(a.to_kind(Kind::Double).flatten(0, -1)).unwrap();
+        let bv = Vec::<f64>::try_from(b.to_kind(Kind::Double)).unwrap();
+        let dy: Vec<f64> = (0..3)
+            .map(|j| 2.0 * (av[j] - 2.0 * av[3 + j] + bv[j]) * scale)
+            .collect();
+        let ga: Vec<f64> = dy
+            .iter()
+            .copied()
+            .chain(dy.iter().map(|d| -2.0 * d))
+            .collect();
+        (ga, dy)
+    };
+    let close = |got: Vec<f32>, want: Vec<f64>, what: &str| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (f64::from(*g) - w).abs() < 1e-5 * w.abs().max(1.0),
+                "{what}: {got:?} vs {want:?}"
+            );
+        }
+    };
+    let values = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+    for step in 0..3 {
+        // Every step starts from stale gradients of the step before; micro-batch scales 1 then 0.5.
+        let held = a.grad();
+        opt.backward(&loss(1.0), false).unwrap();
+        opt.backward(&loss(0.5), true).unwrap();
+        let (ga, gb) = expect(1.5);
+        close(values(&a.grad()), ga.clone(), &format!("a, step {step}"));
+        if step > 0 {
+            assert_eq!(
+                values(&held),
+                values(&a.grad()),
+                "a handle taken before sees the new gradient (step {step})"
+            );
+        }
+        close(values(&b.grad()), gb, &format!("b, step {step}"));
+        assert!(
+            !unused.grad().defined(),
+            "a parameter never reached keeps no gradient (step {step})"
+        );
+        opt.step(0.01);
+    }
+    // b stops being reached: its gradient is zeroed (as zero_grad + backward), a's is replaced.
+    opt.backward(&x.matmul(&a).square().sum(Kind::Float), false)
+        .unwrap();
+    assert_eq!(values(&b.grad()), vec![0.0; 3]);
+    assert!(values(&a.grad()).iter().all(|v| *v != 0.0));
+    // A replaced gradient is a gradient of its own: scaling it does not touch anything the loss graph kept.
+    opt.backward(&loss(2.0), false).unwrap();
+    close(values(&b.grad()), expect(2.0).1, "b, scale 2");
+    opt.scale_grads(0.5);
+    let (ga, gb) = expect(1.0);
+    close(values(&b.grad()), gb.clone(), "b, scaled by 0.5");
+    let norm = ga.iter().chain(&gb).map(|g| g * g).sum::<f64>().sqrt();
+    assert!(
+        (opt.grad_norm() - norm).abs() < 1e-5 * norm,
+        "{} vs {norm}",
+        opt.grad_norm()
+    );
+}
+
+/// Autograd can return one buffer as the gradient of several parameters (here `a + b`: the same tensor for both;
+/// and a row of `p` for `q` when `q` is concatenated in front of one batch row): `AdamW::backward` must not let them
+/// share it, or in-place work on one (scaling, averaging over ranks) would change the other twice.
+#[test]
+fn backward_never_shares_one_buffer_between_parameters() {
+    let vs = VarStore::new(Device::Cpu);
+    let a = vs.root().var("a", &[3], tch::nn::Init::Const(1.0));
+    let b = vs.root().var("b", &[3], tch::nn::Init::Const(2.0));
+    let q = vs.root().var("q", &[1, 1, 4], tch::nn::Init::Const(0.5));
+    let p = vs.root().var("p", &[1, 3, 4], tch::nn::Init::Const(0.0));
+    let tok = Tensor::ones([1, 2, 4], (Kind::Float, Device::Cpu));
+    let mut opt = AdamW::new(&vs, &OptimConfig::default(), 0);
+    let w = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
+    let c = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0]);
+    let loss = || {
+        let t = Tensor::cat(&[q.expand([1, -1, -1], false), tok.shallow_clone()], 1) + &p;
+        ((&a + &b) * &w).sum(Kind::Float) + (t * &c).sum(Kind::Float)
+    };
+    let values = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+    for _ in 0..2 {
+        opt.backward(&loss(), false).unwrap();
+        opt.scale_grads(0.5);
+        assert_eq!(values(&a.grad()), vec![0.5, 1.0, 1.5]);
+        assert_eq!(values(&b.grad()), vec![0.5, 1.0, 1.5]);
+        assert_eq!(values(&q.grad()), vec![0.5, 1.0, 1.5, 2.0]);
+        assert_eq!(values(&p.grad()), [0.5, 1.0, 1.5, 2.0].repeat(3));
+        opt.step(0.0);
+    }
 }

@@ -63,9 +63,8 @@ impl<T: Task> Run<'_, T> {
         let (accum, amp) = (self.plan.accum, self.plan.amp);
         let torch_base_seed = crate::dist::rank_seed(self.cfg.seed, self.dist.rank());
         tch::manual_seed(checkpoint::torch_seed(torch_base_seed, self.state.step));
-        self.opt.zero_grad();
         let mut loss_sum = 0.0;
-        for _ in 0..accum {
+        for micro in 0..accum {
             let batch = batches.next().ok_or_else(|| {
                 TrainError::Data(format!("epoch {epoch}: the loader ended early"))
             })??;
@@ -84,7 +83,8 @@ impl<T: Task> Run<'_, T> {
             } else {
                 loss / accum as f64
             };
-            scaled.f_backward()?;
+            // The first micro-batch's gradients replace the last step's (no zeroing pass); later ones add up.
+            self.opt.backward(&scaled, micro > 0)?;
             if sample.is_none() {
                 *sample = Some(tb);
             }

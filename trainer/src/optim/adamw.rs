@@ -31,6 +31,43 @@ struct Slot {
     exp_avg_sq: Tensor,
 }
 
+/// For each tensor, whether its memory overlaps another's (undefined tensors overlap nothing).
+fn overlapping(tensors: &[Tensor]) -> Vec<bool> {
+    // Byte range [start, end) each tensor can touch: data pointer + (Σ (size−1)·stride + 1) elements.
+    let mut spans: Vec<(usize, usize, usize)> = tensors
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.defined() && t.numel() > 0)
+        .map(|(i, t)| {
+            let last: i64 = t
+                .size()
+                .iter()
+                .zip(t.stride())
+                .map(|(&n, st)| (n - 1) * st.max(0))
+                .sum();
+            let start = t.data_ptr() as usize;
+            let bytes = (last as usize + 1) * t.kind().elt_size_in_bytes();
+            (start, start + bytes, i)
+        })
+        .collect();
+    spans.sort_unstable();
+    let mut out = vec![false; tensors.len()];
+    // Sorted by start: a span overlaps an earlier one iff it starts before the furthest end seen so far.
+    let mut reach: Option<(usize, usize)> = None; // (furthest end, index of the span that reaches it)
+    for &(start, end, i) in &spans {
+        if let Some((far, j)) = reach {
+            if start < far {
+                out[i] = true;
+                out[j] = true;
+            }
+        }
+        if reach.is_none_or(|(far, _)| end > far) {
+            reach = Some((end, i));
+        }
+    }
+    out
+}
+
 /// AdamW: `p ← p(1 − lr·wd)`, `m ← β1 m + (1−β1) g`, `v ← β2 v + (1−β2) g²`,
 /// `p ← p − lr/(1−β1ᵗ) · m / (√v / √(1−β2ᵗ) + ε)`.
 pub struct AdamW {
@@ -102,6 +139,56 @@ impl AdamW {
         self.steps
     }
 
+    /// Back-propagate `loss` into the parameters' gradients. With `accumulate == false` (the first micro-batch of
+    /// a step) each parameter's gradient *becomes* the one just computed: autograd hands the fresh tensors back
+    /// (`run_backward`) and each `.grad` takes over its storage without a copy — as PyTorch's
+    /// `zero_grad(set_to_none=True)` + backward, which skips the memset of every gradient and the read-add-write
+    /// pass of accumulating into zeros. With `accumulate == true` the new gradients are added to the current ones
+    /// (later micro-batches). A parameter the loss does not reach keeps no gradient if it never had one (AdamW skips
+    /// it, data-parallel averaging reports it) and gets a zero one otherwise — what `zero_grad` + backward gave.
+    pub fn backward(&mut self, loss: &Tensor, accumulate: bool) -> Result<()> {
+        if self.slots.is_empty() {
+            return Ok(loss.f_backward()?);
+        }
+        let params: Vec<&Tensor> = self.slots.iter().map(|s| &s.param).collect();
+        let grads = Tensor::f_run_backward(&[loss], &params, false, false)?;
+        // A parameter reached for the first time has no gradient tensor to hand the storage to: let autograd
+        // define a zero one (once per parameter).
+        for (s, g) in self.slots.iter().zip(&grads) {
+            if g.defined() && !s.param.grad().defined() {
+                s.param
+                    .f_sum(s.param.kind())?
+                    .f_mul_scalar(0.0)?
+                    .f_backward()?;
+            }
+        }
+        // Autograd may return one buffer for several parameters (the gradient of `a + b` for both, a row of a
+        // position table and the token it is added to): such gradients are copied, never shared, so that in-place
+        // work on one (data-parallel averaging, clipping, unscaling) never changes another.
+        let shared = overlapping(&grads);
+        let _guard = tch::no_grad_guard();
+        for ((s, g), shared) in self.slots.iter().zip(grads).zip(shared) {
+            let mut current = s.param.grad();
+            if !g.defined() {
+                if !accumulate && current.defined() {
+                    let _ = current.f_detach_()?.f_zero_()?;
+                }
+            } else if accumulate {
+                let _ = current.f_add_(&g)?;
+            } else if !shared
+                && g.is_contiguous()
+                && g.size() == s.param.size()
+                && g.kind() == current.kind()
+            {
+                // Share g's storage: the gradient tensor itself (and every handle to it) now holds the new values.
+                let _ = current.f_detach_()?.f_set_source_tensor_(&g)?;
+            } else {
+                let _ = current.f_detach_()?.f_copy_(&g)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Zero every gradient (before the first micro-batch of a step).
     pub fn zero_grad(&mut self) {
         for s in &mut self.slots {
@@ -124,9 +211,11 @@ impl AdamW {
     /// Global L2 norm of all gradients (f64 accumulation; one host read-back for all parameters).
     pub fn grad_norm(&self) -> f64 {
         let _guard = tch::no_grad_guard();
+        // Each gradient's norm in its own type (the CPU reduction accumulates in double; no double copy of the
+        // gradients), then the sum of their squares in double.
         let squares: Vec<Tensor> = self
             .grads()
-            .map(|g| g.to_kind(Kind::Double).square().sum(Kind::Double))
+            .map(|g| g.norm().to_kind(Kind::Double).square())
             .collect();
         if squares.is_empty() {
             return 0.0;
@@ -239,5 +328,38 @@ impl AdamW {
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_finds_shared_memory_only() {
+        let buf = Tensor::arange(12, (Kind::Float, tch::Device::Cpu));
+        let other = Tensor::zeros([4], (Kind::Float, tch::Device::Cpu));
+        let ts = [
+            buf.narrow(0, 0, 6),           // 0: overlaps 2
+            buf.narrow(0, 6, 6),           // 1: touches 0's end only: no overlap
+            buf.narrow(0, 4, 1),           // 2: inside 0
+            other.shallow_clone(),         // 3: its own memory
+            Tensor::new(),                 // 4: undefined
+            other.shallow_clone(),         // 5: the same memory as 3
+            buf.view([3, 4]).select(1, 3), // 6: strided, elements 3, 7, 11: spans 3..=11, overlaps 0, 1, 2
+        ];
+        assert_eq!(
+            overlapping(&ts),
+            [true, true, true, true, false, true, true]
+        );
+        assert_eq!(
+            overlapping(&ts[..2]),
+            [false, false],
+            "adjacent ranges do not overlap"
+        );
+        assert_eq!(
+            overlapping(&[buf.narrow(0, 0, 6), other.shallow_clone()]),
+            [false, false]
+        );
     }
 }
