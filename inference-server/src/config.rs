@@ -71,7 +71,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MEDMAE_SERVE_MAX_UPLOAD_BYTES")]
     pub max_upload_bytes: Option<u64>,
     /// Upload bytes held in memory by all requests together (received, not yet decoded); beyond it a request is
-    /// refused with RESOURCE_EXHAUSTED. At least max_upload_bytes [default: 4 × max_upload_bytes].
+    /// refused with RESOURCE_EXHAUSTED. At least max_upload_bytes and max_message_bytes [default: 4 × the larger].
     #[arg(long, env = "MEDMAE_SERVE_MAX_UPLOAD_MEMORY_BYTES")]
     pub max_upload_memory_bytes: Option<u64>,
     /// Most files in one DICOM series upload (streamed files or zip entries) [default: 4096].
@@ -391,15 +391,22 @@ impl ServerConfig {
         let max_upload_memory_bytes = a
             .max_upload_memory_bytes
             .or(f.max_upload_memory_bytes)
-            .unwrap_or(max_upload_bytes.saturating_mul(4));
-        if max_upload_memory_bytes < max_upload_bytes {
-            return Err(cerr(
-                "max_upload_memory_bytes",
-                format!(
-                    "{max_upload_memory_bytes} is below max_upload_bytes ({max_upload_bytes}): the largest upload \
-                     allowed could never be received"
-                ),
-            ));
+            .unwrap_or(max_upload_bytes.max(max_message_bytes as u64).saturating_mul(4));
+        // Both kinds of upload are held under this bound: segmentation streams (up to max_upload_bytes) and KServe
+        // tensor requests (one message, up to max_message_bytes).
+        for (field, largest) in [
+            ("max_upload_bytes", max_upload_bytes),
+            ("max_message_bytes", max_message_bytes as u64),
+        ] {
+            if max_upload_memory_bytes < largest {
+                return Err(cerr(
+                    "max_upload_memory_bytes",
+                    format!(
+                        "{max_upload_memory_bytes} is below {field} ({largest}): the largest upload allowed \
+                         could never be received"
+                    ),
+                ));
+            }
         }
         let limits = Limits {
             max_message_bytes,
@@ -535,6 +542,38 @@ mod tests {
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert!(ServeArgs::try_parse_from(["medmae-serve", "--backend", "onnx"]).is_err());
         assert!(toml::from_str::<FileConfig>("listen_addr = \"x\"").is_err());
+    }
+
+    #[test]
+    fn upload_memory_bound_defaults_to_four_of_the_largest_upload_and_must_hold_one() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().to_str().unwrap();
+        let merge = |extra: &[&str]| {
+            let mut a = vec!["--model-repository", repo];
+            a.extend_from_slice(extra);
+            ServerConfig::merge(args(&a), FileConfig::default())
+        };
+        // Defaults: max_upload_bytes 1 GiB is the larger of the two.
+        assert_eq!(merge(&[]).unwrap().limits.max_upload_memory_bytes, 4 << 30);
+        // A KServe message may be the larger upload.
+        let c = merge(&["--max-upload-bytes", "1048576", "--max-message-bytes", "8388608"]).unwrap();
+        assert_eq!(c.limits.max_upload_memory_bytes, 4 * 8388608);
+        for (upload, message, named) in [
+            ("4194304", "1048576", "max_upload_bytes (4194304)"),
+            ("1048576", "4194304", "max_message_bytes (4194304)"),
+        ] {
+            let e = merge(&[
+                "--max-upload-memory-bytes",
+                "2097152",
+                "--max-upload-bytes",
+                upload,
+                "--max-message-bytes",
+                message,
+            ])
+            .unwrap_err();
+            assert_eq!(e.field, "max_upload_memory_bytes");
+            assert!(e.msg.contains(named), "{}", e.msg);
+        }
     }
 
     #[test]

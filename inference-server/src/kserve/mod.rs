@@ -95,17 +95,26 @@ fn check_response(resp: &pb::ModelInferResponse, limits: &Limits) -> Result<(), 
 /// Run one inference request end to end (used by the unary and the streaming RPC).
 async fn infer(
     shared: &Shared,
-    req: pb::ModelInferRequest,
+    mut req: pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse, ServeError> {
+    // The transport has received the whole message before this runs; it is counted under the server-wide bound on
+    // upload bytes in memory (shared with segmentation uploads) until its computation starts, so requests beyond
+    // the bound are refused at once and free their bytes instead of waiting in the queue.
+    let mut held = shared.uploads.reservation();
+    held.grow_to(prost::Message::encoded_len(&req) as u64)?;
     let model = shared.repo.get(&req.model_name, &req.model_version)?;
     tensor::check_requested_outputs(&req, &model.info)?;
     let input = tensor::decode_input(&req, &model.info, shared.limits.max_voxels)?;
+    // Only the id is needed from here on: the raw contents go now, not after the computation.
+    let id = std::mem::take(&mut req.id);
+    drop(req);
     check_output_size(&model.info, input.shape()[0], &shared.limits)?;
     let metrics = shared.metrics.clone();
     let m = model.clone();
     let output = shared
         // One engine call: nothing to stop between, so the cancel token is not consulted.
         .compute(move |_cancel| {
+            drop(held);
             let start = Instant::now();
             let out = m.backend.run(input);
             metrics.record_inference(
@@ -127,7 +136,7 @@ async fn infer(
     let resp = pb::ModelInferResponse {
         model_name: model.info.name.clone(),
         model_version: model.info.version.clone(),
-        id: req.id,
+        id,
         parameters: HashMap::new(),
         outputs: vec![out_tensor],
         raw_output_contents: vec![raw],

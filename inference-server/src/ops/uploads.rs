@@ -1,7 +1,8 @@
 //! A server-wide bound on the upload bytes held in memory. Segmentation uploads are received before a request asks
 //! for a compute slot (admission bounds computations, not streams), so without this bound every open stream could
 //! hold up to `max_upload_bytes` at once. Each request's [`UploadReservation`] grows as its bytes arrive and is given
-//! back when the upload has been decoded (or the request ends); a request whose next bytes would take the total past
+//! back when the upload has been decoded (or the request ends); KServe tensor requests, which the transport receives
+//! whole, hold their message size until their computation starts. A request whose next bytes would take the total past
 //! `max_upload_memory_bytes` is refused with RESOURCE_EXHAUSTED, to be retried, instead of the server running out of
 //! memory.
 

@@ -199,7 +199,7 @@ async fn an_abandoned_segment_stops_computing_and_frees_its_slot() {
 /// Uploads are received before a request asks for a compute slot, so the bytes all open streams hold in memory have
 /// their own bound: a declared upload that does not fit beside the others is refused at its header with
 /// RESOURCE_EXHAUSTED (the limit named), the bytes held show in `medmae_upload_bytes`, and they are given back when
-/// an upload has been decoded.
+/// an upload has been decoded. KServe tensor requests count under the same bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_bytes_in_memory_are_bounded_across_streams() {
     use server::proto::medmae_v1::segment_request::Payload;
@@ -208,6 +208,8 @@ async fn upload_bytes_in_memory_are_bounded_across_streams() {
         &[
             "--backend",
             "ort",
+            "--max-message-bytes",
+            "1048576",
             "--max-upload-bytes",
             "1048576",
             "--max-upload-memory-bytes",
@@ -261,6 +263,24 @@ async fn upload_bytes_in_memory_are_bounded_across_streams() {
         e.message()
     );
 
+    // A KServe request of 32 windows of 16³ float32 (512 KiB and its message framing) does not fit beside A's MiB
+    // either; refused before the model runs, it holds nothing.
+    let e = slow_request(srv.url(), 32).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(
+        e.message().contains("max_upload_memory_bytes")
+            && e.message().contains("1048576 of its 1572864 bytes"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(held(&srv), 1048576.0);
+    // One of 4 windows (64 KiB) fits and is served meanwhile.
+    assert_eq!(
+        slow_request(srv.url(), 4).await.unwrap(),
+        vec![4, 2, 16, 16, 16]
+    );
+    assert_eq!(held(&srv), 1048576.0);
+
     // A finishes its upload and is served; its bytes are given back, and B's retry fits.
     for m in a_messages {
         tx.send(m).await.unwrap();
@@ -274,4 +294,13 @@ async fn upload_bytes_in_memory_are_bounded_across_streams() {
     let (summary, _) = collect_segment(r.into_inner()).await.unwrap();
     assert_eq!(summary.shape, vec![64, 64, 64]);
     assert_eq!(held(&srv), 0.0);
+    let m = srv.metrics_text();
+    assert_eq!(
+        sample(
+            &m,
+            r#"medmae_requests_total{service="kserve",method="ModelInfer",model="slow",status="resource_exhausted"}"#
+        ),
+        1.0,
+        "{m}"
+    );
 }
