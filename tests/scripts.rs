@@ -245,22 +245,51 @@ fn bench_report_marks_benchmarks_run_on_a_slower_machine() {
     let row = |f: &[&str]| f.join("\t") + "\n";
     let runs = [
         row(&[
-            "imaging", "ok", "17", "11:48", "1.7 1.8 1.7", "1.5 1.7 1.7", "",
-            r#"{"cpu_s": 0.100, "mem_s": 0.020}"#, r#"{"cpu_s": 0.110, "mem_s": 0.024}"#, "0.3",
+            "imaging",
+            "ok",
+            "17",
+            "11:48",
+            "1.7 1.8 1.7",
+            "1.5 1.7 1.7",
+            "",
+            r#"{"cpu_s": 0.100, "mem_s": 0.020}"#,
+            r#"{"cpu_s": 0.110, "mem_s": 0.024}"#,
+            "0.3",
         ]),
         // cpu 0.130 / 0.100 = 1.30 and mem 0.030 / 0.020 = 1.50: both over 1.25.
         row(&[
-            "train", "ok", "400", "11:56", "1.5 1.7 1.7", "1.7 1.7 1.7", "",
-            r#"{"cpu_s": 0.130, "mem_s": 0.021}"#, r#"{"cpu_s": 0.100, "mem_s": 0.030}"#, "4.0",
+            "train",
+            "ok",
+            "400",
+            "11:56",
+            "1.5 1.7 1.7",
+            "1.7 1.7 1.7",
+            "",
+            r#"{"cpu_s": 0.130, "mem_s": 0.021}"#,
+            r#"{"cpu_s": 0.100, "mem_s": 0.030}"#,
+            "4.0",
         ]),
-        row(&["serve", "ok", "100", "11:59", "1.5 1.7 1.7", "1.7 1.7 1.7", ""]),
+        row(&[
+            "serve",
+            "ok",
+            "100",
+            "11:59",
+            "1.5 1.7 1.7",
+            "1.7 1.7 1.7",
+            "",
+        ]),
     ]
     .concat();
     std::fs::write(dir.path().join("runs.tsv"), runs).unwrap();
     let out_md = dir.path().join("R.md");
     let out = Command::new(medmae_test_support::python())
         .arg(repo().join("bench/report.py"))
-        .args(["--logs", dir.path().to_str().unwrap(), "--out", out_md.to_str().unwrap()])
+        .args([
+            "--logs",
+            dir.path().to_str().unwrap(),
+            "--out",
+            out_md.to_str().unwrap(),
+        ])
         .args(["--cores", "2", "--all", "imaging train serve init"])
         .output()
         .unwrap();
@@ -271,8 +300,14 @@ fn bench_report_marks_benchmarks_run_on_a_slower_machine() {
         md.contains("| 0.130 / 0.021 | 0.100 / 0.030 | 4.0 % | slower: cpu 1.30×, mem 1.50× |"),
         "{md}"
     );
-    assert!(md.contains("| 0.100 / 0.020 | 0.110 / 0.024 | 0.3 % | – |"), "{md}");
-    assert!(md.contains("| serve | ok | 100 s | 11:59 | 1.5 1.7 1.7 | 1.7 1.7 1.7 | – | – | – | – |"), "{md}");
+    assert!(
+        md.contains("| 0.100 / 0.020 | 0.110 / 0.024 | 0.3 % | – |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| serve | ok | 100 s | 11:59 | 1.5 1.7 1.7 | 1.7 1.7 1.7 | – | – | – | – |"),
+        "{md}"
+    );
     assert!(md.contains("| init | not run in this run |"), "{md}");
 
     let probe = |cmd: &str| {
@@ -293,5 +328,8 @@ fn bench_report_marks_benchmarks_run_on_a_slower_machine() {
         .split_whitespace()
         .map(|v| v.parse().unwrap())
         .collect();
-    assert!(stat.len() == 2 && stat[0] <= stat[1] && stat[1] > 0, "{stat:?}");
+    assert!(
+        stat.len() == 2 && stat[0] <= stat[1] && stat[1] > 0,
+        "{stat:?}"
+    );
 }

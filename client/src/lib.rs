@@ -513,7 +513,12 @@ impl ResultCollector {
         }
     }
 
-    fn append(to: &mut Vec<u8>, chunk: &[u8], announced: u64, what: &str) -> Result<(), ClientError> {
+    fn append(
+        to: &mut Vec<u8>,
+        chunk: &[u8],
+        announced: u64,
+        what: &str,
+    ) -> Result<(), ClientError> {
         let total = to.len() as u64 + chunk.len() as u64;
         if total > announced {
             return Err(ClientError::Protocol(format!(
@@ -563,7 +568,10 @@ mod tests {
     }
     fn probs(n: usize) -> pb::SegmentResponse {
         pb::SegmentResponse {
-            payload: Some(pb::segment_response::Payload::ProbabilitiesChunk(vec![1; n])),
+            payload: Some(pb::segment_response::Payload::ProbabilitiesChunk(vec![
+                1;
+                n
+            ])),
         }
     }
     fn collect(limit: u64, msgs: Vec<pb::SegmentResponse>) -> Result<(u64, usize, usize), String> {
@@ -585,31 +593,46 @@ mod tests {
         assert_eq!(f("b.mhd"), None);
         assert_eq!(f("dicom_dir"), None);
         let non_utf8 = std::ffi::OsStr::from_bytes(b"scan-\xff.nii.gz");
-        assert_eq!(upload_format(Path::new(non_utf8)), Some(VolumeFormat::NiftiGz));
+        assert_eq!(
+            upload_format(Path::new(non_utf8)),
+            Some(VolumeFormat::NiftiGz)
+        );
     }
 
     #[test]
     fn results_are_assembled_and_bounded_by_the_announcement_and_the_limit() {
         // Chunks add up to the announced sizes, in any interleaving.
         assert_eq!(
-            collect(100, vec![summary(5, 8), mask(3), probs(4), mask(2), probs(4)]),
+            collect(
+                100,
+                vec![summary(5, 8), mask(3), probs(4), mask(2), probs(4)]
+            ),
             Ok((5, 5, 8))
         );
         let err = |limit, msgs| collect(limit, msgs).unwrap_err();
         // The limit is checked on the announcement, before any chunk is stored (5 + 8 > 12).
         let e = err(12, vec![summary(5, 8), mask(5)]);
-        assert!(e.contains("5 mask + 8 probability bytes") && e.contains("limit of 12"), "{e}");
+        assert!(
+            e.contains("5 mask + 8 probability bytes") && e.contains("limit of 12"),
+            "{e}"
+        );
         // Announced sizes that overflow u64 when added are over any limit.
         let e = err(u64::MAX - 1, vec![summary(u64::MAX, 2)]);
         assert!(e.contains("limit"), "{e}");
         // More than announced: refused at the chunk that crosses the announcement.
         let e = err(100, vec![summary(4, 0), mask(3), mask(3)]);
-        assert!(e.contains("at least 6 mask bytes, the summary announced 4"), "{e}");
+        assert!(
+            e.contains("at least 6 mask bytes, the summary announced 4"),
+            "{e}"
+        );
         let e = err(100, vec![summary(4, 2), probs(3)]);
         assert!(e.contains("at least 3 probability bytes"), "{e}");
         // Fewer than announced, no summary, chunks first, two summaries, empty messages.
         let e = err(100, vec![summary(4, 0), mask(3)]);
-        assert!(e.contains("received 3 mask / 0 probability bytes, summary announced 4 / 0"), "{e}");
+        assert!(
+            e.contains("received 3 mask / 0 probability bytes, summary announced 4 / 0"),
+            "{e}"
+        );
         assert!(err(100, vec![]).contains("no summary"));
         assert!(err(100, vec![mask(1), summary(1, 0)]).contains("before the summary"));
         assert!(err(100, vec![summary(0, 0), summary(0, 0)]).contains("second summary"));

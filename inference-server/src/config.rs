@@ -391,7 +391,11 @@ impl ServerConfig {
         let max_upload_memory_bytes = a
             .max_upload_memory_bytes
             .or(f.max_upload_memory_bytes)
-            .unwrap_or(max_upload_bytes.max(max_message_bytes as u64).saturating_mul(4));
+            .unwrap_or(
+                max_upload_bytes
+                    .max(max_message_bytes as u64)
+                    .saturating_mul(4),
+            );
         // Both kinds of upload are held under this bound: segmentation streams (up to max_upload_bytes) and KServe
         // tensor requests (one message, up to max_message_bytes).
         for (field, largest) in [
@@ -556,7 +560,13 @@ mod tests {
         // Defaults: max_upload_bytes 1 GiB is the larger of the two.
         assert_eq!(merge(&[]).unwrap().limits.max_upload_memory_bytes, 4 << 30);
         // A KServe message may be the larger upload.
-        let c = merge(&["--max-upload-bytes", "1048576", "--max-message-bytes", "8388608"]).unwrap();
+        let c = merge(&[
+            "--max-upload-bytes",
+            "1048576",
+            "--max-message-bytes",
+            "8388608",
+        ])
+        .unwrap();
         assert_eq!(c.limits.max_upload_memory_bytes, 4 * 8388608);
         for (upload, message, named) in [
             ("4194304", "1048576", "max_upload_bytes (4194304)"),

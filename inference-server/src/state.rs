@@ -58,7 +58,8 @@ impl Shared {
     /// Bundle the parts.
     pub fn new(repo: Arc<Repository>, metrics: Arc<Metrics>, limits: Limits) -> Self {
         let admission = Admission::new(limits.max_concurrent, limits.max_queue, metrics.clone());
-        let uploads = UploadBudget::new(limits.max_upload_memory_bytes, metrics.upload_bytes.clone());
+        let uploads =
+            UploadBudget::new(limits.max_upload_memory_bytes, metrics.upload_bytes.clone());
         Self {
             repo,
             admission,

@@ -118,7 +118,10 @@ mod tests {
         let e = c.grow_to(41).unwrap_err();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
         let msg = e.to_string();
-        assert!(msg.contains("60 of its 100 bytes") && msg.contains("needs 41"), "{msg}");
+        assert!(
+            msg.contains("60 of its 100 bytes") && msg.contains("needs 41"),
+            "{msg}"
+        );
         assert_eq!((c.bytes(), b.held()), (40, 100));
         drop(a);
         assert_eq!((b.held(), gauge.get()), (40, 40));

@@ -232,7 +232,10 @@ async fn upload_bytes_in_memory_are_bounded_across_streams() {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("medmae_upload_bytes never became {want} (now {})", held(srv));
+        panic!(
+            "medmae_upload_bytes never became {want} (now {})",
+            held(srv)
+        );
     };
     // Stream A: the header and one chunk, then it waits (as a slow client's upload would).
     let (tx, rx) = tokio::sync::mpsc::channel(8);
