@@ -78,6 +78,9 @@ struct Args {
     /// gradients over: `AdamW::backward`), for A/B timings of the two.
     #[arg(long)]
     zero_grad: bool,
+    /// Update the parameters one tensor operation at a time (AdamW before its one-pass CPU update), for A/B timings.
+    #[arg(long)]
+    unfused_adamw: bool,
 }
 
 /// The initial loss scale of PyTorch's GradScaler.
@@ -206,6 +209,7 @@ fn main() -> anyhow::Result<()> {
     let vs = VarStore::new(device);
     let (mut net, depth) = Net::build(&a, &vs)?;
     let mut opt = AdamW::new(&vs, &OptimConfig::default(), depth);
+    opt.set_fused(!a.unfused_adamw);
     let mut times = Vec::new();
     let mut phases: [Vec<f64>; 4] = Default::default();
     let mut faults = 0;

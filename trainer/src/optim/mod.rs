@@ -2,6 +2,7 @@
 //! clipping, AMP loss scaling, and serialisable state, so a resumed run continues bit-identically.
 
 mod adamw;
+mod fused;
 pub mod groups;
 pub mod scaler;
 
