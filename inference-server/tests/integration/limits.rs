@@ -11,6 +11,28 @@ use tonic::Code;
 
 use crate::common::*;
 
+/// The error a Segment call of these messages ends in (at the call or in the reply stream).
+async fn segment_error(
+    url: String,
+    messages: Vec<server::proto::medmae_v1::SegmentRequest>,
+) -> tonic::Status {
+    let mut c = SegmentationClient::connect(url).await.unwrap();
+    match c.segment(tokio_stream::iter(messages)).await {
+        Ok(r) => collect_segment(r.into_inner())
+            .await
+            .expect_err("the request should have been refused"),
+        Err(e) => e,
+    }
+}
+
+/// `e` has `code` and its message names every one of `needles`.
+fn assert_refused(e: &tonic::Status, code: Code, needles: &[&str]) {
+    assert_eq!(e.code(), code, "{}", e.message());
+    for n in needles {
+        assert!(e.message().contains(n), "{:?} lacks {n:?}", e.message());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_outputs_are_refused_before_compute_with_the_limit_named_and_counted() {
     let srv = start_server(
@@ -37,12 +59,10 @@ async fn oversized_outputs_are_refused_before_compute_with_the_limit_named_and_c
     let start = Instant::now();
     let e = slow_request(url.clone(), 40).await.unwrap_err();
     let refused = start.elapsed();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
-    assert!(
-        e.message().contains("max_message_bytes = 1048576")
-            && e.message().contains("[40, 2, 16, 16, 16]"),
-        "{}",
-        e.message()
+    assert_refused(
+        &e,
+        Code::ResourceExhausted,
+        &["max_message_bytes = 1048576", "[40, 2, 16, 16, 16]"],
     );
     // Before compute: the model ran once (the one-window request) and not for the refused one — a count, immune to
     // the machine's load — and the refusal took less than one window's inference (it includes the 640 KiB upload).
@@ -60,33 +80,20 @@ async fn oversized_outputs_are_refused_before_compute_with_the_limit_named_and_c
 
     // A request message over the limit is refused by the transport: RESOURCE_EXHAUSTED, limit named, counted.
     let e = slow_request(url.clone(), 80).await.unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
-    assert!(
-        e.message().contains("max_message_bytes = 1048576"),
-        "{}",
-        e.message()
+    assert_refused(
+        &e,
+        Code::ResourceExhausted,
+        &["max_message_bytes = 1048576"],
     );
 
     // Segment with the default model: probabilities of 2 classes x 64³ voxels exceed max_voxels (the input fits).
-    let mut c = SegmentationClient::connect(url.clone()).await.unwrap();
     let start = Instant::now();
-    let e = match c
-        .segment(tokio_stream::iter(raw_segment_messages(
-            "",
-            [64, 64, 64],
-            true,
-        )))
-        .await
-    {
-        Ok(r) => collect_segment(r.into_inner()).await.unwrap_err(),
-        Err(e) => e,
-    };
+    let e = segment_error(url.clone(), raw_segment_messages("", [64, 64, 64], true)).await;
     let refused = start.elapsed();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
-    assert!(
-        e.message().contains("probabilities") && e.message().contains("max_voxels = 400000"),
-        "{}",
-        e.message()
+    assert_refused(
+        &e,
+        Code::ResourceExhausted,
+        &["probabilities", "max_voxels = 400000"],
     );
     assert!(refused < Duration::from_secs(2), "refusal took {refused:?}");
 
@@ -170,18 +177,7 @@ async fn an_abandoned_segment_stops_computing_and_frees_its_slot() {
         ],
     );
     let url = srv.url();
-    let mut c = SegmentationClient::connect(url.clone()).await.unwrap();
-    let e = match c
-        .segment(tokio_stream::iter(raw_segment_messages(
-            "",
-            [64, 64, 64],
-            false,
-        )))
-        .await
-    {
-        Ok(r) => collect_segment(r.into_inner()).await.unwrap_err(),
-        Err(e) => e,
-    };
+    let e = segment_error(url.clone(), raw_segment_messages("", [64, 64, 64], false)).await;
     assert_eq!(e.code(), Code::DeadlineExceeded, "{}", e.message());
     wait_in_flight(&srv, 0);
     let calls = sample(
@@ -253,28 +249,20 @@ async fn upload_bytes_in_memory_are_bounded_across_streams() {
     wait_held(&srv, 1048576.0);
 
     // Stream B declares another MiB: 2 MiB would be held, over 1.5 MiB.
-    let mut c = SegmentationClient::connect(srv.url()).await.unwrap();
-    let e = match c.segment(tokio_stream::iter(messages())).await {
-        Ok(r) => collect_segment(r.into_inner()).await.unwrap_err(),
-        Err(e) => e,
-    };
-    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
-    assert!(
-        e.message().contains("max_upload_memory_bytes")
-            && e.message().contains("1048576 of its 1572864 bytes"),
-        "{}",
-        e.message()
+    let e = segment_error(srv.url(), messages()).await;
+    assert_refused(
+        &e,
+        Code::ResourceExhausted,
+        &["max_upload_memory_bytes", "1048576 of its 1572864 bytes"],
     );
 
     // A KServe request of 32 windows of 16³ float32 (512 KiB and its message framing) does not fit beside A's MiB
     // either; refused before the model runs, it holds nothing.
     let e = slow_request(srv.url(), 32).await.unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
-    assert!(
-        e.message().contains("max_upload_memory_bytes")
-            && e.message().contains("1048576 of its 1572864 bytes"),
-        "{}",
-        e.message()
+    assert_refused(
+        &e,
+        Code::ResourceExhausted,
+        &["max_upload_memory_bytes", "1048576 of its 1572864 bytes"],
     );
     assert_eq!(held(&srv), 1048576.0);
     // One of 4 windows (64 KiB) fits and is served meanwhile.
@@ -293,6 +281,7 @@ async fn upload_bytes_in_memory_are_bounded_across_streams() {
     assert_eq!(summary.shape, vec![64, 64, 64]);
     assert_eq!(mask.len() as u64, summary.mask_bytes);
     wait_held(&srv, 0.0);
+    let mut c = SegmentationClient::connect(srv.url()).await.unwrap();
     let r = c.segment(tokio_stream::iter(messages())).await.unwrap();
     let (summary, _) = collect_segment(r.into_inner()).await.unwrap();
     assert_eq!(summary.shape, vec![64, 64, 64]);
