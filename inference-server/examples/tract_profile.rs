@@ -1,4 +1,4 @@
-//! Profile one sliding-window batch through tract: per-op-type wall time of the optimised plan.
+//! Profile one sliding-window batch through tract: per-op-type wall time of the plan medmae-serve optimises.
 //! Run: cargo run --release -p medmae-inference-server --example tract_profile -- MODEL.onnx [BATCH] [ROI]
 
 use std::collections::HashMap;
@@ -12,21 +12,16 @@ fn main() -> TractResult<()> {
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
     let roi: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
     let t0 = Instant::now();
-    let model = tract_onnx::onnx().model_for_path(&path)?;
+    // The server's front end and plan (its own InstanceNormalization and Pad kernels included).
+    let model = server::backend::tract_ops::onnx().model_for_path(&path)?;
     eprintln!("parse {:.2}s", t0.elapsed().as_secs_f64());
     let t0 = Instant::now();
-    let typed = model
-        .with_input_fact(0, f32::fact([n, 1, roi, roi, roi]).into())?
-        .into_typed()?;
-    eprintln!("typed {:.2}s", t0.elapsed().as_secs_f64());
-    let t0 = Instant::now();
-    let opt = typed.into_optimized()?;
+    let plan = server::backend::tract_backend::optimised_plan(model, &[n, 1, roi, roi, roi])?;
     eprintln!(
         "optimised {:.2}s, {} nodes",
         t0.elapsed().as_secs_f64(),
-        opt.nodes().len()
+        plan.model().nodes().len()
     );
-    let plan = opt.into_runnable()?;
     let input: Tensor =
         tract_ndarray::Array5::<f32>::from_shape_fn((n, 1, roi, roi, roi), |(_, _, a, b, c)| {
             ((a * 7 + b * 3 + c) % 17) as f32 / 17.0

@@ -5,6 +5,7 @@
 
 pub mod ort_backend;
 pub mod tract_backend;
+pub mod tract_ops;
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ndarray::{ArrayD, Axis};
 use tract_onnx::prelude::*;
 
-use super::{check_output, Backend};
+use super::{check_output, tract_ops, Backend};
 use crate::error::ServeError;
 use crate::model::ModelInfo;
 
@@ -34,23 +34,29 @@ fn err(msg: impl std::fmt::Display) -> ServeError {
     }
 }
 
+/// Fix the input to `shape`, optimise, swap in the server's faster kernels ([`tract_ops`]) and make a plan.
+pub fn optimised_plan(model: InferenceModel, shape: &[usize]) -> TractResult<Plan> {
+    let mut typed = model
+        .with_input_fact(0, f32::fact(shape).into())?
+        .into_optimized()?;
+    tract_ops::use_fast_pad(&mut typed);
+    typed.into_runnable()
+}
+
 impl TractBackend {
     /// Parse `info.path` and optimise it for one `[1, C, roi...]` window. `threads` = windows run at once
     /// (0 = the machine's available parallelism).
     pub fn load(info: &ModelInfo, threads: usize) -> Result<Self, ServeError> {
         let shape = info.input_shape(1);
-        let plan = tract_onnx::onnx()
+        let model = tract_ops::onnx()
             .model_for_path(&info.path)
-            .map_err(|e| err(format!("{}: {e:#}", info.path.display())))?
-            .with_input_fact(0, f32::fact(&shape).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| {
-                err(format!(
-                    "{}: optimising for input {shape:?}: {e:#}",
-                    info.path.display()
-                ))
-            })?;
+            .map_err(|e| err(format!("{}: {e:#}", info.path.display())))?;
+        let plan = optimised_plan(model, &shape).map_err(|e| {
+            err(format!(
+                "{}: optimising for input {shape:?}: {e:#}",
+                info.path.display()
+            ))
+        })?;
         let workers = if threads > 0 {
             threads
         } else {
