@@ -1,12 +1,18 @@
 //! How the process's allocator hands memory back to the system. glibc's default returns every block of 128 KiB and
 //! more to the kernel when it is freed (`munmap`, and trimming of the heap top), so an engine that allocates its
 //! multi-megabyte intermediate tensors afresh for every window page-faults them in again each time: tract on a 64³
-//! UNETR window took ~1.7 M page faults per request and ~10 % more CPU than with freed memory kept for reuse. The
-//! server keeps it: blocks up to 32 MiB (glibc's largest mmap threshold) come from the heap, and up to 1 GiB of free
-//! heap is kept instead of trimmed. Memory stays at the high-water mark of the requests served, as with jemalloc or
+//! UNETR window took ~1.7 M page faults per request and ~10 % more CPU than with freed memory kept for reuse. On a
+//! ViT-B UNETR (96³ windows: tensors of 56–113 MB) it took 6.4 M faults per request, and ~45 % of its time.
+//!
+//! The server keeps freed memory: every block comes from the heap (no per-block mappings: `M_MMAP_MAX` 0, which
+//! also covers blocks beyond glibc's 32 MiB mmap-threshold ceiling), all threads share the main heap (`M_ARENA_MAX`
+//! 1: a thread arena lives in 64 MiB heaps and still maps a larger block on its own, then unmaps it when freed), and
+//! up to 1 GiB of free heap is kept instead of trimmed. Small blocks stay in each thread's cache, so one arena costs
+//! little under concurrency. Memory stays at the high-water mark of the requests served, as with jemalloc or
 //! mimalloc. Setting any `glibc.malloc.*` tunable in `GLIBC_TUNABLES` leaves the allocator to those settings.
 
-/// Largest block served from the heap instead of its own mapping (glibc refuses more than 32 MiB on 64-bit).
+/// Largest block served from the heap instead of its own mapping (glibc refuses more than 32 MiB on 64-bit); with
+/// `M_MMAP_MAX` 0 no block gets its own mapping, this is the fallback should glibc refuse that.
 pub const MMAP_THRESHOLD: usize = 32 << 20;
 /// Free memory at the top of a heap kept for reuse rather than returned.
 pub const TRIM_THRESHOLD: usize = 1 << 30;
@@ -36,6 +42,8 @@ fn set_thresholds() -> Retention {
     // SAFETY: mallopt only changes allocator parameters; it is called before the server starts its threads.
     let ok = unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, as_int(MMAP_THRESHOLD)) == 1
+            && libc::mallopt(libc::M_MMAP_MAX, 0) == 1
+            && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
             && libc::mallopt(libc::M_TRIM_THRESHOLD, as_int(TRIM_THRESHOLD)) == 1
     };
     if ok {
@@ -64,10 +72,10 @@ mod tests {
 
     /// On a fresh thread (its own arena, like an engine worker): `rounds` times, allocate and touch a set of
     /// engine-sized buffers alive together, then free them; the page faults of the rounds after the first.
-    fn churn(rounds: usize) -> u64 {
+    fn churn(rounds: usize, mibs: &'static [usize]) -> u64 {
         std::thread::spawn(move || {
             let round = |i: usize| {
-                let bufs: Vec<Vec<u8>> = [24usize, 1, 16, 4, 8, 2]
+                let bufs: Vec<Vec<u8>> = mibs
                     .iter()
                     .map(|mib| {
                         let mut v = vec![0u8; mib << 20];
@@ -88,14 +96,63 @@ mod tests {
 
     #[test]
     fn freed_blocks_are_reused_instead_of_faulted_in_again() {
-        let default = churn(10);
+        let default = churn(10, &[24, 1, 16, 4, 8, 2]);
         assert_eq!(keep_freed_memory(), Retention::Kept);
-        let kept = churn(10);
+        let kept = churn(10, &[24, 1, 16, 4, 8, 2]);
         // 9 rounds of 55 MiB are ~126 000 pages when every round faults them in again.
         assert!(
             kept * 10 < default,
             "page faults for 9 rounds: {default} with glibc's defaults, {kept} with freed memory kept"
         );
         eprintln!("page faults: default {default}, kept {kept}");
+    }
+
+    /// Window-sized blocks beyond a thread heap (ViT-B UNETR tensors are 56–113 MB): the settings must be made
+    /// before any thread has an arena, as medmae-serve does first thing, so each case runs in a fresh process
+    /// (this test binary again, running [`big_blocks_child`] alone on its main thread).
+    #[test]
+    fn blocks_beyond_a_thread_heap_are_reused_too() {
+        let faults = |mode: &str| -> u64 {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "ops::memory::tests::big_blocks_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("MEDMAE_MEMORY_CHILD", mode)
+                .env_remove("GLIBC_TUNABLES")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "child ({mode}) failed: {text}");
+            text.lines()
+                .find_map(|l| l.split("big-block faults: ").nth(1))
+                .unwrap_or_else(|| panic!("child ({mode}) printed no count: {text}"))
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let (default, kept) = (faults("default"), faults("kept"));
+        // 9 rounds of 188 MiB are ~430 000 pages when every round maps them afresh.
+        assert!(
+            kept * 10 < default,
+            "page faults for 9 rounds of 100/60/20/8 MiB: {default} with glibc's defaults, {kept} kept"
+        );
+        eprintln!("big-block page faults: default {default}, kept {kept}");
+    }
+
+    /// Helper of [`blocks_beyond_a_thread_heap_are_reused_too`] (runs only as its child process).
+    #[test]
+    #[ignore = "run in a fresh process by blocks_beyond_a_thread_heap_are_reused_too"]
+    fn big_blocks_child() {
+        let Ok(mode) = std::env::var("MEDMAE_MEMORY_CHILD") else {
+            return;
+        };
+        if mode == "kept" {
+            assert_eq!(keep_freed_memory(), Retention::Kept);
+        }
+        println!("big-block faults: {}", churn(10, &[100, 60, 20, 8]));
     }
 }
