@@ -21,6 +21,20 @@ const STOP_LIMIT: Duration = Duration::from_secs(60);
 /// The same grace when a test drops a running server (a failed test should not wait out a drain).
 const DROP_LIMIT: Duration = Duration::from_secs(5);
 
+/// Deterministic pseudo-random f32 values in [lo, hi) from a fixed 64-bit LCG (tests need no RNG crate, and a
+/// seed gives the same values on every machine).
+pub fn uniform_values(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    const A: u64 = 6_364_136_223_846_793_005;
+    const C: u64 = 1_442_695_040_888_963_407;
+    let mut s = seed.wrapping_mul(A).wrapping_add(C);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(A).wrapping_add(C);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * (hi - lo) + lo
+        })
+        .collect()
+}
+
 /// Path of a workspace binary (`target/<profile>/<name>`) of another package than the test's own (a package's own
 /// binaries have `CARGO_BIN_EXE_<name>`). `cargo test` builds another package's binary only when that package has
 /// integration tests of its own, so `scripts/test` runs `cargo build --workspace --bins` first.

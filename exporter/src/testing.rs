@@ -6,19 +6,9 @@ use tract_onnx::prelude::*;
 use crate::graph::GraphBuilder;
 use crate::weights::{WeightTensor, Weights};
 
-/// Deterministic pseudo-random values in [-1, 1) (a fixed LCG, so tests need no RNG crate).
+/// Deterministic pseudo-random values in [-1, 1) (test-support's fixed LCG).
 pub(crate) fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6_364_136_223_846_793_005)
-        .wrapping_add(1_442_695_040_888_963_407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    medmae_test_support::uniform_values(n, seed, -1.0, 1.0)
 }
 
 /// Weights from (name, shape) with deterministic values.

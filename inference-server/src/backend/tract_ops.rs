@@ -305,15 +305,7 @@ mod tests {
     use super::*;
 
     fn lcg(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 1.5
-            })
-            .collect()
+        medmae_test_support::uniform_values(n, seed, -1.5, 2.5)
     }
 
     #[test]
@@ -383,6 +375,23 @@ mod tests {
         );
     }
 
+    /// Run [`InstanceNorm`] (ε 1e-5) on `x` of `shape` with per-channel `scale` and `bias`.
+    fn run_norm(shape: &[usize], x: &[f32], scale: &[f32], bias: &[f32]) -> TractResult<Vec<f32>> {
+        let op = InstanceNorm {
+            epsilon: 1e-5f32.to_bits(),
+        };
+        let c = [scale.len()];
+        let y = op
+            .eval_out_of_plan(tvec!(
+                Tensor::from_shape(shape, x)?.into_tvalue(),
+                Tensor::from_shape(&c, scale)?.into_tvalue(),
+                Tensor::from_shape(&c, bias)?.into_tvalue()
+            ))?
+            .ok_or_else(|| format_err!("no output"))?;
+        assert_eq!(y[0].shape(), shape);
+        Ok(y[0].try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+    }
+
     /// The ONNX formula in f64, the straightforward way.
     fn reference(
         x: &[f32],
@@ -430,24 +439,7 @@ mod tests {
             }
             let scale: Vec<f32> = (0..c).map(|i| 0.5 + i as f32).collect();
             let bias: Vec<f32> = (0..c).map(|i| i as f32 - 1.0).collect();
-            let op = InstanceNorm {
-                epsilon: 1e-5f32.to_bits(),
-            };
-            let y = op
-                .eval_out_of_plan(tvec!(
-                    Tensor::from_shape(&shape, &x).unwrap().into_tvalue(),
-                    Tensor::from_shape(&[c], &scale).unwrap().into_tvalue(),
-                    Tensor::from_shape(&[c], &bias).unwrap().into_tvalue()
-                ))
-                .unwrap()
-                .unwrap();
-            assert_eq!(y[0].shape(), &shape[..]);
-            let got = y[0]
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap()
-                .to_vec();
+            let got = run_norm(&shape, &x, &scale, &bias).unwrap();
             let want = reference(&x, n, c, plane, &scale, &bias, 1e-5);
             let worst = got
                 .iter()
@@ -469,25 +461,7 @@ mod tests {
         let plane = 64 * 64 * 64;
         for (offset, spread) in [(0.0f32, 1.0f32), (10.0, 1.0), (100.0, 1.0), (0.0, 0.01)] {
             let x: Vec<f32> = lcg(3, plane).iter().map(|v| offset + spread * v).collect();
-            let op = InstanceNorm {
-                epsilon: 1e-5f32.to_bits(),
-            };
-            let y = op
-                .eval_out_of_plan(tvec!(
-                    Tensor::from_shape(&[1, 1, plane], &x)
-                        .unwrap()
-                        .into_tvalue(),
-                    Tensor::from_shape(&[1], &[1f32]).unwrap().into_tvalue(),
-                    Tensor::from_shape(&[1], &[0f32]).unwrap().into_tvalue()
-                ))
-                .unwrap()
-                .unwrap();
-            let got = y[0]
-                .try_as_plain_ram()
-                .unwrap()
-                .as_slice::<f32>()
-                .unwrap()
-                .to_vec();
+            let got = run_norm(&[1, 1, plane], &x, &[1.0], &[0.0]).unwrap();
             let want = reference(&x, 1, 1, plane, &[1.0], &[0.0], 1e-5);
             let worst = got
                 .iter()
@@ -505,41 +479,15 @@ mod tests {
 
     #[test]
     fn instance_norm_of_a_constant_plane_is_the_bias() {
-        let op = InstanceNorm {
-            epsilon: 1e-5f32.to_bits(),
-        };
-        let y = op
-            .eval_out_of_plan(tvec!(
-                Tensor::from_shape(&[1, 2, 4], &[3f32; 8])
-                    .unwrap()
-                    .into_tvalue(),
-                Tensor::from_shape(&[2], &[2f32, 2.]).unwrap().into_tvalue(),
-                Tensor::from_shape(&[2], &[0.25f32, -1.])
-                    .unwrap()
-                    .into_tvalue()
-            ))
-            .unwrap()
-            .unwrap();
         assert_eq!(
-            y[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap(),
-            &[0.25, 0.25, 0.25, 0.25, -1., -1., -1., -1.]
+            run_norm(&[1, 2, 4], &[3f32; 8], &[2.0, 2.0], &[0.25, -1.0]).unwrap(),
+            [0.25, 0.25, 0.25, 0.25, -1., -1., -1., -1.]
         );
     }
 
     #[test]
     fn instance_norm_refuses_a_channel_count_mismatch() {
-        let op = InstanceNorm {
-            epsilon: 1e-5f32.to_bits(),
-        };
-        let e = op
-            .eval_out_of_plan(tvec!(
-                Tensor::from_shape(&[1, 3, 2], &[0f32; 6])
-                    .unwrap()
-                    .into_tvalue(),
-                Tensor::from_shape(&[2], &[1f32, 1.]).unwrap().into_tvalue(),
-                Tensor::from_shape(&[2], &[0f32, 0.]).unwrap().into_tvalue()
-            ))
-            .unwrap_err();
+        let e = run_norm(&[1, 3, 2], &[0f32; 6], &[1.0, 1.0], &[0.0, 0.0]).unwrap_err();
         assert!(format!("{e}").contains("3 channels but 2 scales"), "{e}");
     }
 }
