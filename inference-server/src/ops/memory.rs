@@ -108,19 +108,21 @@ mod tests {
     }
 
     /// Window-sized blocks beyond a thread heap (ViT-B UNETR tensors are 56–113 MB): the settings must be made
-    /// before any thread has an arena, as medmae-serve does first thing, so each case runs in a fresh process
-    /// (this test binary again, running [`big_blocks_child`] alone on its main thread).
+    /// before any thread has an arena, as medmae-serve does first thing, so each case runs in a fresh process: this
+    /// test binary again, running this test alone on its main thread with `MEDMAE_MEMORY_CHILD` set to the case.
     #[test]
     fn blocks_beyond_a_thread_heap_are_reused_too() {
+        const NAME: &str = "ops::memory::tests::blocks_beyond_a_thread_heap_are_reused_too";
+        if let Ok(mode) = std::env::var("MEDMAE_MEMORY_CHILD") {
+            if mode == "kept" {
+                assert_eq!(keep_freed_memory(), Retention::Kept);
+            }
+            println!("big-block faults: {}", churn(10, &[100, 60, 20, 8]));
+            return;
+        }
         let faults = |mode: &str| -> u64 {
             let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "ops::memory::tests::big_blocks_child",
-                    "--exact",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
+                .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
                 .env("MEDMAE_MEMORY_CHILD", mode)
                 .env_remove("GLIBC_TUNABLES")
                 .output()
@@ -141,18 +143,5 @@ mod tests {
             "page faults for 9 rounds of 100/60/20/8 MiB: {default} with glibc's defaults, {kept} kept"
         );
         eprintln!("big-block page faults: default {default}, kept {kept}");
-    }
-
-    /// Helper of [`blocks_beyond_a_thread_heap_are_reused_too`] (runs only as its child process).
-    #[test]
-    #[ignore = "run in a fresh process by blocks_beyond_a_thread_heap_are_reused_too"]
-    fn big_blocks_child() {
-        let Ok(mode) = std::env::var("MEDMAE_MEMORY_CHILD") else {
-            return;
-        };
-        if mode == "kept" {
-            assert_eq!(keep_freed_memory(), Retention::Kept);
-        }
-        println!("big-block faults: {}", churn(10, &[100, 60, 20, 8]));
     }
 }
